@@ -1,0 +1,118 @@
+import type { CompiledQuery, QueryResult } from 'kysely';
+import { NotInTransactionError, TxOutboxError } from '../errors.js';
+import type { DialectName } from './dialect-name.js';
+
+/** A Kysely `Transaction` (or `ControlledTransaction`), seen structurally so any compatible Kysely copy works. */
+export interface KyselyTransactionLike {
+  readonly isTransaction: boolean;
+  executeQuery<R>(query: CompiledQuery<R>): Promise<QueryResult<R>>;
+}
+
+/** A node-postgres `Client` or `PoolClient` on which `BEGIN` has been run. */
+export interface PgClientLike {
+  query(text: string, values?: unknown[]): Promise<{ rows: unknown[]; rowCount: number | null }>;
+  getTransactionStatus?(): string | null;
+}
+
+/** A mysql2 connection (callback or promise API) on which a transaction has been begun. */
+export interface MysqlConnectionLike {
+  query(...args: never[]): unknown;
+}
+
+/** Whatever holds the caller's open transaction. */
+export type TransactionLike = KyselyTransactionLike | PgClientLike | MysqlConnectionLike;
+
+export interface SqlResult {
+  rows: Record<string, unknown>[];
+  affectedRows: number;
+}
+
+/** Runs compiled SQL on the caller's transaction, whatever client holds it. */
+export type SqlExecutor = (query: CompiledQuery) => Promise<SqlResult>;
+
+/** MySQL protocol server status flags (include/mysql_com.h). */
+const SERVER_STATUS_IN_TRANS = 0x0001;
+const SERVER_STATUS_AUTOCOMMIT = 0x0002;
+
+export function isKyselyLike(value: unknown): value is KyselyTransactionLike {
+  const candidate = value as Partial<KyselyTransactionLike> | null;
+  return typeof candidate?.executeQuery === 'function' && typeof candidate.isTransaction === 'boolean';
+}
+
+/**
+ * Wraps the caller's transaction handle after checking that it really is an open transaction: an enqueue on a
+ * plain connection would autocommit the message whether or not the business work later commits.
+ */
+export async function transactionExecutor(trx: unknown, dialect: DialectName): Promise<SqlExecutor> {
+  if (isKyselyLike(trx)) {
+    if (!trx.isTransaction) throw new NotInTransactionError('a Kysely instance that is not a transaction');
+    return async (query) => {
+      const result = await trx.executeQuery(query);
+      return { rows: result.rows as Record<string, unknown>[], affectedRows: Number(result.numAffectedRows ?? 0n) };
+    };
+  }
+  if (typeof trx !== 'object' || trx === null || typeof (trx as { query?: unknown }).query !== 'function') {
+    throw new NotInTransactionError(describe(trx));
+  }
+  if (typeof (trx as { getConnection?: unknown }).getConnection === 'function' || 'totalCount' in trx) {
+    throw new NotInTransactionError('a connection pool (each query may run on a different connection)');
+  }
+  return dialect === 'postgres' ? pgExecutor(trx as PgClientLike) : mysqlExecutor(trx as MysqlConnectionLike);
+}
+
+async function pgExecutor(client: PgClientLike): Promise<SqlExecutor> {
+  const run: SqlExecutor = async (query) => {
+    const result = await client.query(query.sql, [...query.parameters]);
+    return { rows: result.rows as Record<string, unknown>[], affectedRows: result.rowCount ?? 0 };
+  };
+  // node-postgres tracks the server's ReadyForQuery status; older versions lack it, so ask the server instead.
+  const status =
+    typeof client.getTransactionStatus === 'function'
+      ? client.getTransactionStatus()
+      : (await client.query('SELECT transaction_timestamp() <> statement_timestamp() AS in_tx')).rows.some(
+            (row) => (row as { in_tx?: boolean }).in_tx === true,
+          )
+        ? 'T'
+        : 'I';
+  if (status === 'E') {
+    throw new TxOutboxError(
+      'The pg transaction has already failed (a previous statement errored); roll it back and retry the work.',
+      'TXOUTBOX_TRANSACTION_FAILED',
+    );
+  }
+  if (status !== 'T') throw new NotInTransactionError('a pg client that is not inside BEGIN ... COMMIT');
+  return run;
+}
+
+interface MysqlCallbackConnection {
+  query(sql: string, values: unknown[], callback: (error: Error | null, result: unknown) => void): void;
+}
+
+async function mysqlExecutor(connection: MysqlConnectionLike): Promise<SqlExecutor> {
+  // mysql2/promise wraps the callback connection and exposes it as `.connection`.
+  const inner = (connection as { connection?: unknown }).connection;
+  const callbackConnection = (
+    typeof (inner as { query?: unknown } | undefined)?.query === 'function' ? inner : connection
+  ) as MysqlCallbackConnection;
+  const raw = (sql: string, values: unknown[]) =>
+    new Promise<unknown>((resolve, reject) =>
+      callbackConnection.query(sql, values, (error, result) => (error ? reject(error) : resolve(result))),
+    );
+  const run: SqlExecutor = async (query) => {
+    const result = await raw(query.sql, [...query.parameters]);
+    if (Array.isArray(result)) return { rows: result as Record<string, unknown>[], affectedRows: 0 };
+    return { rows: [], affectedRows: Number((result as { affectedRows?: number }).affectedRows ?? 0) };
+  };
+  // `DO 0` does nothing but its OK packet carries the server status flags, on MySQL and MariaDB alike.
+  const header = (await raw('DO 0', [])) as { serverStatus?: number };
+  const status = header.serverStatus ?? 0;
+  const inTransaction = (status & SERVER_STATUS_IN_TRANS) !== 0 || (status & SERVER_STATUS_AUTOCOMMIT) === 0;
+  if (!inTransaction) throw new NotInTransactionError('a mysql2 connection in autocommit mode (no transaction begun)');
+  return run;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (typeof value !== 'object') return `a ${typeof value}`;
+  return `an object without a query method (${value.constructor?.name ?? 'Object'})`;
+}

@@ -1,0 +1,84 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { Migrator, sql, type Kysely, type Migration, type MigrationResult } from 'kysely';
+import { TxOutboxError } from '../errors.js';
+import type { DialectName } from './dialect-name.js';
+
+/** Which set of tables a migration run manages; each has its own folder and its own history table. */
+export type Component = 'outbox';
+
+export interface MigrationTarget {
+  dialect: DialectName;
+  component: Component;
+  /** The table name the SQL files' default name is renamed to. */
+  table: string;
+  schema: string | null;
+}
+
+/** The shipped SQL files, next to `src/` or `dist/` in the package. */
+const MIGRATIONS_ROOT = new URL('../../migrations/', import.meta.url);
+const DEFAULT_NAME = 'txoutbox';
+
+/** Lists the migration files for a target in the order they apply. */
+export async function migrationFiles(target: Pick<MigrationTarget, 'dialect' | 'component'>): Promise<URL[]> {
+  const folder = new URL(`${target.dialect}/${target.component}/`, MIGRATIONS_ROOT);
+  const names = (await readdir(folder)).filter((name) => /^\d{3}_[a-z0-9_]+\.sql$/.test(name)).sort();
+  return names.map((name) => new URL(name, folder));
+}
+
+/**
+ * The statements of one SQL file, renamed for the target: a quoted default name ("txoutbox", "txoutbox_keys",
+ * `txoutbox`) becomes the configured table, schema-qualified; a bare txoutbox_... index or constraint name becomes
+ * <table>_... (PostgreSQL creates those in the table's schema).
+ */
+export function renderStatements(text: string, target: MigrationTarget): string[] {
+  const quote = target.dialect === 'postgres' ? '"' : '`';
+  const qualify = (name: string) =>
+    target.schema === null ? `${quote}${name}${quote}` : `${quote}${target.schema}${quote}.${quote}${name}${quote}`;
+  const renamed = text
+    .replace(/--.*$/gm, '')
+    .replace(/(["`])txoutbox(\w*)\1|\btxoutbox(_\w+)\b/g, (_match, _quote, quotedSuffix?: string, bareSuffix?: string) =>
+      bareSuffix !== undefined ? `${target.table}${bareSuffix}` : qualify(`${target.table}${quotedSuffix ?? ''}`),
+    );
+  return renamed
+    .split(/;\s*$/m)
+    .map((statement) => statement.trim())
+    .filter((statement) => statement.length > 0);
+}
+
+/**
+ * Applies the target's SQL files with Kysely's Migrator: it records what ran in `<table>_migrations` (so a second
+ * run does nothing) and holds a lock while it works (so two processes migrating at once apply each file once).
+ */
+export async function runMigrations<DB>(db: Kysely<DB>, target: MigrationTarget): Promise<MigrationResult[]> {
+  const files = await migrationFiles(target);
+  const migrations: Record<string, Migration> = {};
+  for (const file of files) {
+    const name = file.pathname.slice(file.pathname.lastIndexOf('/') + 1, -'.sql'.length);
+    const statements = renderStatements(await readFile(file, 'utf8'), target);
+    migrations[name] = {
+      async up(trx) {
+        for (const statement of statements) await sql.raw(statement).execute(trx);
+      },
+    };
+  }
+  const migrator = new Migrator({
+    db: db as Kysely<unknown>,
+    provider: { getMigrations: async () => migrations },
+    migrationTableName: `${target.table}_migrations`,
+    migrationLockTableName: `${target.table}_migrations_lock`,
+    ...(target.schema === null ? {} : { migrationTableSchema: target.schema }),
+  });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error !== undefined) {
+    const failed = results?.find((result) => result.status === 'Error')?.migrationName;
+    throw new TxOutboxError(
+      `Migrating the ${target.component} tables (${target.dialect}, table "${target.table}") failed` +
+        `${failed ? ` in ${failed}` : ''}: ${error instanceof Error ? error.message : String(error)}`,
+      'TXOUTBOX_MIGRATION_FAILED',
+      { cause: error },
+    );
+  }
+  return results ?? [];
+}
+
+export { DEFAULT_NAME as DEFAULT_TABLE_NAME };

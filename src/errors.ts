@@ -1,0 +1,49 @@
+/** Every error txoutbox throws on purpose is a TxOutboxError, so callers can tell ours from the driver's. */
+export class TxOutboxError extends Error {
+  constructor(
+    message: string,
+    /** A stable, machine-readable code; messages may be reworded, codes are not. */
+    readonly code: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A message given to `enqueue` is malformed. Nothing was written and the caller's transaction is still usable. */
+export class ValidationError extends TxOutboxError {
+  constructor(
+    /** Where the problem is, e.g. `topic`, `messages[2].headers.x-trace`, `payload.items[3]`. */
+    readonly field: string,
+    readonly reason: string,
+  ) {
+    super(`Invalid outbox message: ${field} ${reason}`, 'TXOUTBOX_INVALID_MESSAGE');
+  }
+}
+
+/** Options given to a txoutbox factory are wrong (bad table name, unknown dialect, ...). */
+export class ConfigError extends TxOutboxError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'TXOUTBOX_INVALID_CONFIG', options);
+  }
+}
+
+/** `enqueue` was given something that is not an open transaction, so the message would not be atomic. */
+export class NotInTransactionError extends TxOutboxError {
+  constructor(what: string) {
+    super(
+      `enqueue needs an open transaction, but got ${what}. ` +
+        'Call it inside db.transaction().execute(trx => ...) (Kysely), after BEGIN on a pg client, ' +
+        'or after beginTransaction() on a mysql2 connection, so the message commits or rolls back with your data.',
+      'TXOUTBOX_NOT_IN_TRANSACTION',
+    );
+  }
+}
+
+/** The outbox tables are missing or incomplete; the fix is to run the migrations. */
+export class SchemaError extends TxOutboxError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(`${message} Run the txoutbox migrations (migrate(db, { dialect })) first.`, 'TXOUTBOX_SCHEMA', options);
+  }
+}

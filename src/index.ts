@@ -1,0 +1,19 @@
+export { createOutbox, type Outbox } from './outbox/outbox.js';
+export type { OutboxOptions } from './outbox/options.js';
+export type { EnqueueResult, JsonValue, OutboxMessage } from './outbox/message.js';
+export type { IdGenerator } from './outbox/ids.js';
+export { migrate, type MigrateOptions } from './outbox/migrate.js';
+export type { DialectName } from './dialects/dialect-name.js';
+export type {
+  KyselyTransactionLike,
+  MysqlConnectionLike,
+  PgClientLike,
+  TransactionLike,
+} from './dialects/executor.js';
+export {
+  ConfigError,
+  NotInTransactionError,
+  SchemaError,
+  TxOutboxError,
+  ValidationError,
+} from './errors.js';

@@ -1,0 +1,26 @@
+import type { Kysely, MigrationResult } from 'kysely';
+import { ConfigError } from '../errors.js';
+import { DIALECT_NAMES, type DialectName } from '../dialects/dialect-name.js';
+import { assertPlainIdentifier } from '../dialects/identifiers.js';
+import { DEFAULT_TABLE_NAME, runMigrations } from '../dialects/migrator.js';
+
+export interface MigrateOptions {
+  dialect: DialectName;
+  /** Outbox table name. Default `txoutbox`. */
+  table?: string;
+  /** PostgreSQL schema or MySQL database; created if missing. Default: the connection's own. */
+  schema?: string;
+}
+
+/**
+ * Creates or upgrades the outbox tables by applying the SQL files shipped under `migrations/<dialect>/outbox`.
+ * Idempotent, and safe to run from several processes at once (they take a lock and apply each file once).
+ */
+export async function migrate<DB>(db: Kysely<DB>, options: MigrateOptions): Promise<MigrationResult[]> {
+  if (!DIALECT_NAMES.includes(options.dialect)) {
+    throw new ConfigError(`migrate: dialect must be one of ${DIALECT_NAMES.join(', ')}, got ${JSON.stringify(options.dialect)}.`);
+  }
+  const table = assertPlainIdentifier(options.table ?? DEFAULT_TABLE_NAME, 'table');
+  const schema = options.schema === undefined ? null : assertPlainIdentifier(options.schema, 'schema');
+  return runMigrations(db, { dialect: options.dialect, component: 'outbox', table, schema });
+}

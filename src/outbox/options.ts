@@ -1,0 +1,47 @@
+import { z } from 'zod';
+import { ConfigError } from '../errors.js';
+import { DIALECT_NAMES, type DialectName } from '../dialects/dialect-name.js';
+import { assertPlainIdentifier } from '../dialects/identifiers.js';
+import { DEFAULT_TABLE_NAME } from '../dialects/migrator.js';
+import type { IdGenerator } from './ids.js';
+
+export interface OutboxOptions {
+  /** The database behind the transactions you will pass to `enqueue`. Use `mysql` for MariaDB. */
+  dialect: DialectName;
+  /** Outbox table name. Default `txoutbox`. */
+  table?: string;
+  /** PostgreSQL schema, or MySQL database, holding the table. Default: the connection's own. */
+  schema?: string;
+  /** Largest encoded payload accepted, in bytes. Default 1 MiB. */
+  maxPayloadBytes?: number;
+  /** Most messages accepted by one `enqueue` call. Default 1000. */
+  maxBatch?: number;
+  /** Makes ids for messages that bring none. Default: monotonic ULIDs. */
+  generateId?: IdGenerator;
+}
+
+/** Hard ceiling for maxBatch: keeps one enqueue statement well inside both databases' limits. */
+const MAX_BATCH_CEILING = 10_000;
+
+const schema = z.object({
+  dialect: z.enum(DIALECT_NAMES, { message: `dialect must be one of ${DIALECT_NAMES.join(', ')}` }),
+  table: z.string().default(DEFAULT_TABLE_NAME),
+  schema: z.string().optional(),
+  maxPayloadBytes: z.number().int().positive().max(1024 * 1024 * 1024).default(1024 * 1024),
+  maxBatch: z.number().int().positive().max(MAX_BATCH_CEILING).default(1000),
+  generateId: z.custom<IdGenerator>((value) => typeof value === 'function', 'generateId must be a function').optional(),
+});
+
+export type ResolvedOutboxOptions = Omit<z.output<typeof schema>, 'schema'> & { schema: string | null };
+
+export function resolveOutboxOptions(options: OutboxOptions): ResolvedOutboxOptions {
+  const parsed = schema.strict().safeParse(options);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || 'options'}: ${issue.message}`);
+    throw new ConfigError(`Invalid createOutbox options: ${problems.join('; ')}`);
+  }
+  const resolved = parsed.data;
+  assertPlainIdentifier(resolved.table, 'table');
+  if (resolved.schema !== undefined) assertPlainIdentifier(resolved.schema, 'schema');
+  return { ...resolved, schema: resolved.schema ?? null };
+}

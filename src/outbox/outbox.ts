@@ -1,0 +1,65 @@
+import { ValidationError } from '../errors.js';
+import type { Dialect } from '../dialects/dialect.js';
+import type { DialectName } from '../dialects/dialect-name.js';
+import { transactionExecutor, type TransactionLike } from '../dialects/executor.js';
+import { tableNames, type TableNames } from '../dialects/identifiers.js';
+import { mysqlDialect } from '../dialects/mysql.js';
+import { postgresDialect } from '../dialects/postgres.js';
+import { planBatch } from './batch.js';
+import { createUlidGenerator } from './ids.js';
+import type { EnqueueResult, OutboxMessage, ValidMessage } from './message.js';
+import { resolveOutboxOptions, type OutboxOptions } from './options.js';
+import { validateMessage } from './validate.js';
+
+export interface Outbox {
+  readonly dialect: DialectName;
+  readonly names: TableNames;
+  /**
+   * Writes a message into the outbox inside `trx`, the caller's open transaction: it is sent if and only if
+   * that transaction commits. Validates first; a bad message throws a ValidationError and writes nothing.
+   */
+  enqueue(trx: TransactionLike, message: OutboxMessage): Promise<EnqueueResult>;
+  /** Writes a batch with one statement; results come back in the order given. */
+  enqueue(trx: TransactionLike, messages: readonly OutboxMessage[]): Promise<EnqueueResult[]>;
+}
+
+const DIALECTS: Record<DialectName, Dialect> = { postgres: postgresDialect, mysql: mysqlDialect };
+
+export function createOutbox(options: OutboxOptions): Outbox {
+  const resolved = resolveOutboxOptions(options);
+  const dialect = DIALECTS[resolved.dialect];
+  const names = tableNames(resolved.table, resolved.schema);
+  const newId = resolved.generateId ?? createUlidGenerator();
+  const limits = { maxPayloadBytes: resolved.maxPayloadBytes };
+
+  async function enqueueMany(trx: TransactionLike, input: readonly unknown[], single: boolean): Promise<EnqueueResult[]> {
+    if (input.length === 0) throw new ValidationError('messages', 'is an empty batch; pass at least one message');
+    if (input.length > resolved.maxBatch) {
+      throw new ValidationError('messages', `has ${input.length} messages, over maxBatch (${resolved.maxBatch}); split the batch`);
+    }
+    const messages: ValidMessage[] = input.map((message, index) =>
+      validateMessage(message, single ? '' : `messages[${index}]`, limits, newId),
+    );
+    const run = await transactionExecutor(trx, resolved.dialect);
+    const written = await dialect.enqueue(run, names, planBatch(messages));
+    const reported = new Set<string>();
+    return messages.map(({ id }) => {
+      const duplicate = !written.has(id) || reported.has(id);
+      reported.add(id);
+      return { id, duplicate };
+    });
+  }
+
+  function enqueue(trx: TransactionLike, message: OutboxMessage): Promise<EnqueueResult>;
+  function enqueue(trx: TransactionLike, messages: readonly OutboxMessage[]): Promise<EnqueueResult[]>;
+  async function enqueue(
+    trx: TransactionLike,
+    input: OutboxMessage | readonly OutboxMessage[],
+  ): Promise<EnqueueResult | EnqueueResult[]> {
+    if (Array.isArray(input)) return enqueueMany(trx, input, false);
+    const [result] = await enqueueMany(trx, [input], true);
+    return result as EnqueueResult;
+  }
+
+  return { dialect: resolved.dialect, names, enqueue };
+}
