@@ -1,0 +1,91 @@
+import { sql } from 'kysely';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ConfigError, migrate, ValidationError, type Outbox } from '../../src/index.js';
+import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
+
+const circular: Record<string, unknown> = { name: 'loop' };
+circular.self = circular;
+
+/** [what is wrong, what is passed to enqueue, the field the error must name] */
+const CASES: [string, unknown, string][] = [
+  ['not an object', 'hello', 'message'],
+  ['an unknown field (a typo of delayMs)', { topic: 't', payload: 1, delay: 5 }, 'delay'],
+  ['no topic', { payload: 1 }, 'topic'],
+  ['an empty topic', { topic: '', payload: 1 }, 'topic'],
+  ['a topic over 255 characters', { topic: 'a'.repeat(256), payload: 1 }, 'topic'],
+  ['a topic with a space', { topic: 'orders created', payload: 1 }, 'topic'],
+  ['a topic with SQL in it', { topic: "t'; DROP TABLE orders; --", payload: 1 }, 'topic'],
+  ['a topic with non-ASCII letters', { topic: 'bestellüngen', payload: 1 }, 'topic'],
+  ['a topic that is not a string', { topic: 42, payload: 1 }, 'topic'],
+  ['no payload', { topic: 't' }, 'payload'],
+  ['an undefined payload', { topic: 't', payload: undefined }, 'payload'],
+  ['a function payload', { topic: 't', payload: () => 1 }, 'payload'],
+  ['a symbol payload', { topic: 't', payload: Symbol('s') }, 'payload'],
+  ['a BigInt payload', { topic: 't', payload: 10n }, 'payload'],
+  ['a BigInt deep in the payload', { topic: 't', payload: { order: { total: 10n } } }, 'payload.order.total'],
+  ['a circular payload', { topic: 't', payload: circular }, 'payload.self'],
+  ['NaN in the payload', { topic: 't', payload: { price: Number.NaN } }, 'payload.price'],
+  ['undefined inside an array', { topic: 't', payload: [1, undefined] }, 'payload[1]'],
+  ['a Map payload', { topic: 't', payload: new Map([['a', 1]]) }, 'payload'],
+  ['a payload over maxPayloadBytes', { topic: 't', payload: 'x'.repeat(1024 * 1024) }, 'payload'],
+  ['bytes over maxPayloadBytes', { topic: 't', payload: new Uint8Array(1024 * 1024 + 1) }, 'payload'],
+  ['a header with a number value', { topic: 't', payload: 1, headers: { retries: 3 } }, 'headers.retries'],
+  ['a header with a null value', { topic: 't', payload: 1, headers: { tenant: null } }, 'headers.tenant'],
+  ['a reserved header name', { topic: 't', payload: 1, headers: { 'txoutbox-id': 'x' } }, 'headers.txoutbox-id'],
+  ['a reserved header name in other case', { topic: 't', payload: 1, headers: { 'Content-Type': 'x' } }, 'headers.Content-Type'],
+  ['a header name with a space', { topic: 't', payload: 1, headers: { 'bad name': 'x' } }, 'headers.bad name'],
+  ['headers as an array', { topic: 't', payload: 1, headers: [['a', 'b']] }, 'headers'],
+  ['headers over 64 KiB', { topic: 't', payload: 1, headers: { big: 'x'.repeat(70_000) } }, 'headers'],
+  ['a key over 255 characters', { topic: 't', payload: 1, key: 'k'.repeat(256) }, 'key'],
+  ['an empty key', { topic: 't', payload: 1, key: '' }, 'key'],
+  ['a key that is a number', { topic: 't', payload: 1, key: 7 }, 'key'],
+  ['a key with a NUL character', { topic: 't', payload: 1, key: 'a\u0000b' }, 'key'],
+  ['an id over 255 characters', { topic: 't', payload: 1, id: 'i'.repeat(256) }, 'id'],
+  ['an empty id', { topic: 't', payload: 1, id: '' }, 'id'],
+  ['a null id', { topic: 't', payload: 1, id: null }, 'id'],
+  ['an invalid availableAt date', { topic: 't', payload: 1, availableAt: new Date('not a date') }, 'availableAt'],
+  ['availableAt as a string', { topic: 't', payload: 1, availableAt: '2030-01-01' }, 'availableAt'],
+  ['a negative delayMs', { topic: 't', payload: 1, delayMs: -1 }, 'delayMs'],
+  ['both availableAt and delayMs', { topic: 't', payload: 1, delayMs: 5, availableAt: new Date() }, 'availableAt'],
+  ['a bad contentType', { topic: 't', payload: 1, contentType: 'json' }, 'contentType'],
+  ['an empty batch', [], 'messages'],
+  ['a batch over maxBatch (3 here)', Array.from({ length: 4 }, () => ({ topic: 't', payload: 1 })), 'messages'],
+  ['a bad message after a good one in a batch', [{ topic: 't', payload: 1 }, { topic: '', payload: 2 }], 'messages[1].topic'],
+];
+
+describe.each(DIALECTS)('bad input on %s', (dialect) => {
+  let h: Harness;
+  let outbox: Outbox;
+  beforeAll(async () => {
+    h = await createHarness(dialect);
+    outbox = h.createOutbox({ maxBatch: 3 });
+  });
+  afterAll(async () => h?.destroy());
+  beforeEach(async () => {
+    for (const table of ['txoutbox', 'orders']) await sql`DELETE FROM ${sql.id(h.schema, table)}`.execute(h.db);
+  });
+
+  it.each(CASES)('refuses %s with a typed error, writes nothing, and leaves the transaction usable', async (_what, input, field) => {
+    await h.db.transaction().execute(async (trx) => {
+      await h.insertOrder(trx, 'business-row');
+      const error = await outbox.enqueue(trx, input as never).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(ValidationError);
+      expect(error).toMatchObject({ field, code: 'TXOUTBOX_INVALID_MESSAGE' });
+      expect((error as Error).message).toContain(field);
+      await outbox.enqueue(trx, { id: 'still-works', topic: 't', payload: 1 });
+    });
+    expect((await h.rows()).map((row) => row.id)).toEqual(['still-works']);
+    expect(await h.orderIds()).toEqual(['business-row']);
+  });
+
+  it('refuses table and schema names that are not plain identifiers before touching the database', async () => {
+    const injected = 'txoutbox; DROP TABLE orders; --';
+    expect(() => h.createOutbox({ table: injected })).toThrow(ConfigError);
+    expect(() => h.createOutbox({ table: '"quoted"' })).toThrow(ConfigError);
+    await expect(migrate(h.db, { dialect, table: injected })).rejects.toBeInstanceOf(ConfigError);
+    await expect(migrate(h.db, { dialect, schema: 'a.b' })).rejects.toBeInstanceOf(ConfigError);
+    expect(await h.orderIds()).toEqual([]);
+    const { rows } = await sql`SELECT 1 FROM ${sql.id(h.schema, 'orders')}`.execute(h.db);
+    expect(rows).toEqual([]);
+  });
+});

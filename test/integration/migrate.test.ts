@@ -1,0 +1,65 @@
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createOutbox, migrate } from '../../src/index.js';
+import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
+
+const run = promisify(execFile);
+
+describe.each(DIALECTS)('migrate on %s', (dialect) => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness(dialect);
+  });
+  afterAll(async () => h?.destroy());
+
+  const tablesIn = async (schema: string): Promise<string[]> => {
+    const { rows } = await sql<{ name: string }>`
+      SELECT table_name AS name FROM information_schema.tables WHERE table_schema = ${schema} ORDER BY table_name`.execute(h.db);
+    return rows.map((row) => row.name).sort();
+  };
+
+  it('does nothing when run again', async () => {
+    const before = await tablesIn(h.schema);
+    expect(await migrate(h.db, { dialect, schema: h.schema })).toEqual([]);
+    expect(await tablesIn(h.schema)).toEqual(before);
+  });
+
+  it('applies each file once when two processes migrate the same fresh table at the same time', async () => {
+    const url = dialect === 'postgres' ? inject('pgUrl') : inject('mysqlUrl');
+    const table = `race_${randomBytes(3).toString('hex')}`;
+    const script = new URL('../support/migrate-process.ts', import.meta.url).pathname;
+    const tsx = new URL('../../node_modules/.bin/tsx', import.meta.url).pathname;
+    const outputs = await Promise.all([1, 2].map(() => run(tsx, [script, dialect, url, h.schema, table])));
+    const applied = outputs.map(({ stdout }) => JSON.parse(stdout) as string[]);
+    expect(applied.flat()).toEqual(['001_create_outbox']);
+
+    const history = await sql<{ name: string }>`SELECT name FROM ${sql.id(h.schema, `${table}_migrations`)}`.execute(h.db);
+    expect(history.rows.map((row) => row.name)).toEqual(['001_create_outbox']);
+    expect(await tablesIn(h.schema)).toEqual(expect.arrayContaining([table, `${table}_keys`]));
+  });
+
+  it('creates a custom table in a schema of its own and enqueue works on it', async () => {
+    const schema = `${h.schema}_b`;
+    try {
+      await migrate(h.db, { dialect, schema, table: 'orders_outbox' });
+      const expected = dialect === 'postgres' ? ['orders_outbox', 'orders_outbox_keys'] : ['orders_outbox', 'orders_outbox_key_locks', 'orders_outbox_keys'];
+      expect((await tablesIn(schema)).filter((name) => !name.includes('migration'))).toEqual(expected);
+      const outbox = createOutbox({ dialect, schema, table: 'orders_outbox' });
+      await h.db.transaction().execute((trx) => outbox.enqueue(trx, { id: 'in-custom', topic: 't', key: 'k', payload: 1 }));
+      const { rows } = await sql<{ n: number | string }>`SELECT count(*) AS n FROM ${sql.id(schema, 'orders_outbox')}`.execute(h.db);
+      expect(Number(rows[0]!.n)).toBe(1);
+      expect(await h.rows()).toEqual([]);
+    } finally {
+      await sql.raw(dialect === 'postgres' ? `DROP SCHEMA ${schema} CASCADE` : `DROP DATABASE ${schema}`).execute(h.db);
+    }
+  });
+
+  it('says to run the migrations when the outbox table is missing', async () => {
+    const outbox = createOutbox({ dialect, schema: h.schema, table: 'never_migrated' });
+    const error = await h.db.transaction().execute((trx) => outbox.enqueue(trx, { topic: 't', payload: 1 })).catch((e: unknown) => e);
+    expect(String(error)).toMatch(/never_migrated/);
+  });
+});
