@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { KEY_LOCK_STRIPES } from '../../src/dialects/mysql.js';
 import { createOutbox, migrate } from '../../src/index.js';
 import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
 
@@ -55,6 +56,13 @@ describe.each(DIALECTS)('migrate on %s', (dialect) => {
     } finally {
       await sql.raw(dialect === 'postgres' ? `DROP SCHEMA ${schema} CASCADE` : `DROP DATABASE ${schema}`).execute(h.db);
     }
+  });
+
+  it.runIf(dialect === 'mysql')('fills exactly the key lock stripes that enqueue hashes keys into', async () => {
+    const { rows } = await sql<{ n: number | string; top: number }>`
+      SELECT count(*) AS n, max(stripe) AS top FROM ${sql.id(h.schema, 'txoutbox_key_locks')}`.execute(h.db);
+    expect(Number(rows[0]!.n)).toBe(KEY_LOCK_STRIPES);
+    expect(Number(rows[0]!.top)).toBe(KEY_LOCK_STRIPES - 1);
   });
 
   it('says to run the migrations when the outbox table is missing', async () => {

@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, createOutbox } from '../../src/index.js';
+import { planBatch } from '../../src/outbox/batch.js';
+import type { ValidMessage } from '../../src/outbox/message.js';
+
+describe('createOutbox options', () => {
+  it('uses the documented defaults', () => {
+    const outbox = createOutbox({ dialect: 'postgres' });
+    expect(outbox.names).toMatchObject({ schema: null, table: 'txoutbox', keys: 'txoutbox_keys' });
+  });
+
+  it.each([
+    ['an unknown dialect', { dialect: 'sqlite' }, /dialect/],
+    ['an unknown option', { dialect: 'postgres', tabel: 'x' }, /tabel/],
+    ['a zero maxBatch', { dialect: 'postgres', maxBatch: 0 }, /maxBatch/],
+    ['a maxBatch over the ceiling', { dialect: 'postgres', maxBatch: 100_000 }, /maxBatch/],
+    ['a fractional maxPayloadBytes', { dialect: 'mysql', maxPayloadBytes: 1.5 }, /maxPayloadBytes/],
+    ['a table name with SQL in it', { dialect: 'postgres', table: 'x"; DROP TABLE y; --' }, /table/],
+    ['a table name that is too long', { dialect: 'postgres', table: 't'.repeat(49) }, /table/],
+    ['a dotted schema name', { dialect: 'mysql', schema: 'a.b' }, /schema/],
+    ['a generateId that is not a function', { dialect: 'mysql', generateId: 'ulid' }, /generateId/],
+  ])('refuses %s with a ConfigError', (_what, options, message) => {
+    expect(() => createOutbox(options as never)).toThrow(ConfigError);
+    expect(() => createOutbox(options as never)).toThrow(message);
+  });
+
+  it('uses an injected id generator', async () => {
+    let n = 0;
+    const outbox = createOutbox({ dialect: 'postgres', generateId: () => `fixed-${++n}` });
+    // No transaction is needed to see the id: validation names it before the transaction is checked.
+    await expect(outbox.enqueue(null as never, { topic: 't', payload: 1 })).rejects.toThrow(/open transaction/);
+    expect(n).toBe(1);
+  });
+});
+
+describe('batch planning', () => {
+  const message = (id: string, key: string | null): ValidMessage => ({
+    id, key, topic: 't', payload: Buffer.from('1'), contentType: 'application/json', headers: '{}', availableAt: null, delayMs: 0,
+  });
+
+  it('drops repeated ids, ranks messages within their key and sorts keys by bytes', () => {
+    const plan = planBatch([message('1', 'b'), message('2', 'a'), message('1', 'b'), message('3', 'b'), message('4', null)]);
+    expect(plan.messages.map((m) => [m.id, m.keyRank, m.keyCount])).toEqual([
+      ['1', 1, 2],
+      ['2', 1, 1],
+      ['3', 2, 2],
+      ['4', null, null],
+    ]);
+    expect(plan.keys).toEqual([
+      { key: 'a', count: 1 },
+      { key: 'b', count: 2 },
+    ]);
+  });
+});
