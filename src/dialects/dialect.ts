@@ -1,7 +1,57 @@
-import type { PlannedMessage, BatchPlan } from '../outbox/batch.js';
+import type { Kysely } from 'kysely';
+import type { BatchPlan } from '../outbox/batch.js';
 import type { DialectName } from './dialect-name.js';
 import type { SqlExecutor } from './executor.js';
 import type { TableNames } from './identifiers.js';
+
+/** A message the relay has claimed: leased to one claim token until it is completed, retried, buried or released. */
+export interface ClaimedMessage {
+  /** The row's seq, as text (a bigint). */
+  seq: string;
+  id: string;
+  topic: string;
+  key: string | null;
+  payload: Buffer;
+  contentType: string;
+  headers: Record<string, string>;
+  /** Attempts so far, this one included. */
+  attempts: number;
+  createdAt: Date;
+}
+
+export interface RetryPlan {
+  message: ClaimedMessage;
+  error: string;
+  delayMs: number;
+}
+
+export interface DeadLetter {
+  message: ClaimedMessage;
+  error: string;
+}
+
+/**
+ * The relay's view of the outbox tables. Every call that changes a claimed row checks the claim token, so a
+ * relay whose lease was taken over (it stalled, the other relay published) cannot undo the other's work.
+ */
+export interface RelayStore {
+  /** Leases up to `limit` due heads to `token` for `leaseMs`, counting an attempt for each. */
+  claim(limit: number, token: string, leaseMs: number): Promise<ClaimedMessage[]>;
+  /** After the broker's persisted ack: deletes (or, retaining, marks sent) and moves each key on to its next message. Returns how many were still ours. */
+  complete(messages: readonly ClaimedMessage[], token: string, retain: boolean): Promise<number>;
+  retry(plans: readonly RetryPlan[], token: string): Promise<void>;
+  /** Dead-letters; with `releaseKey` the key moves on to its next message (policy 'skip'), otherwise it waits. */
+  bury(letters: readonly DeadLetter[], token: string, releaseKey: boolean): Promise<void>;
+  /** Gives leases back untouched (the attempt is not counted), for a relay that stops mid-publish. */
+  release(messages: readonly ClaimedMessage[], token: string): Promise<void>;
+  /** Deletes up to `limit` sent rows older than `retainMs`, and key rows no message needs any more. */
+  cleanup(retainMs: number, limit: number): Promise<number>;
+}
+
+export interface EnqueueOptions {
+  /** PostgreSQL: NOTIFY listening relays on commit. */
+  notify: boolean;
+}
 
 /** What differs between the databases, behind one interface; `outbox`, `relay` and `dedupe` use it. */
 export interface Dialect {
@@ -11,7 +61,6 @@ export interface Dialect {
    * duplicates of committed or concurrently committing messages). Never aborts the caller's transaction on a
    * duplicate id.
    */
-  enqueue(run: SqlExecutor, names: TableNames, plan: BatchPlan): Promise<Set<string>>;
+  enqueue(run: SqlExecutor, names: TableNames, plan: BatchPlan, options: EnqueueOptions): Promise<Set<string>>;
+  relayStore<DB>(db: Kysely<DB>, names: TableNames): RelayStore;
 }
-
-export type { PlannedMessage };

@@ -30,9 +30,40 @@ export interface SqlResult {
 /** Runs compiled SQL on the caller's transaction, whatever client holds it. */
 export type SqlExecutor = (query: CompiledQuery) => Promise<SqlResult>;
 
+/** PostgreSQL's SQLSTATE for "current transaction is aborted, commands ignored until end of transaction block". */
+const PG_IN_FAILED_TRANSACTION = '25P02';
+
+function failedTransaction(cause?: unknown): TxOutboxError {
+  return new TxOutboxError(
+    'The transaction has already failed (an earlier statement in it errored); roll it back and retry the work.',
+    'TXOUTBOX_TRANSACTION_FAILED',
+    { cause },
+  );
+}
+
+/** Turns PostgreSQL's "transaction is aborted" into the typed error, however the failure was noticed. */
+function withFailedTransactionCheck(run: SqlExecutor): SqlExecutor {
+  return async (query) => {
+    try {
+      return await run(query);
+    } catch (error) {
+      if ((error as { code?: unknown } | null)?.code === PG_IN_FAILED_TRANSACTION) throw failedTransaction(error);
+      throw error;
+    }
+  };
+}
+
 /** MySQL protocol server status flags (include/mysql_com.h). */
 const SERVER_STATUS_IN_TRANS = 0x0001;
 const SERVER_STATUS_AUTOCOMMIT = 0x0002;
+
+/** Runs compiled SQL on a Kysely instance or transaction. */
+export function kyselyExecutor(db: { executeQuery<R>(query: CompiledQuery<R>): Promise<QueryResult<R>> }): SqlExecutor {
+  return async (query) => {
+    const result = await db.executeQuery(query);
+    return { rows: result.rows as Record<string, unknown>[], affectedRows: Number(result.numAffectedRows ?? 0n) };
+  };
+}
 
 export function isKyselyLike(value: unknown): value is KyselyTransactionLike {
   const candidate = value as Partial<KyselyTransactionLike> | null;
@@ -46,10 +77,7 @@ export function isKyselyLike(value: unknown): value is KyselyTransactionLike {
 export async function transactionExecutor(trx: unknown, dialect: DialectName): Promise<SqlExecutor> {
   if (isKyselyLike(trx)) {
     if (!trx.isTransaction) throw new NotInTransactionError('a Kysely instance that is not a transaction');
-    return async (query) => {
-      const result = await trx.executeQuery(query);
-      return { rows: result.rows as Record<string, unknown>[], affectedRows: Number(result.numAffectedRows ?? 0n) };
-    };
+    return dialect === 'postgres' ? withFailedTransactionCheck(kyselyExecutor(trx)) : kyselyExecutor(trx);
   }
   if (typeof trx !== 'object' || trx === null || typeof (trx as { query?: unknown }).query !== 'function') {
     throw new NotInTransactionError(describe(trx));
@@ -74,14 +102,11 @@ async function pgExecutor(client: PgClientLike): Promise<SqlExecutor> {
           )
         ? 'T'
         : 'I';
-  if (status === 'E') {
-    throw new TxOutboxError(
-      'The pg transaction has already failed (a previous statement errored); roll it back and retry the work.',
-      'TXOUTBOX_TRANSACTION_FAILED',
-    );
-  }
+  // The client may not have read the server's "failed" status yet when a failed query rejects; then the server's
+  // own 25P02 answer to our statement is translated instead.
+  if (status === 'E') throw failedTransaction();
   if (status !== 'T') throw new NotInTransactionError('a pg client that is not inside BEGIN ... COMMIT');
-  return run;
+  return withFailedTransactionCheck(run);
 }
 
 interface MysqlCallbackConnection {

@@ -18,6 +18,8 @@ export interface OutboxOptions {
   maxBatch?: number;
   /** Makes ids for messages that bring none. Default: monotonic ULIDs. */
   generateId?: IdGenerator;
+  /** PostgreSQL: wake listening relays with NOTIFY when the transaction commits. Default true. */
+  notify?: boolean;
 }
 
 /** Hard ceiling for maxBatch: keeps one enqueue statement well inside both databases' limits. */
@@ -29,6 +31,7 @@ const schema = z.object({
   schema: z.string().optional(),
   maxPayloadBytes: z.number().int().positive().max(1024 * 1024 * 1024).default(1024 * 1024),
   maxBatch: z.number().int().positive().max(MAX_BATCH_CEILING).default(1000),
+  notify: z.boolean().default(true),
   generateId: z.custom<IdGenerator>((value) => typeof value === 'function', 'generateId must be a function').optional(),
 });
 

@@ -1,10 +1,8 @@
 import { ValidationError } from '../errors.js';
-import type { Dialect } from '../dialects/dialect.js';
 import type { DialectName } from '../dialects/dialect-name.js';
 import { transactionExecutor, type TransactionLike } from '../dialects/executor.js';
 import { tableNames, type TableNames } from '../dialects/identifiers.js';
-import { mysqlDialect } from '../dialects/mysql.js';
-import { postgresDialect } from '../dialects/postgres.js';
+import { dialectFor } from '../dialects/index.js';
 import { planBatch } from './batch.js';
 import { createUlidGenerator } from './ids.js';
 import type { EnqueueResult, OutboxMessage, ValidMessage } from './message.js';
@@ -23,11 +21,9 @@ export interface Outbox {
   enqueue(trx: TransactionLike, messages: readonly OutboxMessage[]): Promise<EnqueueResult[]>;
 }
 
-const DIALECTS: Record<DialectName, Dialect> = { postgres: postgresDialect, mysql: mysqlDialect };
-
 export function createOutbox(options: OutboxOptions): Outbox {
   const resolved = resolveOutboxOptions(options);
-  const dialect = DIALECTS[resolved.dialect];
+  const dialect = dialectFor(resolved.dialect);
   const names = tableNames(resolved.table, resolved.schema);
   const newId = resolved.generateId ?? createUlidGenerator();
   const limits = { maxPayloadBytes: resolved.maxPayloadBytes };
@@ -41,7 +37,7 @@ export function createOutbox(options: OutboxOptions): Outbox {
       validateMessage(message, single ? '' : `messages[${index}]`, limits, newId),
     );
     const run = await transactionExecutor(trx, resolved.dialect);
-    const written = await dialect.enqueue(run, names, planBatch(messages));
+    const written = await dialect.enqueue(run, names, planBatch(messages), { notify: resolved.notify });
     const reported = new Set<string>();
     return messages.map(({ id }) => {
       const duplicate = !written.has(id) || reported.has(id);

@@ -359,3 +359,19 @@ describe('enqueue on a raw pg client', () => {
     }
   });
 });
+
+describe('enqueue in a failed Kysely transaction on postgres', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness('postgres');
+  });
+  afterAll(async () => h?.destroy());
+
+  it('says the transaction has already failed instead of passing on a bare database error', async () => {
+    const trx = await h.db.startTransaction().execute();
+    await expect(sql`SELECT 1/0`.execute(trx)).rejects.toThrow();
+    await expect(h.outbox.enqueue(trx, { topic: 't', payload: 1 })).rejects.toMatchObject({ code: 'TXOUTBOX_TRANSACTION_FAILED' });
+    await trx.rollback().execute();
+    expect(await h.rows()).toEqual([]);
+  });
+});

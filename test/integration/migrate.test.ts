@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { KEY_LOCK_STRIPES } from '../../src/dialects/mysql.js';
+import { KEY_LOCK_STRIPES } from '../../src/dialects/mysql/key-locks.js';
 import { createOutbox, migrate } from '../../src/index.js';
 import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
 

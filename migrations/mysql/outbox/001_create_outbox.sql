@@ -35,10 +35,13 @@ CREATE TABLE IF NOT EXISTS `txoutbox` (
   sent_at         DATETIME(6) NULL,
   PRIMARY KEY (seq),
   UNIQUE KEY id_unique (id),
-  -- The relay's claim: due heads in seq order.
-  KEY claim_idx (state, ready, seq),
-  -- The next message of a key, found when its head is sent.
-  KEY key_idx (msg_key, seq),
+  -- The relay's claim: due heads, oldest first. A claim moves next_attempt_at to the lease's end, so rows in
+  -- flight or in backoff sit outside the range a claim reads.
+  KEY claim_idx (state, ready, next_attempt_at, seq),
+  -- The next pending message of a key, found when its head is sent.
+  KEY key_idx (msg_key, state, seq),
+  -- Sent rows kept for a retention window, deleted oldest first.
+  KEY sent_idx (state, sent_at),
   CONSTRAINT state_valid CHECK (state IN ('pending', 'sent', 'dead'))
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
 

@@ -32,14 +32,19 @@ CREATE TABLE IF NOT EXISTS "txoutbox" (
   sent_at         timestamptz
 );
 
--- The relay's claim: due heads in seq order. Holds only heads, so it stays small however long the backlog.
-CREATE INDEX IF NOT EXISTS txoutbox_claim_idx ON "txoutbox" (seq) WHERE state = 'pending' AND ready;
+-- The relay's claim: due heads, oldest first. It holds only heads (one per busy key), so it stays small however
+-- long a key's backlog grows; and since a claim moves next_attempt_at to the lease's end, rows in flight or in
+-- backoff sit outside the range a claim reads.
+CREATE INDEX IF NOT EXISTS txoutbox_claim_idx ON "txoutbox" (next_attempt_at, seq) WHERE state = 'pending' AND ready;
 
--- The next message of a key, found when its head is sent.
-CREATE INDEX IF NOT EXISTS txoutbox_key_idx ON "txoutbox" (msg_key, seq) WHERE msg_key IS NOT NULL;
+-- The next pending message of a key, found when its head is sent.
+CREATE INDEX IF NOT EXISTS txoutbox_key_idx ON "txoutbox" (msg_key, seq) WHERE state = 'pending' AND msg_key IS NOT NULL;
 
 -- Dead letters, for the people who inspect and retry them.
 CREATE INDEX IF NOT EXISTS txoutbox_dead_idx ON "txoutbox" (seq) WHERE state = 'dead';
+
+-- Sent rows kept for a retention window, deleted oldest first.
+CREATE INDEX IF NOT EXISTS txoutbox_sent_idx ON "txoutbox" (sent_at) WHERE state = 'sent';
 
 -- One row per ordering key. Enqueue locks it (held to commit) and counts the key's unsent messages in it.
 CREATE TABLE IF NOT EXISTS "txoutbox_keys" (

@@ -1,30 +1,9 @@
-import {
-  DummyDriver,
-  Kysely,
-  PostgresAdapter,
-  PostgresIntrospector,
-  PostgresQueryCompiler,
-  sql,
-  type RawBuilder,
-} from 'kysely';
-import type { BatchPlan } from '../outbox/batch.js';
-import type { Dialect } from './dialect.js';
-import type { SqlExecutor } from './executor.js';
-import type { TableNames } from './identifiers.js';
-
-/** Compiles SQL for PostgreSQL without a connection; execution happens on the caller's transaction. */
-const compiler = new Kysely<unknown>({
-  dialect: {
-    createAdapter: () => new PostgresAdapter(),
-    createDriver: () => new DummyDriver(),
-    createIntrospector: (db) => new PostgresIntrospector(db),
-    createQueryCompiler: () => new PostgresQueryCompiler(),
-  },
-});
-
-export function qualified(names: TableNames, table: string): RawBuilder<unknown> {
-  return names.schema === null ? sql.id(table) : sql.id(names.schema, table);
-}
+import { sql } from 'kysely';
+import type { BatchPlan } from '../../outbox/batch.js';
+import type { EnqueueOptions } from '../dialect.js';
+import type { SqlExecutor } from '../executor.js';
+import type { TableNames } from '../identifiers.js';
+import { compiler, notifyChannel, qualified } from './compiler.js';
 
 /**
  * One statement, one round-trip:
@@ -36,7 +15,7 @@ export function qualified(names: TableNames, table: string): RawBuilder<unknown>
  * 3. `ready` marks the head of each key (no unsent message of the key before it): the count in the key row was 0.
  * Duplicate ids are skipped by ON CONFLICT, which waits for a concurrent writer of the same id instead of failing.
  */
-function insertStatement(names: TableNames, plan: BatchPlan) {
+function insertStatement(names: TableNames, plan: BatchPlan, notify: boolean) {
   const m = plan.messages;
   const column = <T>(pick: (message: (typeof m)[number]) => T) => m.map(pick);
   return sql<{ id: string; seq: string; msg_key: string | null; ready: boolean }>`
@@ -53,28 +32,31 @@ function insertStatement(names: TableNames, plan: BatchPlan) {
       SELECT msg_key, key_count FROM input WHERE key_rank = 1 ORDER BY msg_key COLLATE "C"
       ON CONFLICT (msg_key) DO UPDATE SET pending = k.pending + excluded.pending
       RETURNING k.msg_key, k.pending
-    )
+    ),
+    -- Wakes listening relays when (and only if) the caller commits; PostgreSQL folds repeats in one transaction.
+    wake AS (SELECT ${notify ? sql`pg_notify(${notifyChannel(names)}, '')` : sql`NULL`} AS notified)
     INSERT INTO ${qualified(names, names.table)} (id, topic, msg_key, payload, content_type, headers, ready, next_attempt_at)
     SELECT i.id, i.topic, i.msg_key, i.payload, i.content_type, i.headers,
            i.msg_key IS NULL OR (i.key_rank = 1 AND l.pending = i.key_count),
            coalesce(i.available_at, statement_timestamp() + i.delay_ms * interval '1 millisecond')
-    FROM input i LEFT JOIN locked_keys l ON l.msg_key = i.msg_key
+    FROM input i LEFT JOIN locked_keys l ON l.msg_key = i.msg_key CROSS JOIN wake
     ORDER BY i.ord
     ON CONFLICT (id) DO NOTHING
     RETURNING id, seq, msg_key, ready`;
 }
 
-export const postgresDialect: Dialect = {
-  name: 'postgres',
-
-  async enqueue(run: SqlExecutor, names: TableNames, plan: BatchPlan): Promise<Set<string>> {
-    const { rows } = await run(insertStatement(names, plan).compile(compiler));
+export async function enqueuePostgres(
+  run: SqlExecutor,
+  names: TableNames,
+  plan: BatchPlan,
+  options: EnqueueOptions,
+): Promise<Set<string>> {
+    const { rows } = await run(insertStatement(names, plan, options.notify).compile(compiler));
     const written = rows as { id: string; seq: string; msg_key: string | null; ready: boolean }[];
     const writtenIds = new Set(written.map((row) => row.id));
     if (writtenIds.size < plan.messages.length) await repairKeyCounts(run, names, plan, written);
     return writtenIds;
-  },
-};
+}
 
 /**
  * The rare path: some messages were duplicates of already committed ones, so the key counts took messages that

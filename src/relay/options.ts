@@ -1,0 +1,109 @@
+import type { Kysely } from 'kysely';
+import { z } from 'zod';
+import type { Broker } from '../brokers/broker.js';
+import { ConfigError } from '../errors.js';
+import { DIALECT_NAMES, type DialectName } from '../dialects/dialect-name.js';
+import { assertPlainIdentifier } from '../dialects/identifiers.js';
+import { DEFAULT_TABLE_NAME } from '../dialects/migrator.js';
+import type { ListenSource } from './pg-listener.js';
+
+export type DeadLetterPolicy = 'block-key' | 'skip';
+
+export interface RelayOptions<DB = unknown> {
+  /** A Kysely instance (with its own pool) on the database that holds the outbox. */
+  db: Kysely<DB>;
+  dialect: DialectName;
+  table?: string;
+  schema?: string;
+  broker: Broker;
+  /** Messages claimed per round-trip. Default 100. */
+  batchSize?: number;
+  /** Batches in flight at once; memory stays bounded by batchSize × concurrency. Default 2. */
+  concurrency?: number;
+  /** How long a claim is exclusive; a relay that dies is taken over after it. Default 30 s. */
+  leaseMs?: number;
+  /** How long to wait for the broker's acknowledgement; past it the outcome is unknown and the message is retried. Default 10 s. */
+  publishTimeoutMs?: number;
+  /** Attempts before a message is dead-lettered. Default 10. */
+  maxAttempts?: number;
+  backoff?: { initialMs?: number; maxMs?: number; factor?: number };
+  /** What a dead message does to its key: 'block-key' (default) keeps later messages waiting, keeping order; 'skip' lets them go on. */
+  deadLetterPolicy?: DeadLetterPolicy;
+  /** Longest sleep when idle: the safety net behind NOTIFY on PostgreSQL, the ceiling of adaptive polling on MySQL. */
+  pollIntervalMs?: number;
+  /** MySQL: the first (shortest) idle sleep of adaptive polling. Default 20 ms. */
+  minPollIntervalMs?: number;
+  /** PostgreSQL: a connection string or client factory for the LISTEN connection that wakes the relay on commit. */
+  listen?: ListenSource;
+  /** Keep sent rows this long before deleting them (0: delete at once). Default 0. */
+  retainSentMs?: number;
+  /** How often the cleanup runs, and how many rows one cleanup statement deletes. */
+  cleanupIntervalMs?: number;
+  cleanupBatchSize?: number;
+  /** Names this relay instance in leases; default host, pid and a random suffix. */
+  instanceId?: string;
+  /** Randomness for backoff jitter; injectable for tests. */
+  random?: () => number;
+}
+
+const schema = z
+  .object({
+    db: z.custom<Kysely<unknown>>((value) => typeof (value as { executeQuery?: unknown })?.executeQuery === 'function', 'db must be a Kysely instance'),
+    dialect: z.enum(DIALECT_NAMES),
+    table: z.string().default(DEFAULT_TABLE_NAME),
+    schema: z.string().optional(),
+    broker: z.custom<Broker>((value) => typeof (value as { publish?: unknown })?.publish === 'function', 'broker must have a publish(messages) method'),
+    batchSize: z.number().int().min(1).max(10_000).default(100),
+    concurrency: z.number().int().min(1).max(64).default(2),
+    leaseMs: z.number().int().min(100).default(30_000),
+    publishTimeoutMs: z.number().int().min(10).default(10_000),
+    maxAttempts: z.number().int().min(1).max(1000).default(10),
+    backoff: z
+      .object({
+        initialMs: z.number().min(0).default(1000),
+        maxMs: z.number().min(0).default(5 * 60_000),
+        factor: z.number().min(1).default(2),
+      })
+      .strict()
+      .default({ initialMs: 1000, maxMs: 5 * 60_000, factor: 2 }),
+    deadLetterPolicy: z.enum(['block-key', 'skip']).default('block-key'),
+    pollIntervalMs: z.number().int().min(1).optional(),
+    minPollIntervalMs: z.number().int().min(1).default(20),
+    listen: z.union([z.string(), z.function()]).optional(),
+    retainSentMs: z.number().int().min(0).default(0),
+    cleanupIntervalMs: z.number().int().min(10).default(10_000),
+    cleanupBatchSize: z.number().int().min(1).max(100_000).default(1000),
+    instanceId: z.string().min(1).max(200).optional(),
+    random: z.function().optional(),
+  })
+  .strict()
+  .refine((options) => options.leaseMs > options.publishTimeoutMs, {
+    message: 'leaseMs must be longer than publishTimeoutMs, or a slow publish could be taken over and sent twice',
+    path: ['leaseMs'],
+  });
+
+export type ResolvedRelayOptions = Omit<z.output<typeof schema>, 'schema' | 'pollIntervalMs' | 'random' | 'listen'> & {
+  schema: string | null;
+  pollIntervalMs: number;
+  random: () => number;
+  listen: ListenSource | undefined;
+};
+
+export function resolveRelayOptions<DB>(options: RelayOptions<DB>): ResolvedRelayOptions {
+  const parsed = schema.safeParse(options);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || 'options'}: ${issue.message}`);
+    throw new ConfigError(`Invalid createRelay options: ${problems.join('; ')}`);
+  }
+  const resolved = parsed.data;
+  assertPlainIdentifier(resolved.table, 'table');
+  if (resolved.schema !== undefined) assertPlainIdentifier(resolved.schema, 'schema');
+  return {
+    ...resolved,
+    schema: resolved.schema ?? null,
+    // With LISTEN the poll is only a safety net; without it (or on MySQL) it bounds idle latency.
+    pollIntervalMs: resolved.pollIntervalMs ?? (resolved.dialect === 'postgres' && resolved.listen !== undefined ? 2000 : 1000),
+    random: (resolved.random as (() => number) | undefined) ?? Math.random,
+    listen: resolved.listen as ListenSource | undefined,
+  };
+}

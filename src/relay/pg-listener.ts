@@ -1,0 +1,75 @@
+import type { TableNames } from '../dialects/identifiers.js';
+import { notifyChannel } from '../dialects/postgres/compiler.js';
+
+/** The part of a node-postgres Client the listener uses. */
+export interface ListenClient {
+  connect(): Promise<unknown>;
+  query(text: string): Promise<unknown>;
+  on(event: 'notification', listener: (message: { channel: string }) => void): unknown;
+  on(event: 'error' | 'end', listener: (error?: Error) => void): unknown;
+  end(): Promise<void>;
+}
+
+/** A connection string, or a function that makes a new, unconnected pg Client. */
+export type ListenSource = string | (() => ListenClient | Promise<ListenClient>);
+
+const RECONNECT_MS = [100, 500, 1000, 2000, 5000];
+
+/**
+ * Holds one dedicated connection in LISTEN on the outbox's channel and calls `onWake` for each notification,
+ * reconnecting with backoff when the connection drops. While it is down the relay's slow poll still finds work,
+ * so a lost connection costs latency, never messages.
+ */
+export function listenForWakeups(
+  source: ListenSource,
+  names: TableNames,
+  onWake: () => void,
+  onError: (error: Error) => void,
+): { close(): Promise<void> } {
+  const channel = notifyChannel(names);
+  let closed = false;
+  let client: ListenClient | null = null;
+  let failures = 0;
+
+  const makeClient = async (): Promise<ListenClient> => {
+    if (typeof source !== 'string') return source();
+    const { default: pg } = await import('pg');
+    return new pg.Client({ connectionString: source }) as unknown as ListenClient;
+  };
+
+  const connect = async (): Promise<void> => {
+    while (!closed) {
+      try {
+        const next = await makeClient();
+        next.on('error', (error) => error && onError(error));
+        next.on('end', () => {
+          if (client === next && !closed) {
+            client = null;
+            void connect();
+          }
+        });
+        next.on('notification', (message) => message.channel === channel && onWake());
+        await next.connect();
+        await next.query(`LISTEN "${channel.replaceAll('"', '""')}"`);
+        if (closed) return void (await next.end().catch(() => undefined));
+        client = next;
+        failures = 0;
+        onWake(); // Anything committed while we were not listening is found by the claim this triggers.
+        return;
+      } catch (error) {
+        onError(error as Error);
+        await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS[Math.min(failures++, RECONNECT_MS.length - 1)]));
+      }
+    }
+  };
+  void connect();
+
+  return {
+    async close() {
+      closed = true;
+      const current = client;
+      client = null;
+      await current?.end().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,252 @@
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { OutgoingMessage, PublishOutcome } from '../brokers/broker.js';
+import type { ClaimedMessage, DeadLetter, RelayStore, RetryPlan } from '../dialects/dialect.js';
+import { tableNames } from '../dialects/identifiers.js';
+import { dialectFor } from '../dialects/index.js';
+import { backoffDelay } from './backoff.js';
+import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
+import { listenForWakeups } from './pg-listener.js';
+import { Waker } from './waker.js';
+
+export interface RetryingMessage {
+  message: OutgoingMessage;
+  error: string;
+  delayMs: number;
+}
+
+export interface DeadMessage {
+  message: OutgoingMessage;
+  error: string;
+}
+
+/** The relay's events. Listen to `error` to see database or listener trouble; the relay keeps going regardless. */
+export interface RelayEvents {
+  published: [messages: OutgoingMessage[]];
+  retrying: [messages: RetryingMessage[]];
+  dead: [messages: DeadMessage[]];
+  error: [error: Error];
+}
+
+export interface CycleResult {
+  claimed: number;
+  published: number;
+  retried: number;
+  dead: number;
+}
+
+const NOTHING: CycleResult = { claimed: 0, published: 0, retried: 0, dead: 0 };
+
+/**
+ * Moves committed messages from the outbox table to the broker: claim due heads with a lease, publish, and only
+ * on the broker's persisted acknowledgement delete them (which frees each key's next message). Failures are
+ * retried with backoff and dead-lettered after the budget. Any number of relays may run on one table.
+ */
+export class Relay extends EventEmitter<RelayEvents> {
+  readonly instanceId: string;
+  private readonly options: ResolvedRelayOptions;
+  private readonly store: RelayStore;
+  private readonly waker = new Waker();
+  private readonly inFlight = new Set<AbortController>();
+  private workers: Promise<void>[] = [];
+  private running = false;
+  private stopping = false;
+  private claims = 0;
+  private listener: { close(): Promise<void> } | null = null;
+  private cleanupTimer: NodeJS.Timeout | null = null;
+
+  constructor(options: RelayOptions<unknown>) {
+    super();
+    this.options = resolveRelayOptions(options);
+    const names = tableNames(this.options.table, this.options.schema);
+    this.store = dialectFor(this.options.dialect).relayStore(this.options.db, names);
+    this.instanceId = this.options.instanceId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  }
+
+  /** Starts the workers, the wake-up listener (PostgreSQL with `listen`) and the cleanup. */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.stopping = false;
+    const { listen, dialect } = this.options;
+    if (dialect === 'postgres' && listen !== undefined) {
+      const names = tableNames(this.options.table, this.options.schema);
+      this.listener = listenForWakeups(listen, names, () => this.waker.wake(), (error) => this.report(error));
+    }
+    for (let index = 0; index < this.options.concurrency; index++) this.workers.push(this.work(index === 0));
+    this.cleanupTimer = setInterval(() => void this.cleanup(), this.options.cleanupIntervalMs);
+    this.cleanupTimer.unref();
+  }
+
+  /**
+   * Stops claiming, lets batches in flight finish for up to `drainMs`, then aborts the rest and gives their
+   * leases back (without counting the attempt), so another relay can publish them at once.
+   */
+  async stop({ drainMs = 10_000 }: { drainMs?: number } = {}): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    this.stopping = true;
+    if (this.cleanupTimer !== null) clearInterval(this.cleanupTimer);
+    this.waker.wake();
+    const listener = this.listener;
+    this.listener = null;
+    await listener?.close();
+    const workers = Promise.all(this.workers);
+    let timer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      workers.then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), drainMs))),
+    ]);
+    clearTimeout(timer);
+    if (!drained) for (const controller of this.inFlight) controller.abort(new Error('the relay is stopping'));
+    await workers;
+    this.workers = [];
+  }
+
+  /** Wakes idle workers now: call it right after a commit when the relay runs in the producing process. */
+  kick(): void {
+    this.waker.wake();
+  }
+
+  /** Claims and handles one batch; for tests and cron-style use without `start()`. */
+  async runOnce(): Promise<CycleResult> {
+    const token = this.nextToken();
+    const claimed = await this.store.claim(this.options.batchSize, token, this.options.leaseMs);
+    return claimed.length === 0 ? NOTHING : this.handle(claimed, token);
+  }
+
+  /** Deletes sent rows past the retention window, in small batches, off the publish path. */
+  async cleanup(): Promise<number> {
+    let deleted = 0;
+    try {
+      for (let round = 0; round < 10; round++) {
+        const count = await this.store.cleanup(this.options.retainSentMs, this.options.cleanupBatchSize);
+        deleted += count;
+        if (count < this.options.cleanupBatchSize) break;
+      }
+    } catch (error) {
+      this.report(error);
+    }
+    return deleted;
+  }
+
+  /**
+   * One worker. Only the first polls on a timer when idle; the others sleep until woken, so an idle relay costs
+   * one query per poll interval. Without a LISTEN connection the poll is adaptive: short right after work, then
+   * doubling up to pollIntervalMs.
+   */
+  private async work(polls: boolean): Promise<void> {
+    const adaptive = this.listener === null;
+    let idleMs = adaptive ? this.options.minPollIntervalMs : this.options.pollIntervalMs;
+    while (this.running) {
+      let result: CycleResult;
+      try {
+        result = await this.runOnce();
+      } catch (error) {
+        this.report(error);
+        result = NOTHING;
+      }
+      if (!this.running) break;
+      if (result.claimed > 0) {
+        // There may be more: wake the sleeping workers to help, and come back at once.
+        this.waker.wake();
+        idleMs = adaptive ? this.options.minPollIntervalMs : this.options.pollIntervalMs;
+        continue;
+      }
+      await this.waker.sleep(polls ? idleMs : undefined);
+      if (adaptive) idleMs = Math.min(idleMs * 2, this.options.pollIntervalMs);
+    }
+  }
+
+  private async handle(claimed: ClaimedMessage[], token: string): Promise<CycleResult> {
+    const outgoing = claimed.map(toOutgoing);
+    const outcomes = await this.publish(outgoing);
+    const { broker, maxAttempts, backoff, random } = this.options;
+
+    const ok: ClaimedMessage[] = [];
+    const retries: RetryPlan[] = [];
+    const dead: DeadLetter[] = [];
+    const abandoned: ClaimedMessage[] = [];
+    claimed.forEach((message, index) => {
+      const outcome = outcomes[index]!;
+      if (outcome.status === 'ok') ok.push(message);
+      else if (this.stopping && outcome.status === 'retryable') abandoned.push(message);
+      else if (outcome.status === 'permanent') dead.push({ message, error: `${broker.name}: ${outcome.error}` });
+      else if (message.attempts >= maxAttempts) {
+        dead.push({ message, error: `${broker.name}: gave up after ${message.attempts} attempts: ${outcome.error}` });
+      } else {
+        retries.push({ message, error: `${broker.name}: ${outcome.error}`, delayMs: backoffDelay(message.attempts, backoff, random) });
+      }
+    });
+
+    const published = await this.store.complete(ok, token, this.options.retainSentMs > 0);
+    if (ok.length > 0) this.emit('published', ok.map(toOutgoing));
+    await this.store.retry(retries, token);
+    if (retries.length > 0) {
+      this.emit('retrying', retries.map(({ message, error, delayMs }) => ({ message: toOutgoing(message), error, delayMs })));
+    }
+    await this.store.bury(dead, token, this.options.deadLetterPolicy === 'skip');
+    if (dead.length > 0) this.emit('dead', dead.map(({ message, error }) => ({ message: toOutgoing(message), error })));
+    await this.store.release(abandoned, token);
+    return { claimed: claimed.length, published, retried: retries.length, dead: dead.length };
+  }
+
+  /**
+   * Publishes with a deadline. Past it, or when the broker throws, the outcome is unknown for every message of
+   * the batch: they are retried with the same ids, which is what keeps delivery at-least-once.
+   */
+  private async publish(messages: OutgoingMessage[]): Promise<PublishOutcome[]> {
+    const { broker, publishTimeoutMs } = this.options;
+    const controller = new AbortController();
+    this.inFlight.add(controller);
+    let timer: NodeJS.Timeout | undefined;
+    const unknown = (error: string): PublishOutcome[] => messages.map(() => ({ status: 'retryable', error }));
+    try {
+      const deadline = new Promise<PublishOutcome[]>((resolve) => {
+        timer = setTimeout(() => {
+          controller.abort(new Error('publish deadline passed'));
+          resolve(unknown(`no acknowledgement within ${publishTimeoutMs} ms (outcome unknown; resent with the same id)`));
+        }, publishTimeoutMs);
+        controller.signal.addEventListener('abort', () => resolve(unknown(String(controller.signal.reason))), { once: true });
+      });
+      const outcomes = await Promise.race([broker.publish(messages, { signal: controller.signal }), deadline]);
+      if (!Array.isArray(outcomes) || outcomes.length !== messages.length) {
+        return unknown(`broker ${broker.name} answered ${Array.isArray(outcomes) ? outcomes.length : 'no'} outcomes for ${messages.length} messages`);
+      }
+      return outcomes;
+    } catch (error) {
+      return unknown(error instanceof Error ? error.message : String(error));
+    } finally {
+      clearTimeout(timer);
+      this.inFlight.delete(controller);
+    }
+  }
+
+  private nextToken(): string {
+    return `${this.instanceId}:${++this.claims}`;
+  }
+
+  private report(error: unknown): void {
+    const wrapped = error instanceof Error ? error : new Error(String(error));
+    if (this.listenerCount('error') > 0) this.emit('error', wrapped);
+    else console.error(`[txoutbox relay ${this.instanceId}]`, wrapped);
+  }
+}
+
+function toOutgoing(message: ClaimedMessage): OutgoingMessage {
+  return {
+    id: message.id,
+    topic: message.topic,
+    key: message.key,
+    payload: message.payload,
+    contentType: message.contentType,
+    headers: message.headers,
+    attempt: message.attempts,
+    createdAt: message.createdAt,
+  };
+}
+
+export function createRelay<DB>(options: RelayOptions<DB>): Relay {
+  return new Relay(options as RelayOptions<unknown>);
+}

@@ -1,0 +1,40 @@
+/**
+ * Lets idle relay workers sleep until there may be work: a wake-up (NOTIFY, kick) or a timeout, whichever is
+ * first. A wake-up that arrives while nobody sleeps is remembered once, so a notification that lands during a
+ * claim is not lost; repeated wake-ups fold into one.
+ */
+export class Waker {
+  private sleepers = new Set<() => void>();
+  private pending = false;
+
+  wake(): void {
+    if (this.sleepers.size === 0) {
+      this.pending = true;
+      return;
+    }
+    for (const resume of this.sleepers) resume();
+    this.sleepers.clear();
+  }
+
+  /** Resolves true when woken, false when `ms` passed (never, without `ms`). */
+  sleep(ms?: number): Promise<boolean> {
+    if (this.pending) {
+      this.pending = false;
+      return Promise.resolve(true);
+    }
+    return new Promise((resolve) => {
+      const timer =
+        ms === undefined
+          ? undefined
+          : setTimeout(() => {
+              this.sleepers.delete(resume);
+              resolve(false);
+            }, ms);
+      const resume = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.sleepers.add(resume);
+    });
+  }
+}
