@@ -1,0 +1,41 @@
+import { benchEnqueue } from './enqueue.js';
+
+/**
+ * Entry point for `npm run bench [-- name...]`. Each bench returns a Markdown section (printed to stdout, ready to
+ * paste into docs) and writes its progress to stderr. Add new benches to the registry below.
+ */
+const BENCHES: Readonly<Record<string, () => Promise<string>>> = {
+  enqueue: benchEnqueue,
+};
+
+async function main(args: readonly string[]): Promise<number> {
+  const known = Object.keys(BENCHES);
+  const names = args.length === 0 ? known : [...new Set(args)];
+  // Object.hasOwn, not `in`: a name like "toString" must not count as a bench.
+  const unknown = names.filter((name) => !Object.hasOwn(BENCHES, name));
+  if (unknown.length > 0) {
+    process.stderr.write(`Unknown bench${unknown.length > 1 ? 'es' : ''}: ${unknown.join(', ')}. Known: ${known.join(', ')}.\n`);
+    return 2;
+  }
+  let failed = 0;
+  for (const name of names) {
+    try {
+      const section = await BENCHES[name]!();
+      process.stdout.write(`${section.trimEnd()}\n\n`);
+    } catch (error) {
+      // Keep going, so one broken bench does not hide the others' figures; the exit code still reports it.
+      failed++;
+      process.stderr.write(`Bench "${name}" failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    }
+  }
+  return failed > 0 ? 1 : 0;
+}
+
+// process.exit rather than exitCode: a bench that failed half-way may leave a pool open and keep Node alive.
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`${String(error)}\n`);
+    process.exit(1);
+  },
+);
