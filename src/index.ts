@@ -9,16 +9,5 @@ export type { ListenClient, ListenSource } from './relay/pg-listener.js';
 export type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './brokers/broker.js';
 export { MemoryBroker, type InjectedFailure } from './brokers/memory.js';
 export type { DialectName } from './dialects/dialect-name.js';
-export type {
-  KyselyTransactionLike,
-  MysqlConnectionLike,
-  PgClientLike,
-  TransactionLike,
-} from './dialects/executor.js';
-export {
-  ConfigError,
-  NotInTransactionError,
-  SchemaError,
-  TxOutboxError,
-  ValidationError,
-} from './errors.js';
+export type { KyselyTransactionLike, MysqlConnectionLike, PgClientLike, TransactionLike } from './dialects/executor.js';
+export { ConfigError, NotInTransactionError, SchemaError, TxOutboxError, ValidationError } from './errors.js';

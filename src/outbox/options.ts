@@ -29,7 +29,12 @@ const schema = z.object({
   dialect: z.enum(DIALECT_NAMES, { message: `dialect must be one of ${DIALECT_NAMES.join(', ')}` }),
   table: z.string().default(DEFAULT_TABLE_NAME),
   schema: z.string().optional(),
-  maxPayloadBytes: z.number().int().positive().max(1024 * 1024 * 1024).default(1024 * 1024),
+  maxPayloadBytes: z
+    .number()
+    .int()
+    .positive()
+    .max(1024 * 1024 * 1024)
+    .default(1024 * 1024),
   maxBatch: z.number().int().positive().max(MAX_BATCH_CEILING).default(1000),
   notify: z.boolean().default(true),
   generateId: z.custom<IdGenerator>((value) => typeof value === 'function', 'generateId must be a function').optional(),

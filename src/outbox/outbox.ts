@@ -31,7 +31,10 @@ export function createOutbox(options: OutboxOptions): Outbox {
   async function enqueueMany(trx: TransactionLike, input: readonly unknown[], single: boolean): Promise<EnqueueResult[]> {
     if (input.length === 0) throw new ValidationError('messages', 'is an empty batch; pass at least one message');
     if (input.length > resolved.maxBatch) {
-      throw new ValidationError('messages', `has ${input.length} messages, over maxBatch (${resolved.maxBatch}); split the batch`);
+      throw new ValidationError(
+        'messages',
+        `has ${input.length} messages, over maxBatch (${resolved.maxBatch}); split the batch`,
+      );
     }
     const messages: ValidMessage[] = input.map((message, index) =>
       validateMessage(message, single ? '' : `messages[${index}]`, limits, newId),

@@ -58,7 +58,11 @@ export function validateMessage(input: unknown, at: string, limits: MessageLimit
 
   let contentType = isBytes ? 'application/octet-stream' : 'application/json';
   if (message.contentType !== undefined) {
-    if (typeof message.contentType !== 'string' || message.contentType.length > 255 || !CONTENT_TYPE_PATTERN.test(message.contentType)) {
+    if (
+      typeof message.contentType !== 'string' ||
+      message.contentType.length > 255 ||
+      !CONTENT_TYPE_PATTERN.test(message.contentType)
+    ) {
       throw new ValidationError(field('contentType'), 'must be a MIME type such as "application/json"');
     }
     contentType = message.contentType;
@@ -108,14 +112,17 @@ function validateHeaders(value: unknown, field: string): string {
   }
   for (const [name, headerValue] of Object.entries(value)) {
     if (!HEADER_NAME_PATTERN.test(name) || name.length > 255) {
-      throw new ValidationError(`${field}.${name}`, 'is not a valid header name (letters, digits and !#$%&\'*+.^_`|~- only)');
+      throw new ValidationError(`${field}.${name}`, "is not a valid header name (letters, digits and !#$%&'*+.^_`|~- only)");
     }
     const lower = name.toLowerCase();
     if (lower.startsWith(RESERVED_HEADER_PREFIX) || RESERVED_HEADER_NAMES.has(lower)) {
       throw new ValidationError(`${field}.${name}`, 'is reserved: txoutbox sets it from the message itself (id, contentType)');
     }
     if (typeof headerValue !== 'string') {
-      throw new ValidationError(`${field}.${name}`, `must be a string, got ${headerValue === null ? 'null' : typeof headerValue}`);
+      throw new ValidationError(
+        `${field}.${name}`,
+        `must be a string, got ${headerValue === null ? 'null' : typeof headerValue}`,
+      );
     }
     if (headerValue.includes('\u0000')) throw new ValidationError(`${field}.${name}`, 'must not contain a NUL character');
   }

@@ -48,11 +48,17 @@ export interface RelayOptions<DB = unknown> {
 
 const schema = z
   .object({
-    db: z.custom<Kysely<unknown>>((value) => typeof (value as { executeQuery?: unknown })?.executeQuery === 'function', 'db must be a Kysely instance'),
+    db: z.custom<Kysely<unknown>>(
+      (value) => typeof (value as { executeQuery?: unknown })?.executeQuery === 'function',
+      'db must be a Kysely instance',
+    ),
     dialect: z.enum(DIALECT_NAMES),
     table: z.string().default(DEFAULT_TABLE_NAME),
     schema: z.string().optional(),
-    broker: z.custom<Broker>((value) => typeof (value as { publish?: unknown })?.publish === 'function', 'broker must have a publish(messages) method'),
+    broker: z.custom<Broker>(
+      (value) => typeof (value as { publish?: unknown })?.publish === 'function',
+      'broker must have a publish(messages) method',
+    ),
     batchSize: z.number().int().min(1).max(10_000).default(100),
     concurrency: z.number().int().min(1).max(64).default(2),
     leaseMs: z.number().int().min(100).default(30_000),
@@ -61,7 +67,10 @@ const schema = z
     backoff: z
       .object({
         initialMs: z.number().min(0).default(1000),
-        maxMs: z.number().min(0).default(5 * 60_000),
+        maxMs: z
+          .number()
+          .min(0)
+          .default(5 * 60_000),
         factor: z.number().min(1).default(2),
       })
       .strict()

@@ -72,7 +72,12 @@ export class Relay extends EventEmitter<RelayEvents> {
     const { listen, dialect } = this.options;
     if (dialect === 'postgres' && listen !== undefined) {
       const names = tableNames(this.options.table, this.options.schema);
-      this.listener = listenForWakeups(listen, names, () => this.waker.wake(), (error) => this.report(error));
+      this.listener = listenForWakeups(
+        listen,
+        names,
+        () => this.waker.wake(),
+        (error) => this.report(error),
+      );
     }
     for (let index = 0; index < this.options.concurrency; index++) this.workers.push(this.work(index === 0));
     this.cleanupTimer = setInterval(() => void this.cleanup(), this.options.cleanupIntervalMs);
@@ -176,7 +181,11 @@ export class Relay extends EventEmitter<RelayEvents> {
       else if (message.attempts >= maxAttempts) {
         dead.push({ message, error: `${broker.name}: gave up after ${message.attempts} attempts: ${outcome.error}` });
       } else {
-        retries.push({ message, error: `${broker.name}: ${outcome.error}`, delayMs: backoffDelay(message.attempts, backoff, random) });
+        retries.push({
+          message,
+          error: `${broker.name}: ${outcome.error}`,
+          delayMs: backoffDelay(message.attempts, backoff, random),
+        });
       }
     });
 
@@ -184,10 +193,17 @@ export class Relay extends EventEmitter<RelayEvents> {
     if (ok.length > 0) this.emit('published', ok.map(toOutgoing));
     await this.store.retry(retries, token);
     if (retries.length > 0) {
-      this.emit('retrying', retries.map(({ message, error, delayMs }) => ({ message: toOutgoing(message), error, delayMs })));
+      this.emit(
+        'retrying',
+        retries.map(({ message, error, delayMs }) => ({ message: toOutgoing(message), error, delayMs })),
+      );
     }
     await this.store.bury(dead, token, this.options.deadLetterPolicy === 'skip');
-    if (dead.length > 0) this.emit('dead', dead.map(({ message, error }) => ({ message: toOutgoing(message), error })));
+    if (dead.length > 0)
+      this.emit(
+        'dead',
+        dead.map(({ message, error }) => ({ message: toOutgoing(message), error })),
+      );
     await this.store.release(abandoned, token);
     return { claimed: claimed.length, published, retried: retries.length, dead: dead.length };
   }
@@ -212,7 +228,9 @@ export class Relay extends EventEmitter<RelayEvents> {
       });
       const outcomes = await Promise.race([broker.publish(messages, { signal: controller.signal }), deadline]);
       if (!Array.isArray(outcomes) || outcomes.length !== messages.length) {
-        return unknown(`broker ${broker.name} answered ${Array.isArray(outcomes) ? outcomes.length : 'no'} outcomes for ${messages.length} messages`);
+        return unknown(
+          `broker ${broker.name} answered ${Array.isArray(outcomes) ? outcomes.length : 'no'} outcomes for ${messages.length} messages`,
+        );
       }
       return outcomes;
     } catch (error) {

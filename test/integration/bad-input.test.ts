@@ -50,7 +50,14 @@ const CASES: [string, unknown, string][] = [
   ['a bad contentType', { topic: 't', payload: 1, contentType: 'json' }, 'contentType'],
   ['an empty batch', [], 'messages'],
   ['a batch over maxBatch (3 here)', Array.from({ length: 4 }, () => ({ topic: 't', payload: 1 })), 'messages'],
-  ['a bad message after a good one in a batch', [{ topic: 't', payload: 1 }, { topic: '', payload: 2 }], 'messages[1].topic'],
+  [
+    'a bad message after a good one in a batch',
+    [
+      { topic: 't', payload: 1 },
+      { topic: '', payload: 2 },
+    ],
+    'messages[1].topic',
+  ],
 ];
 
 describe.each(DIALECTS)('bad input on %s', (dialect) => {
@@ -65,18 +72,21 @@ describe.each(DIALECTS)('bad input on %s', (dialect) => {
     for (const table of ['txoutbox', 'orders']) await sql`DELETE FROM ${sql.id(h.schema, table)}`.execute(h.db);
   });
 
-  it.each(CASES)('refuses %s with a typed error, writes nothing, and leaves the transaction usable', async (_what, input, field) => {
-    await h.db.transaction().execute(async (trx) => {
-      await h.insertOrder(trx, 'business-row');
-      const error = await outbox.enqueue(trx, input as never).catch((caught: unknown) => caught);
-      expect(error).toBeInstanceOf(ValidationError);
-      expect(error).toMatchObject({ field, code: 'TXOUTBOX_INVALID_MESSAGE' });
-      expect((error as Error).message).toContain(field);
-      await outbox.enqueue(trx, { id: 'still-works', topic: 't', payload: 1 });
-    });
-    expect((await h.rows()).map((row) => row.id)).toEqual(['still-works']);
-    expect(await h.orderIds()).toEqual(['business-row']);
-  });
+  it.each(CASES)(
+    'refuses %s with a typed error, writes nothing, and leaves the transaction usable',
+    async (_what, input, field) => {
+      await h.db.transaction().execute(async (trx) => {
+        await h.insertOrder(trx, 'business-row');
+        const error = await outbox.enqueue(trx, input as never).catch((caught: unknown) => caught);
+        expect(error).toBeInstanceOf(ValidationError);
+        expect(error).toMatchObject({ field, code: 'TXOUTBOX_INVALID_MESSAGE' });
+        expect((error as Error).message).toContain(field);
+        await outbox.enqueue(trx, { id: 'still-works', topic: 't', payload: 1 });
+      });
+      expect((await h.rows()).map((row) => row.id)).toEqual(['still-works']);
+      expect(await h.orderIds()).toEqual(['business-row']);
+    },
+  );
 
   it('refuses table and schema names that are not plain identifiers before touching the database', async () => {
     const injected = 'txoutbox; DROP TABLE orders; --';

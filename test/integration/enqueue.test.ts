@@ -183,7 +183,9 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
   });
 
   it('reports a duplicate of a committed id, writes nothing for it, and leaves the transaction usable', async () => {
-    await h.db.transaction().execute((trx) => h.outbox.enqueue(trx, { id: 'order-7:created', topic: 't', key: 'a', payload: 'first' }));
+    await h.db
+      .transaction()
+      .execute((trx) => h.outbox.enqueue(trx, { id: 'order-7:created', topic: 't', key: 'a', payload: 'first' }));
     const result = await h.db.transaction().execute(async (trx) => {
       const duplicate = await h.outbox.enqueue(trx, { id: 'order-7:created', topic: 't', key: 'a', payload: 'second' });
       await h.insertOrder(trx, 'after-duplicate');
@@ -244,7 +246,12 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
       ['y', 'B', true],
       ['z', 'B', false],
     ]);
-    expect(await h.keyCounts()).toEqual(new Map([['A', 1], ['B', 2]]));
+    expect(await h.keyCounts()).toEqual(
+      new Map([
+        ['A', 1],
+        ['B', 2],
+      ]),
+    );
   });
 
   it('lets two transactions race on one id: the second waits, then reports a duplicate without failing', async () => {
@@ -288,7 +295,12 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
   });
 
   it('keeps the order given within one batch and heads only the first of each key', async () => {
-    const messages = Array.from({ length: 200 }, (_, i) => ({ id: `b-${i}`, topic: 't', key: i % 7 === 0 ? null : `k${i % 4}`, payload: i }));
+    const messages = Array.from({ length: 200 }, (_, i) => ({
+      id: `b-${i}`,
+      topic: 't',
+      key: i % 7 === 0 ? null : `k${i % 4}`,
+      payload: i,
+    }));
     await h.db.transaction().execute((trx) => h.outbox.enqueue(trx, messages));
     const rows = await h.rows();
     expect(rows.map((row) => row.id)).toEqual(messages.map((m) => m.id));
@@ -321,7 +333,9 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
   it('refuses a raw connection outside a transaction and writes nothing', async () => {
     const connection = await h.rawConnection();
     try {
-      await expect(h.outbox.enqueue(connection.handle as never, { topic: 't', payload: 1 })).rejects.toBeInstanceOf(NotInTransactionError);
+      await expect(h.outbox.enqueue(connection.handle as never, { topic: 't', payload: 1 })).rejects.toBeInstanceOf(
+        NotInTransactionError,
+      );
     } finally {
       await connection.release();
     }
@@ -331,11 +345,12 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
   it('refuses a Kysely instance that is not a transaction, and a pool, and writes nothing', async () => {
     await expect(h.outbox.enqueue(h.db, { topic: 't', payload: 1 })).rejects.toBeInstanceOf(NotInTransactionError);
     await expect(h.outbox.enqueue(h.db, { topic: 't', payload: 1 })).rejects.toThrow(/not a transaction/);
-    await expect(h.outbox.enqueue({ query: () => undefined, getConnection: () => undefined } as never, { topic: 't', payload: 1 })).rejects.toThrow(/pool/);
+    await expect(
+      h.outbox.enqueue({ query: () => undefined, getConnection: () => undefined } as never, { topic: 't', payload: 1 }),
+    ).rejects.toThrow(/pool/);
     await expect(h.outbox.enqueue(null as never, { topic: 't', payload: 1 })).rejects.toBeInstanceOf(NotInTransactionError);
     expect(await h.rows()).toEqual([]);
   });
-
 });
 
 describe('enqueue on a raw pg client', () => {
@@ -370,7 +385,9 @@ describe('enqueue in a failed Kysely transaction on postgres', () => {
   it('says the transaction has already failed instead of passing on a bare database error', async () => {
     const trx = await h.db.startTransaction().execute();
     await expect(sql`SELECT 1/0`.execute(trx)).rejects.toThrow();
-    await expect(h.outbox.enqueue(trx, { topic: 't', payload: 1 })).rejects.toMatchObject({ code: 'TXOUTBOX_TRANSACTION_FAILED' });
+    await expect(h.outbox.enqueue(trx, { topic: 't', payload: 1 })).rejects.toMatchObject({
+      code: 'TXOUTBOX_TRANSACTION_FAILED',
+    });
     await trx.rollback().execute();
     expect(await h.rows()).toEqual([]);
   });

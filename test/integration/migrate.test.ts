@@ -46,11 +46,16 @@ describe.each(DIALECTS)('migrate on %s', (dialect) => {
     const schema = `${h.schema}_b`;
     try {
       await migrate(h.db, { dialect, schema, table: 'orders_outbox' });
-      const expected = dialect === 'postgres' ? ['orders_outbox', 'orders_outbox_keys'] : ['orders_outbox', 'orders_outbox_key_locks', 'orders_outbox_keys'];
+      const expected =
+        dialect === 'postgres'
+          ? ['orders_outbox', 'orders_outbox_keys']
+          : ['orders_outbox', 'orders_outbox_key_locks', 'orders_outbox_keys'];
       expect((await tablesIn(schema)).filter((name) => !name.includes('migration'))).toEqual(expected);
       const outbox = createOutbox({ dialect, schema, table: 'orders_outbox' });
       await h.db.transaction().execute((trx) => outbox.enqueue(trx, { id: 'in-custom', topic: 't', key: 'k', payload: 1 }));
-      const { rows } = await sql<{ n: number | string }>`SELECT count(*) AS n FROM ${sql.id(schema, 'orders_outbox')}`.execute(h.db);
+      const { rows } = await sql<{ n: number | string }>`SELECT count(*) AS n FROM ${sql.id(schema, 'orders_outbox')}`.execute(
+        h.db,
+      );
       expect(Number(rows[0]!.n)).toBe(1);
       expect(await h.rows()).toEqual([]);
     } finally {
@@ -60,7 +65,10 @@ describe.each(DIALECTS)('migrate on %s', (dialect) => {
 
   it('says to run the migrations when the outbox table is missing', async () => {
     const outbox = createOutbox({ dialect, schema: h.schema, table: 'never_migrated' });
-    const error = await h.db.transaction().execute((trx) => outbox.enqueue(trx, { topic: 't', payload: 1 })).catch((e: unknown) => e);
+    const error = await h.db
+      .transaction()
+      .execute((trx) => outbox.enqueue(trx, { topic: 't', payload: 1 }))
+      .catch((e: unknown) => e);
     expect(String(error)).toMatch(/never_migrated/);
   });
 });

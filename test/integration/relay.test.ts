@@ -18,7 +18,10 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
 
   const commit = (messages: OutboxMessage[]) => h.db.transaction().execute((trx) => h.outbox.enqueue(trx, messages));
   const ids = (broker: MemoryBroker, key?: string) =>
-    broker.received().filter((m) => key === undefined || m.key === key).map((m) => m.id);
+    broker
+      .received()
+      .filter((m) => key === undefined || m.key === key)
+      .map((m) => m.id);
 
   it('publishes every committed message once, with its fields intact, and deletes it', async () => {
     const broker = new MemoryBroker();
@@ -30,7 +33,13 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
     await drain(relay);
     expect(ids(broker).sort()).toEqual(results.map((r) => r.id).sort());
     const [json] = broker.received('orders.created').filter((m) => m.key === 'o-1');
-    expect(json).toMatchObject({ id: results[0]!.id, key: 'o-1', contentType: 'application/json', headers: { 'x-tenant': 'acme' }, attempt: 1 });
+    expect(json).toMatchObject({
+      id: results[0]!.id,
+      key: 'o-1',
+      contentType: 'application/json',
+      headers: { 'x-tenant': 'acme' },
+      attempt: 1,
+    });
     expect(JSON.parse(json!.payload.toString())).toEqual({ total: 5 });
     expect([...broker.received().find((m) => m.key === null)!.payload]).toEqual([1, 2, 3]);
     expect(await h.rows()).toEqual([]);
@@ -77,7 +86,11 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
   it('spaces retries with exponential backoff and jitter', async () => {
     const broker = new MemoryBroker().fail({ kind: 'retryable' });
     const delays: number[] = [];
-    const relay = testRelay(h, broker, { backoff: { initialMs: 1000, maxMs: 10_000, factor: 3 }, random: () => 0.5, maxAttempts: 10 });
+    const relay = testRelay(h, broker, {
+      backoff: { initialMs: 1000, maxMs: 10_000, factor: 3 },
+      random: () => 0.5,
+      maxAttempts: 10,
+    });
     relay.on('retrying', (messages) => delays.push(...messages.map((m) => m.delayMs)));
     await commit([{ topic: 't', payload: 1 }]);
     for (let attempt = 1; attempt <= 4; attempt++) {
@@ -90,7 +103,10 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
   });
 
   it('dead-letters a poison message after the budget while other keys keep flowing, and blocks only its own key', async () => {
-    const broker = new MemoryBroker().fail({ kind: 'retryable', error: 'consumer rejects it' }, { where: (m) => m.key === 'poison' });
+    const broker = new MemoryBroker().fail(
+      { kind: 'retryable', error: 'consumer rejects it' },
+      { where: (m) => m.key === 'poison' },
+    );
     const relay = testRelay(h, broker, { maxAttempts: 3 });
     const dead: string[] = [];
     relay.on('dead', (messages) => dead.push(...messages.map((m) => m.message.id)));
@@ -164,7 +180,10 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
     const [result] = await commit([{ topic: 't', key: 'k', payload: 1 }]);
     // The crashed relay claimed, reached the broker, and died before marking the row sent.
     const crashed = await store.claim(10, 'crashed-relay:1', 300);
-    await broker.publish(crashed.map((m) => ({ ...m, attempt: m.attempts })), { signal: new AbortController().signal });
+    await broker.publish(
+      crashed.map((m) => ({ ...m, attempt: m.attempts })),
+      { signal: new AbortController().signal },
+    );
     const relay = testRelay(h, broker);
     expect(await relay.runOnce()).toMatchObject({ claimed: 0 });
     await new Promise((resolve) => setTimeout(resolve, 400));
@@ -176,7 +195,10 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
 
   it('lets no relay mark a message whose lease another relay has taken over', async () => {
     const store = storeFor(h);
-    await commit([{ id: 'm', topic: 't', key: 'k', payload: 1 }, { id: 'm2', topic: 't', key: 'k', payload: 2 }]);
+    await commit([
+      { id: 'm', topic: 't', key: 'k', payload: 1 },
+      { id: 'm2', topic: 't', key: 'k', payload: 2 },
+    ]);
     const stale = await store.claim(10, 'slow-relay:1', 100);
     await new Promise((resolve) => setTimeout(resolve, 150));
     const fresh = await store.claim(10, 'other-relay:1', 5000);
@@ -258,7 +280,10 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
   it('keeps sent rows for the retention window, then deletes them; dead rows stay', async () => {
     const broker = new MemoryBroker().fail({ kind: 'permanent' }, { where: (m) => m.id === 'dead' });
     const relay = testRelay(h, broker, { retainSentMs: 300 });
-    await commit([{ id: 'sent', topic: 't', key: 'k', payload: 1 }, { id: 'dead', topic: 't', payload: 2 }]);
+    await commit([
+      { id: 'sent', topic: 't', key: 'k', payload: 1 },
+      { id: 'dead', topic: 't', payload: 2 },
+    ]);
     await drain(relay);
     const rows = await h.rows();
     expect(rows.map((r) => [r.id, r.state, r.ready])).toEqual([
@@ -340,7 +365,7 @@ describe('relay wake-ups', () => {
     afterAll(async () => h?.destroy());
     const commit = (messages: OutboxMessage[]) => h.db.transaction().execute((trx) => h.outbox.enqueue(trx, messages));
 
-  it('wakes on LISTEN/NOTIFY when a producer commits, with polling all but off', async () => {
+    it('wakes on LISTEN/NOTIFY when a producer commits, with polling all but off', async () => {
       const broker = new MemoryBroker();
       const relay = testRelay(h, broker, { listen: inject('pgUrl'), pollIntervalMs: 60_000 });
       const errors: Error[] = [];
@@ -363,7 +388,13 @@ describe('relay options', () => {
     ['a broker without publish', { broker: {} }, /broker/],
     ['a table name with SQL in it', { table: 'x; DROP TABLE y' }, /table/],
   ])('refuses %s with a ConfigError', (_what, options, message) => {
-    const make = () => createRelay({ db: { executeQuery: () => undefined } as never, dialect: 'postgres', broker: new MemoryBroker(), ...options } as never);
+    const make = () =>
+      createRelay({
+        db: { executeQuery: () => undefined } as never,
+        dialect: 'postgres',
+        broker: new MemoryBroker(),
+        ...options,
+      } as never);
     expect(make).toThrow(ConfigError);
     expect(make).toThrow(message);
   });

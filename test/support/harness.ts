@@ -153,7 +153,8 @@ async function mysqlHarness(schema: string, poolSize: number): Promise<Harness> 
       );
       return {
         handle: connection,
-        query: (text) => new Promise<void>((resolve, reject) => connection.query(text, (error) => (error ? reject(error) : resolve()))),
+        query: (text) =>
+          new Promise<void>((resolve, reject) => connection.query(text, (error) => (error ? reject(error) : resolve()))),
         release: async () => connection.release(),
       };
     },

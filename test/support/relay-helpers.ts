@@ -35,7 +35,9 @@ export async function settle(h: Harness, relays: Relay[], timeoutMs = 20_000): P
   while (Date.now() < deadline) {
     for (const relay of relays) await drain(relay);
     const { rows } = await sql<{ n: number | string }>`
-      SELECT count(*) AS n FROM ${sql.id(h.schema, 'txoutbox')} WHERE state = 'pending' AND ready = ${h.dialect === 'postgres' ? sql`true` : sql`1`}`.execute(h.db);
+      SELECT count(*) AS n FROM ${sql.id(h.schema, 'txoutbox')} WHERE state = 'pending' AND ready = ${h.dialect === 'postgres' ? sql`true` : sql`1`}`.execute(
+      h.db,
+    );
     if (Number(rows[0]!.n) === 0) return;
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
@@ -47,7 +49,11 @@ export function storeFor(h: Harness): RelayStore {
   return dialectFor(h.dialect).relayStore(h.db, tableNames('txoutbox', h.schema));
 }
 
-export async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+export async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs = 10_000,
+  what = 'condition',
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);

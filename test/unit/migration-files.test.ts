@@ -6,7 +6,10 @@ describe('shipped migration files', () => {
   it('rename the default names to the configured table, qualified with the schema', async () => {
     const [file] = await migrationFiles({ dialect: 'postgres', component: 'outbox' });
     const statements = renderStatements(await readFile(file!, 'utf8'), {
-      dialect: 'postgres', component: 'outbox', table: 'orders_outbox', schema: 'shop',
+      dialect: 'postgres',
+      component: 'outbox',
+      table: 'orders_outbox',
+      schema: 'shop',
     });
     expect(statements[0]).toMatch(/^CREATE TABLE IF NOT EXISTS "shop"\."orders_outbox" \(/);
     expect(statements.join('\n')).toContain('CREATE INDEX IF NOT EXISTS orders_outbox_claim_idx ON "shop"."orders_outbox"');
@@ -18,7 +21,10 @@ describe('shipped migration files', () => {
   it('leave names alone when the table keeps its default and no schema is given', async () => {
     const [file] = await migrationFiles({ dialect: 'mysql', component: 'outbox' });
     const statements = renderStatements(await readFile(file!, 'utf8'), {
-      dialect: 'mysql', component: 'outbox', table: 'txoutbox', schema: null,
+      dialect: 'mysql',
+      component: 'outbox',
+      table: 'txoutbox',
+      schema: null,
     });
     expect(statements.map((s) => s.split('\n')[0])).toEqual([
       'CREATE TABLE IF NOT EXISTS `txoutbox` (',

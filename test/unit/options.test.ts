@@ -35,7 +35,14 @@ describe('createOutbox options', () => {
 
 describe('batch planning', () => {
   const message = (id: string, key: string | null): ValidMessage => ({
-    id, key, topic: 't', payload: Buffer.from('1'), contentType: 'application/json', headers: '{}', availableAt: null, delayMs: 0,
+    id,
+    key,
+    topic: 't',
+    payload: Buffer.from('1'),
+    contentType: 'application/json',
+    headers: '{}',
+    availableAt: null,
+    delayMs: 0,
   });
 
   it('drops repeated ids, ranks messages within their key and sorts keys by bytes', () => {

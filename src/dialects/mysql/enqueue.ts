@@ -58,28 +58,32 @@ function isDuplicateKeyError(error: unknown): boolean {
 }
 
 export async function enqueueMysql(run: SqlExecutor, names: TableNames, plan: BatchPlan): Promise<Set<string>> {
-    if (plan.keys.length > 0) {
-      await lockKeyStripes(run, names, plan.keys.map(({ key }) => key));
-      await run(countKeysStatement(names, plan.keys).compile(compiler));
+  if (plan.keys.length > 0) {
+    await lockKeyStripes(
+      run,
+      names,
+      plan.keys.map(({ key }) => key),
+    );
+    await run(countKeysStatement(names, plan.keys).compile(compiler));
+  }
+  let messages = plan.messages;
+  for (let round = 1; ; round++) {
+    if (messages.length === 0) return new Set();
+    try {
+      // A failed statement is rolled back on its own in InnoDB; the caller's transaction goes on.
+      await run(insertStatement(names, messages).compile(compiler));
+      return new Set(messages.map((m) => m.id));
+    } catch (error) {
+      if (!isDuplicateKeyError(error) || round === MAX_DUPLICATE_ROUNDS) throw error;
     }
-    let messages = plan.messages;
-    for (let round = 1; ; round++) {
-      if (messages.length === 0) return new Set();
-      try {
-        // A failed statement is rolled back on its own in InnoDB; the caller's transaction goes on.
-        await run(insertStatement(names, messages).compile(compiler));
-        return new Set(messages.map((m) => m.id));
-      } catch (error) {
-        if (!isDuplicateKeyError(error) || round === MAX_DUPLICATE_ROUNDS) throw error;
-      }
-      const { rows } = await run(existingIdsStatement(names, messages).compile(compiler));
-      const existing = new Set(rows.map((row) => Buffer.from(row.id as Buffer | string).toString('utf8')));
-      const dropped = new Map<string, number>();
-      for (const m of messages) {
-        if (existing.has(m.id) && m.key !== null) dropped.set(m.key, (dropped.get(m.key) ?? 0) + 1);
-      }
-      await decrementKeyCounts(run, names, dropped);
-      // Re-plan what is left: key ranks and counts must describe only the messages actually written.
-      messages = planBatch(messages.filter((m) => !existing.has(m.id))).messages;
+    const { rows } = await run(existingIdsStatement(names, messages).compile(compiler));
+    const existing = new Set(rows.map((row) => Buffer.from(row.id as Buffer | string).toString('utf8')));
+    const dropped = new Map<string, number>();
+    for (const m of messages) {
+      if (existing.has(m.id) && m.key !== null) dropped.set(m.key, (dropped.get(m.key) ?? 0) + 1);
     }
+    await decrementKeyCounts(run, names, dropped);
+    // Re-plan what is left: key ranks and counts must describe only the messages actually written.
+    messages = planBatch(messages.filter((m) => !existing.has(m.id))).messages;
+  }
 }

@@ -33,7 +33,10 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
    */
   const run = kyselyExecutor(db);
   const transaction = <T>(work: (trx: SqlExecutor) => Promise<T>) =>
-    db.transaction().setIsolationLevel('read committed').execute((trx) => work(kyselyExecutor(trx)));
+    db
+      .transaction()
+      .setIsolationLevel('read committed')
+      .execute((trx) => work(kyselyExecutor(trx)));
   // Integers, not text: compared with text, InnoDB cannot seek the primary key and locks every row it scans.
   const inSeqs = (messages: readonly ClaimedMessage[]) => sql.join(messages.map((m) => sql`${BigInt(m.seq)}`));
   const keysOf = (messages: readonly ClaimedMessage[]) => messages.flatMap((m) => (m.key === null ? [] : [m.key]));
@@ -80,7 +83,10 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
   };
 
   const perMessage = (messages: readonly ClaimedMessage[], value: (m: ClaimedMessage) => RawBuilder<unknown>) =>
-    sql`CASE seq ${sql.join(messages.map((m) => sql`WHEN ${BigInt(m.seq)} THEN ${value(m)}`), sql` `)} END`;
+    sql`CASE seq ${sql.join(
+      messages.map((m) => sql`WHEN ${BigInt(m.seq)} THEN ${value(m)}`),
+      sql` `,
+    )} END`;
 
   return {
     async claim(limit, token, leaseMs) {
@@ -127,7 +133,10 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
               messages,
               sql`UPDATE ${table} SET state = 'sent', sent_at = ${now}, ready = 0, lease_until = NULL
                   WHERE seq IN (${inSeqs(messages)}) AND lease_owner = ${token}`,
-              { query: sql`SELECT seq FROM ${table} WHERE seq IN (${inSeqs(messages)}) AND lease_owner = ${token} AND state = 'sent'`, oursAre: 'listed' },
+              {
+                query: sql`SELECT seq FROM ${table} WHERE seq IN (${inSeqs(messages)}) AND lease_owner = ${token} AND state = 'sent'`,
+                oursAre: 'listed',
+              },
             )
           : await applyToOurs(
               trx,
@@ -169,12 +178,10 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
       if (!releaseKey) return void (await run(bury.compile(compiler)));
       await transaction(async (trx) => {
         await lockKeyStripes(trx, names, keysOf(messages));
-        const ours = await applyToOurs(
-          trx,
-          messages,
-          bury,
-          { query: sql`SELECT seq FROM ${table} WHERE seq IN (${inSeqs(messages)}) AND lease_owner = ${token} AND state = 'dead'`, oursAre: 'listed' },
-        );
+        const ours = await applyToOurs(trx, messages, bury, {
+          query: sql`SELECT seq FROM ${table} WHERE seq IN (${inSeqs(messages)}) AND lease_owner = ${token} AND state = 'dead'`,
+          oursAre: 'listed',
+        });
         await freeKeys(trx, ours);
       });
     },
@@ -192,7 +199,9 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
       // READ COMMITTED here too: a scanning DELETE under REPEATABLE READ would gap-lock what producers insert into.
       return transaction(async (trx) => {
         const sent = await trx(
-          sql`DELETE FROM ${table} WHERE state = 'sent' AND sent_at < ${msFromNow(-retainMs)} ORDER BY sent_at LIMIT ${limit}`.compile(compiler),
+          sql`DELETE FROM ${table} WHERE state = 'sent' AND sent_at < ${msFromNow(-retainMs)} ORDER BY sent_at LIMIT ${limit}`.compile(
+            compiler,
+          ),
         );
         // A key row at zero is only a counter nobody needs; a producer that needs it again re-creates it.
         await trx(sql`DELETE FROM ${keys} WHERE pending = 0 LIMIT ${limit}`.compile(compiler));

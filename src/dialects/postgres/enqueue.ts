@@ -51,11 +51,11 @@ export async function enqueuePostgres(
   plan: BatchPlan,
   options: EnqueueOptions,
 ): Promise<Set<string>> {
-    const { rows } = await run(insertStatement(names, plan, options.notify).compile(compiler));
-    const written = rows as { id: string; seq: string; msg_key: string | null; ready: boolean }[];
-    const writtenIds = new Set(written.map((row) => row.id));
-    if (writtenIds.size < plan.messages.length) await repairKeyCounts(run, names, plan, written);
-    return writtenIds;
+  const { rows } = await run(insertStatement(names, plan, options.notify).compile(compiler));
+  const written = rows as { id: string; seq: string; msg_key: string | null; ready: boolean }[];
+  const writtenIds = new Set(written.map((row) => row.id));
+  if (writtenIds.size < plan.messages.length) await repairKeyCounts(run, names, plan, written);
+  return writtenIds;
 }
 
 /**

@@ -31,12 +31,19 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames): Relay
   const run = kyselyExecutor(db);
   /** The relay's own transactions read committed data statement by statement: see `freeKeys`. */
   const transaction = <T>(work: (trx: SqlExecutor) => Promise<T>) =>
-    db.transaction().setIsolationLevel('read committed').execute((trx) => work(kyselyExecutor(trx)));
+    db
+      .transaction()
+      .setIsolationLevel('read committed')
+      .execute((trx) => work(kyselyExecutor(trx)));
 
   /** Locks the key rows, in the same order producers lock them, until the relay's transaction ends. */
   const lockKeys = async (trx: SqlExecutor, keyNames: string[]) => {
     if (keyNames.length === 0) return;
-    await trx(sql`SELECT msg_key FROM ${keys} WHERE msg_key = ANY(${keyNames}::text[]) ORDER BY msg_key COLLATE "C" FOR UPDATE`.compile(compiler));
+    await trx(
+      sql`SELECT msg_key FROM ${keys} WHERE msg_key = ANY(${keyNames}::text[]) ORDER BY msg_key COLLATE "C" FOR UPDATE`.compile(
+        compiler,
+      ),
+    );
   };
 
   /**
@@ -47,7 +54,8 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames): Relay
    */
   const freeKeys = async (trx: SqlExecutor, counts: Map<string, number>) => {
     if (counts.size === 0) return;
-    await trx(sql`
+    await trx(
+      sql`
       WITH freed AS (
         UPDATE ${keys} AS k SET pending = k.pending - d.n
         FROM unnest(${[...counts.keys()]}::text[], ${[...counts.values()]}::int8[]) AS d(msg_key, n)
@@ -58,14 +66,16 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames): Relay
       WHERE seq IN (
         SELECT (SELECT o.seq FROM ${table} AS o WHERE o.msg_key = freed.msg_key AND o.state = 'pending' ORDER BY o.seq LIMIT 1)
         FROM freed WHERE freed.pending > 0
-      )`.compile(compiler));
+      )`.compile(compiler),
+    );
   };
 
   const seqs = (messages: readonly ClaimedMessage[]) => messages.map((m) => m.seq);
 
   return {
     async claim(limit, token, leaseMs) {
-      const { rows } = await run(sql<ClaimedRow>`
+      const { rows } = await run(
+        sql<ClaimedRow>`
         WITH due AS (
           SELECT seq FROM ${table}
           WHERE state = 'pending' AND ready AND next_attempt_at <= now()
@@ -79,7 +89,10 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames): Relay
             next_attempt_at = now() + ${leaseMs} * interval '1 millisecond',
             attempts = t.attempts + 1
         FROM due WHERE t.seq = due.seq
-        RETURNING t.seq::text AS seq, t.id, t.topic, t.msg_key, t.payload, t.content_type, t.headers, t.attempts, t.created_at`.compile(compiler));
+        RETURNING t.seq::text AS seq, t.id, t.topic, t.msg_key, t.payload, t.content_type, t.headers, t.attempts, t.created_at`.compile(
+          compiler,
+        ),
+      );
       return (rows as unknown as ClaimedRow[])
         .sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : 1))
         .map((row) => ({
@@ -112,25 +125,29 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames): Relay
 
     async retry(plans, token) {
       if (plans.length === 0) return;
-      await run(sql`
+      await run(
+        sql`
         UPDATE ${table} AS t
         SET next_attempt_at = now() + d.delay_ms * interval '1 millisecond', last_error = d.error,
             lease_owner = NULL, lease_until = NULL
         FROM unnest(${seqs(plans.map((p) => p.message))}::int8[], ${plans.map((p) => Math.round(p.delayMs))}::int8[], ${plans.map((p) => p.error)}::text[])
           AS d(seq, delay_ms, error)
-        WHERE t.seq = d.seq AND t.lease_owner = ${token}`.compile(compiler));
+        WHERE t.seq = d.seq AND t.lease_owner = ${token}`.compile(compiler),
+      );
     },
 
     async bury(letters: readonly DeadLetter[], token, releaseKey) {
       if (letters.length === 0) return;
       const dead = (trx: SqlExecutor) =>
-        trx(sql`
+        trx(
+          sql`
           UPDATE ${table} AS t
           SET state = 'dead', last_error = d.error, lease_until = NULL,
               ready = ${releaseKey ? sql`false` : sql`t.ready`}
           FROM unnest(${seqs(letters.map((l) => l.message))}::int8[], ${letters.map((l) => l.error)}::text[]) AS d(seq, error)
           WHERE t.seq = d.seq AND t.lease_owner = ${token} AND t.state = 'pending'
-          RETURNING t.seq, t.msg_key`.compile(compiler));
+          RETURNING t.seq, t.msg_key`.compile(compiler),
+        );
       if (!releaseKey) {
         // The dead head keeps its key: later messages of the key wait until a person retries or discards it.
         await dead(run);
@@ -145,20 +162,26 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames): Relay
 
     async release(messages, token) {
       if (messages.length === 0) return;
-      await run(sql`
+      await run(
+        sql`
         UPDATE ${table} SET next_attempt_at = now(), lease_owner = NULL, lease_until = NULL, attempts = greatest(attempts - 1, 0)
-        WHERE seq = ANY(${seqs(messages)}::int8[]) AND lease_owner = ${token}`.compile(compiler));
+        WHERE seq = ANY(${seqs(messages)}::int8[]) AND lease_owner = ${token}`.compile(compiler),
+      );
     },
 
     async cleanup(retainMs, limit) {
-      const sent = await run(sql`
+      const sent = await run(
+        sql`
         DELETE FROM ${table} WHERE seq IN (
           SELECT seq FROM ${table} WHERE state = 'sent' AND sent_at < now() - ${retainMs} * interval '1 millisecond'
-          ORDER BY sent_at LIMIT ${limit})`.compile(compiler));
+          ORDER BY sent_at LIMIT ${limit})`.compile(compiler),
+      );
       // A key row at zero is only a lock nobody holds; a producer that needs it again simply re-creates it.
-      await run(sql`
+      await run(
+        sql`
         DELETE FROM ${keys} WHERE pending = 0 AND msg_key IN (
-          SELECT msg_key FROM ${keys} WHERE pending = 0 LIMIT ${limit} FOR UPDATE SKIP LOCKED)`.compile(compiler));
+          SELECT msg_key FROM ${keys} WHERE pending = 0 LIMIT ${limit} FOR UPDATE SKIP LOCKED)`.compile(compiler),
+      );
       return sent.affectedRows;
     },
   };
