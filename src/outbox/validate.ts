@@ -20,6 +20,8 @@ const CONTENT_TYPE_PATTERN = /^[\x21-\x7e]+\/[\x20-\x7e]+$/;
 /** Names the relay and the broker adapters set themselves from the message's own fields. */
 const RESERVED_HEADER_PREFIX = 'txoutbox-';
 const RESERVED_HEADER_NAMES = new Set(['content-type', 'message-id', 'nats-msg-id']);
+/** Control characters (tab aside): no broker's header model carries them (HTTP, NATS and AMQP headers are lines). */
+const CONTROL_CHARACTER = /[\u0000-\u0008\u000a-\u001f\u007f]/;
 const KNOWN_FIELDS = new Set(['topic', 'payload', 'key', 'headers', 'id', 'contentType', 'availableAt', 'delayMs']);
 /** DATETIME's upper bound on MySQL; later instants are certainly a bug. */
 const LATEST_AVAILABLE_AT = Date.UTC(9999, 11, 31);
@@ -101,7 +103,9 @@ function optionalText(value: unknown, field: string, maxLength: number): string 
   if (typeof value !== 'string') throw new ValidationError(field, 'must be a string');
   if (value.length === 0) throw new ValidationError(field, 'must not be empty');
   if (value.length > maxLength) throw new ValidationError(field, `is ${value.length} characters, over the ${maxLength} limit`);
-  if (value.includes('\u0000')) throw new ValidationError(field, 'must not contain a NUL character');
+  if (CONTROL_CHARACTER.test(value)) {
+    throw new ValidationError(field, 'must not contain control characters such as newlines (it travels as a broker header)');
+  }
   return value;
 }
 
@@ -124,7 +128,9 @@ function validateHeaders(value: unknown, field: string): string {
         `must be a string, got ${headerValue === null ? 'null' : typeof headerValue}`,
       );
     }
-    if (headerValue.includes('\u0000')) throw new ValidationError(`${field}.${name}`, 'must not contain a NUL character');
+    if (CONTROL_CHARACTER.test(headerValue)) {
+      throw new ValidationError(`${field}.${name}`, 'must not contain control characters such as newlines');
+    }
   }
   const json = JSON.stringify(value);
   if (Buffer.byteLength(json) > MAX_HEADERS_BYTES) {
