@@ -131,6 +131,10 @@ function validateHeaders(value: unknown, field: string): string {
     if (CONTROL_CHARACTER.test(headerValue)) {
       throw new ValidationError(`${field}.${name}`, 'must not contain control characters such as newlines');
     }
+    // HTTP and NATS trim header values: a value that would arrive changed is refused instead.
+    if (headerValue !== headerValue.trim()) {
+      throw new ValidationError(`${field}.${name}`, 'must not start or end with white space (brokers trim it)');
+    }
   }
   const json = JSON.stringify(value);
   if (Buffer.byteLength(json) > MAX_HEADERS_BYTES) {
