@@ -20,8 +20,11 @@ const CONTENT_TYPE_PATTERN = /^[\x21-\x7e]+\/[\x20-\x7e]+$/;
 /** Names the relay and the broker adapters set themselves from the message's own fields. */
 const RESERVED_HEADER_PREFIX = 'txoutbox-';
 const RESERVED_HEADER_NAMES = new Set(['content-type', 'message-id', 'nats-msg-id']);
-/** Control characters (tab aside): no broker's header model carries them (HTTP, NATS and AMQP headers are lines). */
-const CONTROL_CHARACTER = /[\u0000-\u0008\u000a-\u001f\u007f]/;
+/**
+ * Text every broker's header model carries unchanged: no control characters (HTTP and NATS headers are lines;
+ * MQTT brokers disconnect a client that sends them) and no lone surrogates (UTF-8 cannot encode them).
+ */
+const UNCARRIABLE_TEXT = /[\u0000-\u001f\u007f-\u009f]|[\uD800-\uDFFF]/u;
 const KNOWN_FIELDS = new Set(['topic', 'payload', 'key', 'headers', 'id', 'contentType', 'availableAt', 'delayMs']);
 /** DATETIME's upper bound on MySQL; later instants are certainly a bug. */
 const LATEST_AVAILABLE_AT = Date.UTC(9999, 11, 31);
@@ -103,8 +106,11 @@ function optionalText(value: unknown, field: string, maxLength: number): string 
   if (typeof value !== 'string') throw new ValidationError(field, 'must be a string');
   if (value.length === 0) throw new ValidationError(field, 'must not be empty');
   if (value.length > maxLength) throw new ValidationError(field, `is ${value.length} characters, over the ${maxLength} limit`);
-  if (CONTROL_CHARACTER.test(value)) {
-    throw new ValidationError(field, 'must not contain control characters such as newlines (it travels as a broker header)');
+  if (UNCARRIABLE_TEXT.test(value)) {
+    throw new ValidationError(
+      field,
+      'must not contain control characters (such as newlines or tabs) or lone surrogates: it travels as a broker header',
+    );
   }
   return value;
 }
@@ -128,8 +134,11 @@ function validateHeaders(value: unknown, field: string): string {
         `must be a string, got ${headerValue === null ? 'null' : typeof headerValue}`,
       );
     }
-    if (CONTROL_CHARACTER.test(headerValue)) {
-      throw new ValidationError(`${field}.${name}`, 'must not contain control characters such as newlines');
+    if (UNCARRIABLE_TEXT.test(headerValue)) {
+      throw new ValidationError(
+        `${field}.${name}`,
+        'must not contain control characters (such as newlines or tabs) or lone surrogates',
+      );
     }
     // HTTP and NATS trim header values: a value that would arrive changed is refused instead.
     if (headerValue !== headerValue.trim()) {
