@@ -1,12 +1,12 @@
 import { sql } from 'kysely';
-import { createRelay, MemoryBroker, type Relay, type RelayOptions } from '../../src/index.js';
+import { createRelay, type Broker, type Relay, type RelayOptions } from '../../src/index.js';
 import { dialectFor } from '../../src/dialects/index.js';
 import { tableNames } from '../../src/dialects/identifiers.js';
 import type { RelayStore } from '../../src/dialects/dialect.js';
 import type { Harness } from './harness.js';
 
 /** Relay settings that keep tests quick: short backoff, short leases, no jitter. */
-export function testRelay(h: Harness, broker: MemoryBroker, options: Partial<RelayOptions<unknown>> = {}): Relay {
+export function testRelay(h: Harness, broker: Broker, options: Partial<RelayOptions<unknown>> = {}): Relay {
   return createRelay({
     db: h.db,
     dialect: h.dialect,

@@ -183,6 +183,9 @@ export const mqttFixture: BrokerFixture = {
   },
   async restart() {
     await stopMosquitto();
+    // Mosquitto comes back in a few hundred ms, and mqtt.js then delivers what it queued meanwhile within the
+    // publish deadline. Staying down longer than that deadline makes the outage something publishers must meet.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
     await startMosquitto();
   },
 };
