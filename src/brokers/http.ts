@@ -1,6 +1,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { z } from 'zod';
+import { parseOptions } from '../config.js';
 import { ConfigError } from '../errors.js';
 import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
 
@@ -182,12 +183,7 @@ export class HttpBroker implements Broker {
   private closed = false;
 
   constructor(options: HttpBrokerOptions) {
-    const parsed = schema.safeParse(options);
-    if (!parsed.success) {
-      const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || 'options'}: ${issue.message}`);
-      throw new ConfigError(`Invalid createHttpBroker options: ${problems.join('; ')}`);
-    }
-    const resolved = parsed.data;
+    const resolved = parseOptions(schema, options, 'createHttpBroker');
     this.name = resolved.name;
     this.url = resolved.url;
     const routes = resolved.routes;

@@ -3,6 +3,7 @@ import { connect, type IClientOptions, type IClientPublishOptions, type IConnack
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
+import { parseOptions } from '../config.js';
 
 /** TLS material for `mqtts://` and `wss://` URLs (handed to Node's `tls.connect`). */
 export interface MqttTlsOptions {
@@ -438,12 +439,7 @@ export class MqttBroker implements Broker {
 }
 
 function resolve(options: MqttBrokerOptions): ResolvedOptions {
-  const parsed = schema.safeParse(options);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || 'options'}: ${issue.message}`);
-    throw new ConfigError(`Invalid createMqttBroker options: ${problems.join('; ')}`);
-  }
-  return parsed.data;
+  return parseOptions(schema, options, 'createMqttBroker');
 }
 
 function reason(signal: AbortSignal): string {

@@ -3,8 +3,8 @@ import type { MsgHdrs, NatsConnection, NodeConnectionOptions } from '@nats-io/tr
 import { JetStreamApiError, StorageType, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import { z } from 'zod';
-import { ConfigError } from '../errors.js';
 import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
+import { parseOptions } from '../config.js';
 
 /** Connection options passed through to nats.js, minus those the adapter fixes (it must reconnect forever). */
 export type NatsConnectionOptions = Omit<
@@ -162,12 +162,7 @@ const optionsSchema = z
 type ResolvedOptions = z.output<typeof optionsSchema>;
 
 function resolveOptions(options: NatsBrokerOptions): ResolvedOptions {
-  const parsed = optionsSchema.safeParse(options);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || 'options'}: ${issue.message}`);
-    throw new ConfigError(`Invalid createNatsBroker options: ${problems.join('; ')}`);
-  }
-  return parsed.data;
+  return parseOptions(optionsSchema, options, 'createNatsBroker');
 }
 
 /** One live connection and what the adapter tracks about it. */

@@ -1,8 +1,8 @@
 import amqp from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, Message, Options as AmqpOptions, SocketOptions } from 'amqplib';
 import { z } from 'zod';
-import { ConfigError } from '../errors.js';
 import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
+import { parseOptions } from '../config.js';
 
 /** Where one message goes: an exchange ('' is RabbitMQ's default exchange, which routes by queue name) and a routing key. */
 export interface RabbitMqRoute {
@@ -159,12 +159,7 @@ const optionsSchema = z
 type ResolvedOptions = z.output<typeof optionsSchema>;
 
 function resolveOptions(options: RabbitMqBrokerOptions): ResolvedOptions {
-  const parsed = optionsSchema.safeParse(options);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || 'options'}: ${issue.message}`);
-    throw new ConfigError(`Invalid createRabbitMqBroker options: ${problems.join('; ')}`);
-  }
-  return parsed.data;
+  return parseOptions(optionsSchema, options, 'createRabbitMqBroker');
 }
 
 const ok: PublishOutcome = { status: 'ok' };

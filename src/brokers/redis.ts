@@ -1,6 +1,6 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import { z } from 'zod';
-import { ConfigError } from '../errors.js';
+import { parseOptions } from '../config.js';
 import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
 
 /** Ask Redis (7.2+) to confirm that the batch's writes reached the AOF on disk before reporting ok. */
@@ -192,12 +192,7 @@ export class RedisBroker implements Broker {
   private aofCheck: Promise<PublishOutcome | null> | null = null;
 
   constructor(options: RedisBrokerOptions = {}) {
-    const parsed = optionsSchema.safeParse(options);
-    if (!parsed.success) {
-      const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || 'options'}: ${issue.message}`);
-      throw new ConfigError(`Invalid createRedisBroker options: ${problems.join('; ')}`);
-    }
-    this.options = parsed.data;
+    this.options = parseOptions(optionsSchema, options, 'createRedisBroker');
     this.client = new Redis(this.options.url, {
       retryStrategy: (times) => Math.min(50 * 2 ** times, 2000),
       ...this.options.redisOptions,

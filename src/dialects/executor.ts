@@ -1,4 +1,4 @@
-import type { CompiledQuery, QueryResult } from 'kysely';
+import type { CompiledQuery, Kysely, QueryResult } from 'kysely';
 import { NotInTransactionError, TxOutboxError } from '../errors.js';
 import type { DialectName } from './dialect-name.js';
 
@@ -63,6 +63,18 @@ export function kyselyExecutor(db: { executeQuery<R>(query: CompiledQuery<R>): P
     const result = await db.executeQuery(query);
     return { rows: result.rows as Record<string, unknown>[], affectedRows: Number(result.numAffectedRows ?? 0n) };
   };
+}
+
+/**
+ * Runs work in a READ COMMITTED transaction of the relay's own: each statement reads what is committed when it
+ * starts (the relay relies on that after taking key locks), and InnoDB takes no gap locks at that level.
+ */
+export function readCommittedTransaction<DB>(db: Kysely<DB>) {
+  return <T>(work: (trx: SqlExecutor) => Promise<T>): Promise<T> =>
+    db
+      .transaction()
+      .setIsolationLevel('read committed')
+      .execute((trx) => work(kyselyExecutor(trx)));
 }
 
 export function isKyselyLike(value: unknown): value is KyselyTransactionLike {

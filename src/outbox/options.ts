@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { ConfigError } from '../errors.js';
 import { DIALECT_NAMES, type DialectName } from '../dialects/dialect-name.js';
 import { assertPlainIdentifier } from '../dialects/identifiers.js';
 import { DEFAULT_TABLE_NAME } from '../dialects/migrator.js';
 import type { IdGenerator } from './ids.js';
+import { parseOptions } from '../config.js';
 
 export interface OutboxOptions {
   /** The database behind the transactions you will pass to `enqueue`. Use `mysql` for MariaDB. */
@@ -43,12 +43,7 @@ const schema = z.object({
 export type ResolvedOutboxOptions = Omit<z.output<typeof schema>, 'schema'> & { schema: string | null };
 
 export function resolveOutboxOptions(options: OutboxOptions): ResolvedOutboxOptions {
-  const parsed = schema.strict().safeParse(options);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || 'options'}: ${issue.message}`);
-    throw new ConfigError(`Invalid createOutbox options: ${problems.join('; ')}`);
-  }
-  const resolved = parsed.data;
+  const resolved = parseOptions(schema.strict(), options, 'createOutbox');
   assertPlainIdentifier(resolved.table, 'table');
   if (resolved.schema !== undefined) assertPlainIdentifier(resolved.schema, 'schema');
   return { ...resolved, schema: resolved.schema ?? null };

@@ -1,11 +1,11 @@
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import type { Broker } from '../brokers/broker.js';
-import { ConfigError } from '../errors.js';
 import { DIALECT_NAMES, type DialectName } from '../dialects/dialect-name.js';
 import { assertPlainIdentifier } from '../dialects/identifiers.js';
 import { DEFAULT_TABLE_NAME } from '../dialects/migrator.js';
 import type { ListenSource } from './pg-listener.js';
+import { parseOptions } from '../config.js';
 
 export type DeadLetterPolicy = 'block-key' | 'skip';
 
@@ -99,12 +99,7 @@ export type ResolvedRelayOptions = Omit<z.output<typeof schema>, 'schema' | 'pol
 };
 
 export function resolveRelayOptions<DB>(options: RelayOptions<DB>): ResolvedRelayOptions {
-  const parsed = schema.safeParse(options);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || 'options'}: ${issue.message}`);
-    throw new ConfigError(`Invalid createRelay options: ${problems.join('; ')}`);
-  }
-  const resolved = parsed.data;
+  const resolved = parseOptions(schema, options, 'createRelay');
   assertPlainIdentifier(resolved.table, 'table');
   if (resolved.schema !== undefined) assertPlainIdentifier(resolved.schema, 'schema');
   return {

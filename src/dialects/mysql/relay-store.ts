@@ -1,6 +1,6 @@
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { ClaimedMessage, DeadLetter, RelayStore } from '../dialect.js';
-import { kyselyExecutor, type SqlExecutor } from '../executor.js';
+import { kyselyExecutor, readCommittedTransaction, type SqlExecutor } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
 import { compiler, qualified } from './compiler.js';
 import { decrementKeyCounts } from './key-counts.js';
@@ -27,16 +27,8 @@ const msFromNow = (ms: number) => sql`UTC_TIMESTAMP(6) + INTERVAL ${Math.round(m
 export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelayStore {
   const table = qualified(names, names.table);
   const keys = qualified(names, names.keys);
-  /**
-   * The relay's own transactions read committed data statement by statement (see `freeKeys`), and READ COMMITTED
-   * also keeps InnoDB from taking the gap locks that would make relays and producers wait on each other.
-   */
   const run = kyselyExecutor(db);
-  const transaction = <T>(work: (trx: SqlExecutor) => Promise<T>) =>
-    db
-      .transaction()
-      .setIsolationLevel('read committed')
-      .execute((trx) => work(kyselyExecutor(trx)));
+  const transaction = readCommittedTransaction(db);
   // Integers, not text: compared with text, InnoDB cannot seek the primary key and locks every row it scans.
   const inSeqs = (messages: readonly ClaimedMessage[]) => sql.join(messages.map((m) => sql`${BigInt(m.seq)}`));
   const keysOf = (messages: readonly ClaimedMessage[]) => messages.flatMap((m) => (m.key === null ? [] : [m.key]));

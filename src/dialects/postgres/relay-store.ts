@@ -1,6 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import type { ClaimedMessage, DeadLetter, RelayStore } from '../dialect.js';
-import { kyselyExecutor, type SqlExecutor } from '../executor.js';
+import { kyselyExecutor, readCommittedTransaction, type SqlExecutor } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
 import { compiler, qualified } from './compiler.js';
 
@@ -29,12 +29,7 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames): Relay
   const table = qualified(names, names.table);
   const keys = qualified(names, names.keys);
   const run = kyselyExecutor(db);
-  /** The relay's own transactions read committed data statement by statement: see `freeKeys`. */
-  const transaction = <T>(work: (trx: SqlExecutor) => Promise<T>) =>
-    db
-      .transaction()
-      .setIsolationLevel('read committed')
-      .execute((trx) => work(kyselyExecutor(trx)));
+  const transaction = readCommittedTransaction(db);
 
   /** Locks the key rows, in the same order producers lock them, until the relay's transaction ends. */
   const lockKeys = async (trx: SqlExecutor, keyNames: string[]) => {
