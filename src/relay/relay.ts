@@ -93,7 +93,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.running = false;
     this.stopping = true;
     if (this.cleanupTimer !== null) clearInterval(this.cleanupTimer);
-    this.waker.wake();
+    this.waker.wakeAll();
     const listener = this.listener;
     this.listener = null;
     await listener?.close();
@@ -154,8 +154,8 @@ export class Relay extends EventEmitter<RelayEvents> {
       }
       if (!this.running) break;
       if (result.claimed > 0) {
-        // There may be more: wake the sleeping workers to help, and come back at once.
-        this.waker.wake();
+        // A full batch says more is waiting: wake a sleeping worker to help. Either way, come back at once.
+        if (result.claimed === this.options.batchSize) this.waker.wake();
         idleMs = adaptive ? this.options.minPollIntervalMs : this.options.pollIntervalMs;
         continue;
       }

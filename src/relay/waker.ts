@@ -1,17 +1,25 @@
 /**
  * Lets idle relay workers sleep until there may be work: a wake-up (NOTIFY, kick) or a timeout, whichever is
- * first. A wake-up that arrives while nobody sleeps is remembered once, so a notification that lands during a
- * claim is not lost; repeated wake-ups fold into one.
+ * first. A wake-up resumes one sleeper (one claim finds a trickle of work; the worker that finds a full batch
+ * wakes a helper). A wake-up that arrives while nobody sleeps is remembered once, so a notification that lands
+ * during a claim is not lost; repeated wake-ups fold into one.
  */
 export class Waker {
   private sleepers = new Set<() => void>();
   private pending = false;
 
   wake(): void {
-    if (this.sleepers.size === 0) {
+    const [first] = this.sleepers;
+    if (first === undefined) {
       this.pending = true;
       return;
     }
+    this.sleepers.delete(first);
+    first();
+  }
+
+  /** Resumes every sleeper (the relay is stopping). */
+  wakeAll(): void {
     for (const resume of this.sleepers) resume();
     this.sleepers.clear();
   }

@@ -82,6 +82,13 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
 
   return {
     async claim(limit, token, leaseMs) {
+      // An idle poll costs one plain read instead of a locking transaction (SET, BEGIN, SELECT, COMMIT).
+      const due = await run(
+        sql`SELECT seq FROM ${table} WHERE state = 'pending' AND ready = 1 AND next_attempt_at <= ${now} LIMIT 1`.compile(
+          compiler,
+        ),
+      );
+      if (due.rows.length === 0) return [];
       return transaction(async (trx) => {
         const { rows } = await trx(
           sql<ClaimedRow>`
