@@ -30,6 +30,8 @@ export interface BrokerFixture {
   open(): Promise<BrokerUnderTest>;
   /** Stops the server and starts it again, resolving once it answers. */
   restart(): Promise<void>;
+  /** Null when restart() can really restart the server here; otherwise why the restart test cannot run. */
+  restartSkipReason?(): Promise<string | null>;
   /** True when the broker itself drops a resend of an id it has seen (NATS JetStream's duplicate window). */
   dedupes: boolean;
   /** Headers the adapter itself adds, which the contract ignores when comparing (e.g. txoutbox-id). */
@@ -110,11 +112,13 @@ export function brokerContract(fixture: BrokerFixture): void {
     const userHeaders = (headers: Record<string, string>) =>
       Object.fromEntries(Object.entries(headers).filter(([name]) => !own.has(name.toLowerCase())));
 
-    const run = (name: string, test: (s: BrokerUnderTest) => Promise<void>, timeoutMs = 30_000) =>
+    const run = (name: string, test: (s: BrokerUnderTest) => Promise<void>, timeoutMs = 30_000, needsRestart = false) =>
       it(
         name,
         async (context) => {
           if (skip !== null) return context.skip(skip);
+          const restartSkip = needsRestart ? ((await fixture.restartSkipReason?.()) ?? null) : null;
+          if (restartSkip !== null) return context.skip(restartSkip);
           await test(subject!);
         },
         timeoutMs,
@@ -221,6 +225,7 @@ export function brokerContract(fixture: BrokerFixture): void {
         );
       },
       150_000,
+      true,
     );
   });
 }

@@ -77,7 +77,12 @@ async function waitUntilKafkaAnswers(brokers: string[], topic: string | null, ti
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown = null;
   while (Date.now() < deadline) {
-    const admin = new Kafka({ brokers, clientId: 'txoutbox-contract-probe', logLevel: logLevel.NOTHING, retry: { retries: 0 } }).admin();
+    const admin = new Kafka({
+      brokers,
+      clientId: 'txoutbox-contract-probe',
+      logLevel: logLevel.NOTHING,
+      retry: { retries: 0 },
+    }).admin();
     try {
       await admin.connect();
       await admin.describeCluster();
@@ -121,7 +126,11 @@ export const kafkaFixture: BrokerFixture = {
 
     const kafka = new Kafka({ brokers, clientId: 'txoutbox-contract', logLevel: logLevel.ERROR });
     const admin = kafka.admin();
-    await admin.connect();
+    await admin.connect().catch((error: unknown) => {
+      throw new Error(`KAFKA_BROKERS is set, but Kafka does not answer at ${brokers.join(',')}: ${String(error)}`, {
+        cause: error,
+      });
+    });
     const replicationFactor = Number(process.env.KAFKA_REPLICATION_FACTOR ?? -1);
     const messages: ReceivedMessage[] = [];
     const consumer = kafka.consumer({ groupId: `txoutbox-contract-${run}`, allowAutoTopicCreation: false });
@@ -174,6 +183,14 @@ export const kafkaFixture: BrokerFixture = {
         openedTopic = null;
       },
     };
+  },
+
+  async restartSkipReason() {
+    const command = process.env.KAFKA_RESTART_COMMAND?.trim();
+    return command === undefined || command === ''
+      ? 'KAFKA_RESTART_COMMAND is not set: nothing here can stop and start the Kafka at KAFKA_BROKERS ' +
+          '(set it to a shell command that does, e.g. "docker restart kafka")'
+      : null;
   },
 
   /**

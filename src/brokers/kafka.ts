@@ -1,0 +1,577 @@
+import type { ConnectionOptions } from 'node:tls';
+import kafkajs from 'kafkajs';
+import type { Admin, Mechanism, Message, Producer, RecordMetadata, SASLOptions, TopicMessages, logCreator } from 'kafkajs';
+import { z } from 'zod';
+import { parseOptions } from '../config.js';
+import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
+
+const { Kafka, Partitioners } = kafkajs;
+
+export type KafkaLogLevel = 'nothing' | 'error' | 'warn' | 'info' | 'debug';
+
+/** Options of `createKafkaBroker`. */
+export interface KafkaBrokerOptions {
+  /** Seed brokers, as `host:port`. */
+  brokers: string[];
+  /** Default `txoutbox`. */
+  clientId?: string;
+  /** txoutbox topic → Kafka topic. Looked up first. */
+  routes?: Record<string, string>;
+  /** Maps a txoutbox topic that `routes` does not name to a Kafka topic; `undefined` keeps the topic as it is. */
+  route?: (topic: string) => string | undefined;
+  ssl?: boolean | ConnectionOptions;
+  sasl?: SASLOptions | Mechanism;
+  /** TCP connect timeout. Default 1000 ms. */
+  connectionTimeoutMs?: number;
+  /** How long the client waits for any answer from a broker. Default 30 000 ms. */
+  requestTimeoutMs?: number;
+  /** How long a partition leader waits for the in-sync replicas before answering a produce (acks=-1). Default 30 000 ms. */
+  ackTimeoutMs?: number;
+  /** kafkajs's own retries inside one publish (bounded, so an abandoned send stops); the relay retries beyond them. Default 5. */
+  retries?: number;
+  /** Largest estimated size of one produce request; a bigger relay batch is sent in several. Default 1 000 000. */
+  maxBatchBytes?: number;
+  /** kafkajs log level (to the console). Default `warn`. */
+  logLevel?: KafkaLogLevel;
+}
+
+/** A Broker that publishes to Apache Kafka through an idempotent kafkajs producer with acks=-1. */
+export interface KafkaBroker extends Broker {
+  /** Disconnects the producer and the metadata client. */
+  close(): Promise<void>;
+}
+
+/** The headers the adapter sets from the message itself; user headers of the same names are dropped. */
+export const KAFKA_OWN_HEADERS = ['txoutbox-id', 'txoutbox-key', 'txoutbox-topic', 'txoutbox-attempt', 'content-type'] as const;
+
+const KAFKA_TOPIC = /^[A-Za-z0-9._-]{1,249}$/;
+
+/** Why a name cannot be a Kafka topic, or null when it can. */
+function kafkaTopicProblem(name: string): string | null {
+  if (name === '.' || name === '..') return 'cannot be "." or ".."';
+  if (!KAFKA_TOPIC.test(name)) return 'must be 1-249 characters of A-Z a-z 0-9 . _ -';
+  return null;
+}
+
+const BROKER_ADDRESS = /^(?:\[[0-9A-Fa-f:.]+\]|[^\s:/[\]]+):(\d{1,5})$/;
+
+const kafkaTopicName = z.string().superRefine((name, context) => {
+  const problem = kafkaTopicProblem(name);
+  if (problem !== null) context.addIssue({ code: 'custom', message: `"${name}" is not a legal Kafka topic name: it ${problem}` });
+});
+
+const optionsSchema = z
+  .object({
+    brokers: z
+      .array(
+        z.string().refine((address) => {
+          const match = BROKER_ADDRESS.exec(address);
+          return match !== null && Number(match[1]) >= 1 && Number(match[1]) <= 65_535;
+        }, 'must be "host:port"'),
+        { error: 'must be an array of "host:port" strings' },
+      )
+      .min(1, 'must name at least one broker'),
+    clientId: z.string().min(1).max(255).default('txoutbox'),
+    routes: z.record(z.string(), kafkaTopicName).default({}),
+    route: z
+      .custom<(topic: string) => string | undefined>(
+        (value) => typeof value === 'function',
+        'must be a function (topic) => Kafka topic',
+      )
+      .optional(),
+    ssl: z.union([z.boolean(), z.looseObject({})], { error: 'must be a boolean or tls.ConnectionOptions' }).optional(),
+    sasl: z.looseObject({ mechanism: z.string().min(1) }, { error: 'must be an object with a mechanism' }).optional(),
+    connectionTimeoutMs: z.number().int().min(1).max(600_000).default(1000),
+    requestTimeoutMs: z.number().int().min(1).max(600_000).default(30_000),
+    ackTimeoutMs: z.number().int().min(1).max(600_000).default(30_000),
+    retries: z.number().int().min(1, 'must be at least 1 (the idempotent producer needs retries)').max(100).default(5),
+    maxBatchBytes: z.number().int().min(1024).max(1_000_000_000).default(1_000_000),
+    logLevel: z.enum(['nothing', 'error', 'warn', 'info', 'debug']).default('warn'),
+  })
+  .strict();
+
+interface ResolvedKafkaOptions {
+  brokers: string[];
+  clientId: string;
+  routes: Record<string, string>;
+  route: ((topic: string) => string | undefined) | undefined;
+  ssl: boolean | ConnectionOptions | undefined;
+  sasl: SASLOptions | Mechanism | undefined;
+  connectionTimeoutMs: number;
+  requestTimeoutMs: number;
+  ackTimeoutMs: number;
+  retries: number;
+  maxBatchBytes: number;
+  logLevel: KafkaLogLevel;
+}
+
+/** Validates the options (throwing a ConfigError that names every problem) and fills in the defaults. */
+export function resolveKafkaOptions(options: KafkaBrokerOptions): ResolvedKafkaOptions {
+  const resolved = parseOptions(optionsSchema, options, 'createKafkaBroker');
+  return {
+    ...resolved,
+    route: resolved.route,
+    // Passed through to kafkajs as given; zod only checked their outline.
+    ssl: options.ssl,
+    sasl: options.sasl,
+  };
+}
+
+/** The Kafka topic a txoutbox topic goes to: `routes`, then `route`, then the topic itself. */
+export function kafkaTopicFor(
+  topic: string,
+  routes: Record<string, string>,
+  route?: (topic: string) => string | undefined,
+): { topic: string } | { error: string } {
+  let target: unknown = Object.hasOwn(routes, topic) ? routes[topic] : undefined;
+  if (target === undefined && route !== undefined) {
+    try {
+      target = route(topic);
+    } catch (error) {
+      return { error: `the route function threw for topic "${topic}": ${describe(error)}` };
+    }
+  }
+  if (target === undefined) target = topic;
+  if (typeof target !== 'string')
+    return { error: `the route function returned ${typeof target} for topic "${topic}", not a string` };
+  const problem = kafkaTopicProblem(target);
+  if (problem !== null) {
+    const via = target === topic ? '' : ` (routed from "${topic}")`;
+    return { error: `"${target}"${via} is not a legal Kafka topic name: it ${problem}; map the topic with routes` };
+  }
+  return { topic: target };
+}
+
+/** The Kafka record for a message: key, the exact payload bytes, and txoutbox's fields as headers. */
+export function toKafkaMessage(message: OutgoingMessage): Message & { headers: Record<string, string> } {
+  const headers: Record<string, string> = {};
+  const own = new Set<string>(KAFKA_OWN_HEADERS);
+  for (const [name, value] of Object.entries(message.headers)) {
+    if (!own.has(name.toLowerCase())) headers[name] = value;
+  }
+  headers['txoutbox-id'] = message.id;
+  // The Kafka key is the key; the header only matches the other adapters (set when there is a key).
+  if (message.key !== null) headers['txoutbox-key'] = message.key;
+  headers['txoutbox-topic'] = message.topic;
+  headers['txoutbox-attempt'] = String(message.attempt);
+  headers['content-type'] = message.contentType;
+  return { key: message.key, value: message.payload, headers };
+}
+
+/**
+ * Protocol errors that mean this message (or its destination) can never be accepted as it is. Everything else —
+ * connections, timeouts, leader changes, missing replicas, authentication, producer state — is retryable.
+ */
+const PERMANENT_ERRORS = new Set([
+  'UNKNOWN_TOPIC_OR_PARTITION', // allowAutoTopicCreation is off: the topic does not exist
+  'INVALID_TOPIC_EXCEPTION',
+  'TOPIC_AUTHORIZATION_FAILED',
+  'MESSAGE_TOO_LARGE',
+  'RECORD_LIST_TOO_LARGE',
+  'INVALID_RECORD', // e.g. a keyless message to a compacted topic
+  'POLICY_VIOLATION',
+]);
+
+/** The Kafka protocol error type (e.g. `MESSAGE_TOO_LARGE`) an error carries, looking through kafkajs's wrappers. */
+export function kafkaErrorType(error: unknown): string | undefined {
+  let current: unknown = error;
+  for (let depth = 0; depth < 8 && current instanceof Error; depth++) {
+    const type = (current as { type?: unknown }).type;
+    if (typeof type === 'string') return type;
+    current = current.cause;
+  }
+  return undefined;
+}
+
+/** Classifies a kafkajs error as a publish outcome. */
+export function classifyKafkaError(error: unknown): Exclude<PublishOutcome, { status: 'ok' }> {
+  const type = kafkaErrorType(error);
+  const text = describe(error);
+  const detail = type === undefined || text.includes(type) ? text : `${text} [${type}]`;
+  if (type !== undefined && PERMANENT_ERRORS.has(type)) return { status: 'permanent', error: detail };
+  return { status: 'retryable', error: detail };
+}
+
+function describe(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause instanceof Error && !error.message.includes(error.cause.message) ? `: ${error.cause.message}` : '';
+  return `${error.name}: ${error.message}${cause}`;
+}
+
+/** kafkajs's numeric levels. */
+const LOG_LEVELS: Record<KafkaLogLevel, number> = { nothing: 0, error: 1, warn: 2, info: 4, debug: 5 };
+
+/**
+ * kafkajs's console format, without its warning about bounded retries: the adapter never sends through a
+ * producer again after a send failed, so the sequence-number hazard the warning is about cannot arise.
+ */
+const consoleLog: logCreator =
+  () =>
+  ({ namespace, level, label, log }) => {
+    if (log.message.startsWith('Limiting retries for the idempotent producer')) return;
+    const line = JSON.stringify({ level: label, ...log, message: `${namespace ? `[${namespace}] ` : ''}${log.message}` });
+    if (level <= 1) console.error(line);
+    else if (level === 2) console.warn(line);
+    else console.info(line);
+  };
+
+type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+function settle<T>(run: () => Promise<T>): Promise<Settled<T>> {
+  let promise: Promise<T>;
+  try {
+    promise = run();
+  } catch (error) {
+    promise = Promise.reject(error);
+  }
+  return promise.then(
+    (value) => ({ ok: true, value }),
+    (error: unknown) => ({ ok: false, error }),
+  );
+}
+
+const ABORTED = Symbol('aborted');
+
+/** Waits for a promise that never rejects, or for the signal, whichever comes first. */
+function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | typeof ABORTED> {
+  if (signal.aborted) return Promise.resolve(ABORTED);
+  return new Promise((resolve) => {
+    const onAbort = () => resolve(ABORTED);
+    signal.addEventListener('abort', onAbort, { once: true });
+    void promise.then((value) => {
+      signal.removeEventListener('abort', onAbort);
+      resolve(value);
+    });
+  });
+}
+
+/** One Kafka client: a producer and an admin (for topic metadata). Never used again once something failed. */
+interface Session {
+  producer: Producer;
+  admin: Admin;
+  ready: Promise<Settled<void>>;
+  inFlight: number;
+  retired: boolean;
+}
+
+/** A message on its way: where it came from in the batch, where it goes, and its Kafka record. */
+interface Routed {
+  index: number;
+  topic: string;
+  record: Message;
+  bytes: number;
+}
+
+type Failure = Exclude<PublishOutcome, { status: 'ok' }>;
+
+const OK: PublishOutcome = { status: 'ok' };
+const NOT_SENT_ABORTED: Failure = { status: 'retryable', error: 'aborted before it was sent to Kafka' };
+const UNKNOWN_ABORTED: Failure = {
+  status: 'retryable',
+  error: 'aborted before Kafka acknowledged it (outcome unknown; resent with the same id)',
+};
+
+/** Estimated bytes a record adds to a produce request besides its key, value and headers. */
+const RECORD_OVERHEAD_BYTES = 70;
+
+class KafkaJsBroker implements KafkaBroker {
+  readonly name = 'kafka';
+  private readonly options: ResolvedKafkaOptions;
+  private current: Session | null = null;
+  private readonly sessions = new Set<Session>();
+  /** Kafka topics a metadata request has shown to exist; cleared when a send says otherwise. */
+  private readonly knownTopics = new Set<string>();
+  private closed = false;
+
+  constructor(options: KafkaBrokerOptions) {
+    this.options = resolveKafkaOptions(options);
+  }
+
+  async publish(messages: readonly OutgoingMessage[], { signal }: PublishContext): Promise<PublishOutcome[]> {
+    const outcomes: (PublishOutcome | undefined)[] = messages.map(() => undefined);
+    try {
+      if (this.closed) return messages.map(() => ({ status: 'retryable', error: 'the Kafka broker adapter is closed' }));
+      const routed: Routed[] = [];
+      messages.forEach((message, index) => {
+        const target = kafkaTopicFor(message.topic, this.options.routes, this.options.route);
+        if ('error' in target) {
+          outcomes[index] = { status: 'permanent', error: target.error };
+          return;
+        }
+        const record = toKafkaMessage(message);
+        let bytes = message.payload.length + RECORD_OVERHEAD_BYTES + Buffer.byteLength(message.key ?? '');
+        for (const [name, value] of Object.entries(record.headers)) bytes += Buffer.byteLength(name) + Buffer.byteLength(value);
+        routed.push({ index, topic: target.topic, record, bytes });
+      });
+      await this.deliver(routed, signal, outcomes);
+    } catch (error) {
+      // Not expected: deliver() settles everything itself. Whatever has no outcome yet is unknown.
+      const failure: Failure = { status: 'retryable', error: `outcome unknown: ${describe(error)}` };
+      return outcomes.map((outcome) => outcome ?? failure);
+    }
+    return outcomes.map((outcome) => outcome ?? { status: 'retryable', error: 'outcome unknown' });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.current = null;
+    const sessions = [...this.sessions];
+    for (const session of sessions) session.retired = true;
+    await Promise.all(sessions.map((session) => this.disconnect(session)));
+  }
+
+  /**
+   * Sends `items` and records an outcome for each. Returns the failure that stopped it early (the broker is
+   * unreachable, or the signal was aborted): what was not tried then shares that failure.
+   */
+  private async deliver(items: Routed[], signal: AbortSignal, outcomes: (PublishOutcome | undefined)[]): Promise<Failure | null> {
+    const settleAll = (list: Routed[], outcome: PublishOutcome) => list.forEach((item) => (outcomes[item.index] = outcome));
+    if (items.length === 0) return null;
+    if (signal.aborted) return (settleAll(items, NOT_SENT_ABORTED), NOT_SENT_ABORTED);
+
+    let session = await this.acquire(signal);
+    if ('status' in session) return (settleAll(items, session), session);
+
+    const checked = await this.checkTopics(session, items, signal, outcomes);
+    if ('status' in checked) return checked;
+
+    const chunks = chunkByBytes(checked, this.options.maxBatchBytes);
+    const notSent = (failure: Failure): Failure =>
+      signal.aborted ? NOT_SENT_ABORTED : { status: 'retryable', error: `not sent: ${failure.error}` };
+    for (const [position, chunk] of chunks.entries()) {
+      if (signal.aborted) return (settleAll(chunks.slice(position).flat(), NOT_SENT_ABORTED), NOT_SENT_ABORTED);
+      if (session.retired) {
+        // A concurrent publish saw this producer fail: go on with a new one.
+        session = await this.acquire(signal);
+        if ('status' in session) return (settleAll(chunks.slice(position).flat(), session), session);
+      }
+      const outcome = await this.send(session, chunk, signal);
+      if (outcome.status === 'ok') settleAll(chunk, OK);
+      else if (outcome.status === 'retryable') {
+        settleAll(chunk, outcome);
+        settleAll(chunks.slice(position + 1).flat(), notSent(outcome));
+        return outcome;
+      } else if (chunk.length === 1) settleAll(chunk, outcome);
+      else {
+        // Kafka refuses a whole produce request for one bad record (or for the batch's total size) without saying
+        // which: send them one by one on a new producer, so only the culprit is dead-lettered.
+        for (const [offset, item] of chunk.entries()) {
+          const stopped = await this.deliver([item], signal, outcomes);
+          if (stopped !== null) {
+            const rest = [...chunk.slice(offset + 1), ...chunks.slice(position + 1).flat()];
+            settleAll(rest, notSent(stopped));
+            return stopped;
+          }
+        }
+        return null;
+      }
+    }
+    return null;
+  }
+
+  /** The connected session, connecting it first if needed; a retryable failure when that does not work. */
+  private async acquire(signal: AbortSignal): Promise<Session | Failure> {
+    if (this.closed) return { status: 'retryable', error: 'the Kafka broker adapter is closed' };
+    let session = this.current;
+    if (session === null || session.retired) {
+      session = this.open();
+      this.current = session;
+    }
+    const ready = await unlessAborted(session.ready, signal);
+    if (ready === ABORTED) return { status: 'retryable', error: 'aborted while connecting to Kafka (nothing was sent)' };
+    if (!ready.ok) {
+      this.retire(session);
+      return { status: 'retryable', error: `could not connect to Kafka: ${describe(ready.error)}` };
+    }
+    return session;
+  }
+
+  private open(): Session {
+    const { brokers, clientId, ssl, sasl, connectionTimeoutMs, requestTimeoutMs, retries, logLevel } = this.options;
+    const kafka = new Kafka({
+      brokers,
+      clientId,
+      ...(ssl === undefined ? {} : { ssl }),
+      ...(sasl === undefined ? {} : { sasl }),
+      connectionTimeout: connectionTimeoutMs,
+      requestTimeout: requestTimeoutMs,
+      retry: { retries },
+      logLevel: LOG_LEVELS[logLevel],
+      logCreator: consoleLog,
+    });
+    const producer = kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+      createPartitioner: Partitioners.DefaultPartitioner,
+      retry: { retries },
+    });
+    const admin = kafka.admin({ retry: { retries } });
+    // Settles only once both connects have (a connect that outlives a disconnect reconnects, so retiring a session
+    // disconnects again when this settles; it must not settle while one of them is still trying).
+    const ready = settle(async () => {
+      const [producerConnect, adminConnect] = await Promise.allSettled([producer.connect(), admin.connect()]);
+      if (producerConnect.status === 'rejected') throw producerConnect.reason;
+      if (adminConnect.status === 'rejected') throw adminConnect.reason;
+    });
+    const session: Session = { producer, admin, ready, inFlight: 0, retired: false };
+    this.sessions.add(session);
+    return session;
+  }
+
+  /** Runs a kafkajs call on a session, counting it in flight so a retired session closes only once it is idle. */
+  private run<T>(session: Session, call: () => Promise<T>): Promise<Settled<T>> {
+    session.inFlight++;
+    return settle(call).then((result) => {
+      session.inFlight--;
+      if (session.retired && session.inFlight === 0) void this.disconnect(session);
+      return result;
+    });
+  }
+
+  /** Never use this session again; disconnect it once nothing runs on it. */
+  private retire(session: Session): void {
+    if (session.retired) return;
+    session.retired = true;
+    if (this.current === session) this.current = null;
+    if (session.inFlight === 0) void this.disconnect(session);
+  }
+
+  private async disconnect(session: Session): Promise<void> {
+    const both = () => Promise.allSettled([session.producer.disconnect(), session.admin.disconnect()]);
+    await both();
+    // A connect still in progress may finish after that disconnect: close what it opened, in the background.
+    void session.ready.then(async () => {
+      await both();
+      if (session.inFlight === 0) this.sessions.delete(session);
+    });
+  }
+
+  /**
+   * Asks Kafka about topics not yet known to exist, so that a missing topic is a permanent failure at once
+   * (kafkajs would otherwise retry a send to it until the deadline). Returns the items whose topic exists.
+   */
+  private async checkTopics(
+    session: Session,
+    items: Routed[],
+    signal: AbortSignal,
+    outcomes: (PublishOutcome | undefined)[],
+  ): Promise<Routed[] | Failure> {
+    const unknown = [...new Set(items.map((item) => item.topic))].filter((topic) => !this.knownTopics.has(topic));
+    if (unknown.length === 0) return items;
+    const checks = unknown.map((topic) =>
+      this.run(session, () => session.admin.fetchTopicMetadata({ topics: [topic] })).then((result) => ({ topic, result })),
+    );
+    const answers = await unlessAborted(Promise.all(checks), signal);
+    if (answers === ABORTED) {
+      for (const item of items) outcomes[item.index] = NOT_SENT_ABORTED;
+      return NOT_SENT_ABORTED;
+    }
+    const missing = new Map<string, Failure>();
+    let broken: Failure | null = null;
+    for (const { topic, result } of answers) {
+      if (result.ok) {
+        if (result.value.topics.some((found) => found.name === topic && found.partitions.length > 0)) this.knownTopics.add(topic);
+        else missing.set(topic, { status: 'retryable', error: `Kafka returned no partitions for topic "${topic}"` });
+        continue;
+      }
+      const outcome = classifyKafkaError(result.error);
+      if (outcome.status === 'permanent') {
+        const type = kafkaErrorType(result.error);
+        missing.set(topic, {
+          status: 'permanent',
+          error:
+            type === 'UNKNOWN_TOPIC_OR_PARTITION'
+              ? `Kafka topic "${topic}" does not exist (the adapter does not create topics): create it or fix the route`
+              : `Kafka topic "${topic}": ${outcome.error}`,
+        });
+      } else {
+        broken = { status: 'retryable', error: `could not read metadata of Kafka topic "${topic}": ${outcome.error}` };
+      }
+    }
+    if (broken !== null) {
+      this.retire(session);
+      for (const item of items) outcomes[item.index] = missing.get(item.topic) ?? broken;
+      return broken;
+    }
+    const present: Routed[] = [];
+    for (const item of items) {
+      const problem = missing.get(item.topic);
+      if (problem === undefined) present.push(item);
+      else outcomes[item.index] = problem;
+    }
+    return present;
+  }
+
+  /** One produce request (kafkajs sendBatch) for a chunk, grouped by Kafka topic; ok only on the ISR's ack. */
+  private async send(session: Session, chunk: Routed[], signal: AbortSignal): Promise<PublishOutcome> {
+    const byTopic = new Map<string, Message[]>();
+    for (const item of chunk) {
+      const records = byTopic.get(item.topic);
+      if (records === undefined) byTopic.set(item.topic, [item.record]);
+      else records.push(item.record);
+    }
+    const topicMessages: TopicMessages[] = [...byTopic].map(([topic, messages]) => ({ topic, messages }));
+    const sent = this.run(session, () =>
+      session.producer.sendBatch({ acks: -1, timeout: this.options.ackTimeoutMs, topicMessages }),
+    );
+    const result = await unlessAborted(sent, signal);
+    // Unless it worked, look the topics up again next time: one may have been deleted.
+    if (result === ABORTED || !result.ok) for (const topic of byTopic.keys()) this.knownTopics.delete(topic);
+    if (result === ABORTED) {
+      // The request may still be written, and this producer's sequence numbers are in doubt: use a new one.
+      this.retire(session);
+      return UNKNOWN_ABORTED;
+    }
+    if (!result.ok) {
+      this.retire(session);
+      return classifyKafkaError(result.error);
+    }
+    return checkAcknowledged(result.value, [...byTopic.keys()]);
+  }
+}
+
+/** sendBatch resolves only when every partition answered without error; this checks it did, per topic. */
+function checkAcknowledged(metadata: RecordMetadata[], topics: string[]): PublishOutcome {
+  if (!Array.isArray(metadata)) return { status: 'retryable', error: 'Kafka returned no produce response (outcome unknown)' };
+  const failed = metadata.find((entry) => entry.errorCode !== 0);
+  if (failed !== undefined) {
+    return {
+      status: 'retryable',
+      error: `Kafka answered error code ${failed.errorCode} for ${failed.topicName}[${failed.partition}] (outcome unknown)`,
+    };
+  }
+  const unanswered = topics.filter((topic) => !metadata.some((entry) => entry.topicName === topic));
+  if (unanswered.length > 0) {
+    return { status: 'retryable', error: `Kafka did not acknowledge topic ${unanswered.join(', ')} (outcome unknown)` };
+  }
+  return OK;
+}
+
+/** Splits items into produce requests of at most `maxBytes` (estimated); a single larger record goes alone. */
+function chunkByBytes(items: Routed[], maxBytes: number): Routed[][] {
+  const chunks: Routed[][] = [];
+  let chunk: Routed[] = [];
+  let size = 0;
+  for (const item of items) {
+    if (chunk.length > 0 && size + item.bytes > maxBytes) {
+      chunks.push(chunk);
+      chunk = [];
+      size = 0;
+    }
+    chunk.push(item);
+    size += item.bytes;
+  }
+  if (chunk.length > 0) chunks.push(chunk);
+  return chunks;
+}
+
+/**
+ * A broker adapter for Apache Kafka (kafkajs). `ok` means the partition leader answered a produce with acks=-1:
+ * every in-sync replica has the record. The producer is idempotent with one request in flight per broker, keys
+ * are Kafka keys (so a key stays on one partition, in order), and txoutbox's fields travel as headers.
+ * Nothing connects until the first publish.
+ */
+export function createKafkaBroker(options: KafkaBrokerOptions): KafkaBroker {
+  return new KafkaJsBroker(options);
+}
