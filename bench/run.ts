@@ -1,4 +1,5 @@
 import { benchEnqueue } from './enqueue.js';
+import { benchRelay } from './relay.js';
 
 /**
  * Entry point for `npm run bench [-- name...]`. Each bench returns a Markdown section (printed to stdout, ready to
@@ -6,6 +7,7 @@ import { benchEnqueue } from './enqueue.js';
  */
 const BENCHES: Readonly<Record<string, () => Promise<string>>> = {
   enqueue: benchEnqueue,
+  relay: benchRelay,
 };
 
 async function main(args: readonly string[]): Promise<number> {
@@ -25,7 +27,9 @@ async function main(args: readonly string[]): Promise<number> {
     } catch (error) {
       // Keep going, so one broken bench does not hide the others' figures; the exit code still reports it.
       failed++;
-      process.stderr.write(`Bench "${name}" failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      process.stderr.write(
+        `Bench "${name}" failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+      );
     }
   }
   return failed > 0 ? 1 : 0;
