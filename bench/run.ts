@@ -1,3 +1,4 @@
+import { benchBrokers } from './brokers.js';
 import { benchEnqueue } from './enqueue.js';
 import { benchRelay } from './relay.js';
 
@@ -8,6 +9,7 @@ import { benchRelay } from './relay.js';
 const BENCHES: Readonly<Record<string, () => Promise<string>>> = {
   enqueue: benchEnqueue,
   relay: benchRelay,
+  brokers: benchBrokers,
 };
 
 async function main(args: readonly string[]): Promise<number> {
