@@ -52,8 +52,11 @@ describe.each(DIALECTS)('relay through database outages on %s', (dialect) => {
     relay.start();
     const expected = new Map<string, string[]>();
     let killed = 0;
-    try {
-      for (let batch = 0; batch < 20; batch++) {
+    let outages = 0;
+    // The producer keeps committing batches until three outages have each broken a query the relay had in flight:
+    // killing an idle pooled connection only makes the pool open a new one, which proves nothing.
+    const produce = async (): Promise<void> => {
+      for (let batch = 0; batch < 20 || outages < 3; batch++) {
         const messages = Array.from({ length: 50 }, (_, i) => ({
           id: `b${batch}-m${i}`,
           topic: 't',
@@ -62,14 +65,34 @@ describe.each(DIALECTS)('relay through database outages on %s', (dialect) => {
         }));
         await h.db.transaction().execute((trx) => h.outbox.enqueue(trx, messages));
         for (const m of messages) expected.set(m.key, [...(expected.get(m.key) ?? []), m.id]);
-        if (batch % 6 === 3) {
-          await waitFor(() => broker.accepted.length > 0, 5000, 'some progress before the kill');
-          killed += await killRelayConnections(h);
-        }
         await new Promise((resolve) => setTimeout(resolve, 30));
       }
-      await waitFor(() => new Set(broker.accepted.map((m) => m.id)).size === 1000, 30_000, 'all 1000 messages after the outages');
+    };
+    const producing = produce();
+    try {
+      while (outages < 3) {
+        const seen = errors.length;
+        await waitFor(() => broker.accepted.length > outages * 100, 10_000, 'progress before the next outage');
+        await waitFor(
+          async () => {
+            killed += await killRelayConnections(h);
+            return errors.length > seen;
+          },
+          20_000,
+          'a kill that breaks a query the relay has in flight',
+        );
+        outages++;
+      }
+      await producing;
+      const total = [...expected.values()].reduce((n, ids) => n + ids.length, 0);
+      await waitFor(
+        () => new Set(broker.accepted.map((m) => m.id)).size === total,
+        30_000,
+        `all ${total} messages after the outages`,
+      );
     } finally {
+      outages = 3; // Ends the producer if an assertion above threw.
+      await producing.catch(() => undefined);
       await relay.stop({ drainMs: 1000 });
       await db.destroy();
     }
