@@ -418,6 +418,8 @@ export class NatsBroker implements Broker {
           // nats.js otherwise builds two Error objects per publish to keep async stack traces: about a third of
           // its CPU in bench/brokers. Outcomes are classified from error codes, never from stacks.
           noAsyncTraces: true,
+          // nats.js waits 2 s between reconnect attempts; a relay should resume within a second of the server's return.
+          reconnectTimeWait: 500,
           ...connectionOptions,
           servers: servers ?? DEFAULT_SERVER,
           reconnect: true,

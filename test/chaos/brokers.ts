@@ -21,6 +21,8 @@ export interface ChaosBroker {
   /** Every delivered id, duplicates included, in arrival order. */
   receivedIds(): Promise<string[]>;
   received(): Promise<ReceivedMessage[]>;
+  /** A count that grows with every message the broker stores or delivers: cheap enough to poll. */
+  progress(): Promise<number>;
   restart(): Promise<void>;
   close(): Promise<void>;
 }
@@ -50,6 +52,7 @@ async function rabbitMq(run: string, destinations: Record<string, string | null>
     },
     received,
     receivedIds: async () => consumers.flatMap((consumer) => consumer.deliveries.map((d) => String(d.properties.messageId))),
+    progress: async () => consumers.reduce((n, consumer) => n + consumer.deliveries.length, 0),
     restart: restartRabbitMq,
     async close() {
       await Promise.all(consumers.map((consumer) => consumer.close()));
@@ -67,6 +70,7 @@ async function nats(run: string, destinations: Record<string, string | null>): P
   const stream = `TXOUTBOX_CHAOS_${run}`;
   await createStream(jsm, [`txoutbox-chaos-${run}.>`], stream);
   const reader = new StreamReader(jsm, stream);
+  let counter = await adminConnection();
   return {
     relayConfig: {
       type: 'nats',
@@ -75,11 +79,18 @@ async function nats(run: string, destinations: Record<string, string | null>): P
     },
     received: async () => (await reader.all()).map(fromStream),
     receivedIds: async () => (await reader.all()).map((m) => fromStream(m).id),
+    // The stream's own count, not the reader's (reading every message back lags behind a busy stream), asked on a
+    // connection opened after the last restart: the old one may still be waiting out its reconnect delay.
+    progress: async () => (await counter.jsm.streams.info(stream)).state.last_seq,
     async restart() {
       await stopNatsServer();
       await startNatsServer(stream);
+      const stale = counter;
+      counter = await adminConnection();
+      await stale.nc.close().catch(() => undefined);
     },
     async close() {
+      await counter.nc.close().catch(() => undefined);
       await jsm.streams.delete(stream).catch(() => undefined);
       await nc.close().catch(() => undefined);
     },

@@ -217,9 +217,9 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
           await broker.restart();
           brokerRestarts++;
           const back = performance.now();
-          const before = new Set(await broker.receivedIds()).size;
+          const before = await broker.progress();
           const deadline = back + 60_000;
-          while (new Set(await broker.receivedIds()).size <= before && performance.now() < deadline) await sleep(20);
+          while ((await broker.progress()) <= before && performance.now() < deadline) await sleep(20);
           resumeMs.push(performance.now() - back);
         },
       });
