@@ -176,6 +176,8 @@ export class Relay extends EventEmitter<RelayEvents> {
         continue;
       }
       await settling;
+      // Checked again after the await: a worker that went to sleep after stop() woke everyone would sleep forever.
+      if (!this.running) break;
       await this.waker.sleep(polls ? idleMs : undefined);
       if (adaptive) idleMs = Math.min(idleMs * 2, this.options.pollIntervalMs);
     }
