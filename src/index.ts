@@ -11,3 +11,8 @@ export { MemoryBroker, type InjectedFailure } from './brokers/memory.js';
 export type { DialectName } from './dialects/dialect-name.js';
 export type { KyselyTransactionLike, MysqlConnectionLike, PgClientLike, TransactionLike } from './dialects/executor.js';
 export { ConfigError, NotInTransactionError, SchemaError, TxOutboxError, ValidationError } from './errors.js';
+export { createInbox, type CleanupOptions, type DeadLetterQuery, type Inbox, type NewDeadLetter } from './dedupe/inbox.js';
+export type { InboxOptions } from './dedupe/options.js';
+export type { InboxDelivery } from './dedupe/delivery.js';
+export type { InboxDeadLetter, InboxMessage, ProcessResult } from './dedupe/message.js';
+export { migrateInbox, type MigrateInboxOptions } from './dedupe/migrate.js';
