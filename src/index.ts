@@ -16,3 +16,4 @@ export type { InboxOptions } from './dedupe/options.js';
 export type { InboxDelivery } from './dedupe/delivery.js';
 export type { InboxDeadLetter, InboxMessage, ProcessResult } from './dedupe/message.js';
 export { migrateInbox, type MigrateInboxOptions } from './dedupe/migrate.js';
+export type { InboxConsumerEvents, InboxConsumerOptions, InboxHandler } from './dedupe/consumers/core.js';
