@@ -118,9 +118,10 @@ export async function runOnce<DB>(
   }
 }
 
-/** Counts handlers in flight, so close() can wait for them. */
+/** Counts handlers in flight, so a consumer can bound them and close() can wait for them. */
 export class InFlight {
   private readonly running = new Set<Promise<void>>();
+  private readonly waiters = new Set<() => void>();
 
   get size(): number {
     return this.running.size;
@@ -128,7 +129,20 @@ export class InFlight {
 
   track(work: Promise<void>): void {
     this.running.add(work);
-    void work.finally(() => this.running.delete(work));
+    void work.finally(() => {
+      this.running.delete(work);
+      this.wakeAll();
+    });
+  }
+
+  /** Resolves once fewer than `limit` are running, or when woken (a closing consumer stops waiting). */
+  async below(limit: number, stop: () => boolean): Promise<void> {
+    while (this.running.size >= limit && !stop()) await new Promise<void>((resolve) => this.waiters.add(resolve));
+  }
+
+  wakeAll(): void {
+    for (const wake of this.waiters) wake();
+    this.waiters.clear();
   }
 
   async settled(): Promise<void> {
