@@ -183,6 +183,41 @@ describe.each(DIALECTS)('RabbitMQ inbox consumer on %s', (dialect) => {
     for (const name of [queue, `${queue}.retry.5ms`, `${queue}.retry.10ms`]) expect(await messagesIn(name)).toBe(0);
   });
 
+  it('bounds a message that kills its consumer every time: on a quorum queue it is dead-lettered after maxAttempts deliveries', async () => {
+    await withChannel(async (channel) => {
+      await channel.deleteQueue(queue);
+      await channel.assertQueue(queue, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    });
+    const proxy = await startTcpProxy({ host: new URL(AMQP_URL).hostname, port: Number(new URL(AMQP_URL).port || 5672) });
+    proxies.push(proxy);
+    let handlerRuns = 0;
+    const { seen } = await start({
+      url: AMQP_URL.replace(/:\d+(\/|$)/, `:${proxy.port}$1`),
+      reconnectDelayMs: 50,
+      maxAttempts: 3,
+      handler: () => {
+        handlerRuns++;
+        // The consumer "dies" while handling: its connection is gone before anything is settled.
+        proxy.dropAll();
+        throw new Error('the process crashed');
+      },
+    });
+    await publish(queue, [{ id: 'crasher', body: {} }]);
+    // The third failure is dead-lettered, but its ack dies with the connection too; the fourth delivery is then
+    // dead-lettered again (the same row) without running the handler, and acked.
+    await waitFor(() => seen.dead.length === 2, 30_000, 'the dead letter, twice');
+    expect(handlerRuns).toBe(3);
+    expect(seen.dead.map((d) => d.error.split('\n')[0])).toEqual([
+      'Error: the process crashed',
+      'delivered 4 times without being settled (the consumer died while handling it each time)',
+    ]);
+    const [dead, ...more] = await inbox.deadLetters(h.db);
+    expect(more).toEqual([]);
+    expect(dead).toMatchObject({ messageId: 'crasher', attempts: 3 });
+    expect(dead!.error).toMatch(/delivered 4 times without being settled/);
+    await waitFor(async () => (await messagesIn(queue)) === 0, 10_000, 'the queue to be empty');
+  });
+
   it('dead-letters a message without an id at once, without running the handler', async () => {
     let ran = 0;
     const { seen } = await start({ handler: () => void ran++ });

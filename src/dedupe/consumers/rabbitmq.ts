@@ -42,8 +42,8 @@ export interface RabbitMqInboxConsumerOptions<DB> extends InboxConsumerOptions<D
 export const ATTEMPTS_HEADER = 'txoutbox-inbox-attempts';
 /** The last failure, for whoever looks into a retry queue. */
 export const LAST_ERROR_HEADER = 'txoutbox-inbox-last-error';
-/** Headers RabbitMQ adds when it dead-letters; not copied to a retried message, they only grow. */
-const DEATH_HEADERS = /^x-(death|first-death-|last-death-)/;
+/** Headers RabbitMQ adds when it dead-letters or redelivers; not copied to a retried message (they only grow). */
+const DEATH_HEADERS = /^x-(death|first-death-|last-death-|delivery-count)/;
 const MAX_QUEUE_NAME = 255;
 
 const optionsSchema = z
@@ -74,6 +74,12 @@ interface Session {
 }
 
 const noop = () => {};
+
+/** A non-negative count from a header, 0 when absent or malformed. */
+function count(value: string | undefined): number {
+  const parsed = Number.parseInt(value ?? '0', 10);
+  return Number.isFinite(parsed) && parsed > 0 ? parsed : 0;
+}
 
 /** A message's headers as text; AMQP allows other types, which are stringified. */
 function textHeaders(raw: Record<string, unknown> | undefined): Record<string, string> {
@@ -227,7 +233,10 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
   private async handle(session: Session, delivery: ConsumeMessage): Promise<void> {
     const headers = textHeaders(delivery.properties.headers);
     const rawId: unknown = delivery.properties.messageId ?? headers['txoutbox-id'];
-    const failedBefore = Number.parseInt(headers[ATTEMPTS_HEADER] ?? '0', 10);
+    const failedBefore = count(headers[ATTEMPTS_HEADER]);
+    // Quorum queues count deliveries that were requeued unsettled (a consumer that died mid-handler): they count as
+    // attempts too, so a message that crashes its consumer every time is still bounded.
+    const unsettledBefore = count(String(delivery.properties.headers?.['x-delivery-count'] ?? '0'));
     const message: InboxMessage = {
       id: typeof rawId === 'string' ? rawId : '',
       topic: headers['txoutbox-topic'] ?? delivery.fields.routingKey,
@@ -235,11 +244,16 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
       payload: delivery.content,
       contentType: typeof delivery.properties.contentType === 'string' ? delivery.properties.contentType : null,
       headers,
-      attempt: (Number.isFinite(failedBefore) && failedBefore > 0 ? failedBefore : 0) + 1,
+      attempt: failedBefore + unsettledBefore + 1,
     };
     const problem = idProblem(this.consumer, typeof rawId === 'string' ? rawId : null);
     if (problem !== null) {
       await this.bury(session, delivery, message, problem, typeof rawId === 'string' && rawId.length > 0 ? rawId : null, 0);
+      return;
+    }
+    if (message.attempt > this.options.maxAttempts) {
+      const why = `delivered ${message.attempt} times without being settled (the consumer died while handling it each time)`;
+      await this.bury(session, delivery, message, why, message.id, message.attempt - 1);
       return;
     }
     const verdict: Verdict = await runOnce({ ...this.options, consumer: this.consumer }, message);
