@@ -156,17 +156,18 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
 
   private async connect(): Promise<void> {
     const model = await amqp.connect(this.options.url, this.options.socketOptions as SocketOptions | undefined);
-    const session: Session = { model, channel: null as unknown as ConfirmChannel, consumerTag: null, dead: false };
+    let session: Session | null = null;
     // Listeners first: an unheard 'error' would crash the process. 'close' follows every connection error.
     model.on('error', (error: Error) => this.report(new Error(`RabbitMQ connection error: ${error.message}`)));
-    model.on('close', () => this.onClosed(session));
+    model.on('close', () => {
+      if (session !== null) this.onClosed(session);
+    });
     try {
       const channel = await model.createConfirmChannel();
-      session.channel = channel;
       channel.on('error', (error: Error) => this.report(new Error(`RabbitMQ channel error: ${error.message}`)));
       channel.on('close', () => {
         // A channel closed by the server (e.g. the queue was deleted) leaves the connection up: start over.
-        if (!session.dead) void model.close().catch(noop);
+        if (session !== null && !session.dead) void model.close().catch(noop);
       });
       await channel.checkQueue(this.options.queue).catch((error: unknown) => {
         throw new TxOutboxError(
@@ -179,14 +180,18 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
         await channel.assertQueue(this.retryQueueFor(delay), { durable: true, arguments: this.retryQueueArguments(delay) });
       }
       await channel.prefetch(this.options.prefetch);
-      this.session = session;
-      const { consumerTag } = await channel.consume(this.options.queue, (message) => this.onDelivery(session, message), {
+      // From here on a dropped connection is reconnected; a connect that fails before this point is not.
+      const live: Session = { model, channel, consumerTag: null, dead: false };
+      session = live;
+      this.session = live;
+      const { consumerTag } = await channel.consume(this.options.queue, (message) => this.onDelivery(live, message), {
         noAck: false,
       });
-      session.consumerTag = consumerTag;
+      live.consumerTag = consumerTag;
       this.reconnectDelay = this.options.reconnectDelayMs;
     } catch (error) {
-      session.dead = true;
+      if (session !== null) (session as Session).dead = true;
+      if (this.session === session) this.session = null;
       await model.close().catch(noop);
       throw error;
     }
@@ -200,9 +205,11 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
   }
 
   private onClosed(session: Session): void {
+    const wasCurrent = this.session === session;
     session.dead = true;
-    if (this.session === session) this.session = null;
-    if (this.closing || !this.started) return;
+    if (wasCurrent) this.session = null;
+    // Only the current session reconnects: a connect that failed half-way is retried by whoever started it.
+    if (this.closing || !wasCurrent) return;
     this.scheduleReconnect();
   }
 
