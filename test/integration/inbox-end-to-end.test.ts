@@ -1,6 +1,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { DEFAULT_RETRY_DELAYS_MS } from '../../src/dedupe/consumers/core.js';
 import { createRabbitMqInboxConsumer, type RabbitMqInboxConsumer } from '../../src/dedupe/consumers/rabbitmq.js';
 import type { Inbox } from '../../src/index.js';
 import { AMQP_URL, randomName, withChannel } from '../support/brokers/rabbitmq-fixture.js';
@@ -37,7 +38,8 @@ describe.each(DIALECTS)('outbox → relay killed twice → RabbitMQ → inbox co
     for (const child of children) child.kill('SIGKILL');
     await consumer?.close();
     await withChannel(async (channel) => {
-      for (const name of [queue, `${queue}.retry.1000ms`]) await channel.deleteQueue(name).catch(noop);
+      const retryQueues = DEFAULT_RETRY_DELAYS_MS.map((delay) => `${queue}.retry.${delay}ms`);
+      for (const name of [queue, ...retryQueues]) await channel.deleteQueue(name).catch(noop);
     }).catch(noop);
     await h?.destroy();
   });
