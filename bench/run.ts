@@ -1,5 +1,6 @@
 import { benchBrokers } from './brokers.js';
 import { benchEnqueue } from './enqueue.js';
+import { benchInbox } from './inbox.js';
 import { benchRelay } from './relay.js';
 
 /**
@@ -10,6 +11,7 @@ const BENCHES: Readonly<Record<string, () => Promise<string>>> = {
   enqueue: benchEnqueue,
   relay: benchRelay,
   brokers: benchBrokers,
+  inbox: benchInbox,
 };
 
 async function main(args: readonly string[]): Promise<number> {

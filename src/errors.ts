@@ -11,14 +11,19 @@ export class TxOutboxError extends Error {
   }
 }
 
-/** A message given to `enqueue` is malformed. Nothing was written and the caller's transaction is still usable. */
+/**
+ * A message given to `enqueue` (or a delivery given to `processOnce`) is malformed. Nothing was written and the
+ * caller's transaction is still usable.
+ */
 export class ValidationError extends TxOutboxError {
   constructor(
-    /** Where the problem is, e.g. `topic`, `messages[2].headers.x-trace`, `payload.items[3]`. */
+    /** Where the problem is, e.g. `topic`, `messages[2].headers.x-trace`, `payload.items[3]`, `messageId`. */
     readonly field: string,
     readonly reason: string,
+    /** What was invalid, for the message. */
+    subject = 'outbox message',
   ) {
-    super(`Invalid outbox message: ${field} ${reason}`, 'TXOUTBOX_INVALID_MESSAGE');
+    super(`Invalid ${subject}: ${field} ${reason}`, 'TXOUTBOX_INVALID_MESSAGE');
   }
 }
 
@@ -31,11 +36,19 @@ export class ConfigError extends TxOutboxError {
 
 /** `enqueue` was given something that is not an open transaction, so the message would not be atomic. */
 export class NotInTransactionError extends TxOutboxError {
-  constructor(what: string) {
+  constructor(
+    /** What was given instead of an open transaction. */
+    readonly what: string,
+    /** The call that needed the transaction: `enqueue`, or `processOnce` (whose inbox row must commit with your effects). */
+    operation: 'enqueue' | 'processOnce' = 'enqueue',
+  ) {
     super(
-      `enqueue needs an open transaction, but got ${what}. ` +
+      `${operation} needs an open transaction, but got ${what}. ` +
         'Call it inside db.transaction().execute(trx => ...) (Kysely), after BEGIN on a pg client, ' +
-        'or after beginTransaction() on a mysql2 connection, so the message commits or rolls back with your data.',
+        'or after beginTransaction() on a mysql2 connection, so ' +
+        (operation === 'enqueue'
+          ? 'the message commits or rolls back with your data.'
+          : 'the inbox record commits or rolls back with your effects.'),
       'TXOUTBOX_NOT_IN_TRANSACTION',
     );
   }

@@ -4,7 +4,7 @@ import { TxOutboxError } from '../errors.js';
 import type { DialectName } from './dialect-name.js';
 
 /** Which set of tables a migration run manages; each has its own folder and its own history table. */
-export type Component = 'outbox';
+export type Component = 'outbox' | 'inbox';
 
 export interface MigrationTarget {
   dialect: DialectName;
@@ -17,6 +17,8 @@ export interface MigrationTarget {
 /** The shipped SQL files, next to `src/` or `dist/` in the package. */
 const MIGRATIONS_ROOT = new URL('../../migrations/', import.meta.url);
 const DEFAULT_NAME = 'txoutbox';
+/** The table name each component's SQL files are written with (and renamed from). */
+const FILE_NAMES: Record<Component, string> = { outbox: DEFAULT_NAME, inbox: 'txoutbox_inbox' };
 
 /** Lists the migration files for a target in the order they apply. */
 export async function migrationFiles(target: Pick<MigrationTarget, 'dialect' | 'component'>): Promise<URL[]> {
@@ -27,16 +29,18 @@ export async function migrationFiles(target: Pick<MigrationTarget, 'dialect' | '
 
 /**
  * The statements of one SQL file, renamed for the target: a quoted default name ("txoutbox", "txoutbox_keys",
- * `txoutbox`) becomes the configured table, schema-qualified; a bare txoutbox_... index or constraint name becomes
- * <table>_... (PostgreSQL creates those in the table's schema).
+ * `txoutbox`; "txoutbox_inbox..." for the inbox) becomes the configured table, schema-qualified; a bare
+ * txoutbox_... index or constraint name becomes <table>_... (PostgreSQL creates those in the table's schema).
  */
 export function renderStatements(text: string, target: MigrationTarget): string[] {
   const quote = target.dialect === 'postgres' ? '"' : '`';
   const qualify = (name: string) =>
     target.schema === null ? `${quote}${name}${quote}` : `${quote}${target.schema}${quote}.${quote}${name}${quote}`;
+  const base = FILE_NAMES[target.component];
+  const names = new RegExp(`(["\`])${base}(\\w*)\\1|\\b${base}(_\\w+)\\b`, 'g');
   const renamed = text
     .replace(/--.*$/gm, '')
-    .replace(/(["`])txoutbox(\w*)\1|\btxoutbox(_\w+)\b/g, (_match, _quote, quotedSuffix?: string, bareSuffix?: string) =>
+    .replace(names, (_match, _quote, quotedSuffix?: string, bareSuffix?: string) =>
       bareSuffix !== undefined ? `${target.table}${bareSuffix}` : qualify(`${target.table}${quotedSuffix ?? ''}`),
     );
   return renamed
@@ -82,3 +86,4 @@ export async function runMigrations<DB>(db: Kysely<DB>, target: MigrationTarget)
 }
 
 export { DEFAULT_NAME as DEFAULT_TABLE_NAME };
+export const DEFAULT_INBOX_TABLE_NAME = FILE_NAMES.inbox;

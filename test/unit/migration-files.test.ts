@@ -35,8 +35,28 @@ describe('shipped migration files', () => {
   });
 
   it('are numbered and ordered the same way for both dialects', async () => {
-    const names = async (dialect: 'postgres' | 'mysql') =>
-      (await migrationFiles({ dialect, component: 'outbox' })).map((url) => url.pathname.split('/').pop());
-    expect(await names('postgres')).toEqual(await names('mysql'));
+    for (const component of ['outbox', 'inbox'] as const) {
+      const names = async (dialect: 'postgres' | 'mysql') =>
+        (await migrationFiles({ dialect, component })).map((url) => url.pathname.split('/').pop());
+      expect(await names('postgres')).toEqual(await names('mysql'));
+    }
+  });
+
+  it('rename the inbox files from their own default name, txoutbox_inbox', async () => {
+    const [file] = await migrationFiles({ dialect: 'postgres', component: 'inbox' });
+    const statements = renderStatements(await readFile(file!, 'utf8'), {
+      dialect: 'postgres',
+      component: 'inbox',
+      table: 'billing_inbox',
+      schema: 'shop',
+    });
+    expect(statements.map((s) => s.split('\n')[0])).toEqual([
+      'CREATE TABLE IF NOT EXISTS "shop"."billing_inbox" (',
+      'CREATE INDEX IF NOT EXISTS billing_inbox_processed_idx ON "shop"."billing_inbox" (processed_at)',
+      'CREATE TABLE IF NOT EXISTS "shop"."billing_inbox_dead" (',
+      'CREATE UNIQUE INDEX IF NOT EXISTS billing_inbox_dead_message_idx ON "shop"."billing_inbox_dead" (consumer, message_id)',
+    ]);
+    expect(statements.join('\n')).toContain('CONSTRAINT billing_inbox_pkey PRIMARY KEY (consumer, message_id)');
+    expect(statements.join('\n')).not.toMatch(/txoutbox/);
   });
 });

@@ -1,0 +1,403 @@
+import { EventEmitter } from 'node:events';
+import amqp from 'amqplib';
+import type { ChannelModel, ConfirmChannel, ConsumeMessage, Options as AmqpOptions, SocketOptions } from 'amqplib';
+import { z } from 'zod';
+import { parseOptions } from '../../config.js';
+import { TxOutboxError } from '../../errors.js';
+import type { NewDeadLetter } from '../inbox.js';
+import type { InboxMessage } from '../message.js';
+import {
+  describeError,
+  idProblem,
+  InFlight,
+  retryDelay,
+  runOnce,
+  sharedOptionShape,
+  type InboxConsumerEvents,
+  type InboxConsumerOptions,
+  type Verdict,
+} from './core.js';
+
+export interface RabbitMqInboxConsumerOptions<DB> extends InboxConsumerOptions<DB> {
+  /** amqp:// or amqps:// URL. */
+  url: string;
+  /** Passed to amqplib's connect (TLS, keepAlive, ...). Reconnection is the consumer's own. */
+  socketOptions?: SocketOptions;
+  /** The durable queue to consume; it must exist (declare it with the producer's topology or your own). */
+  queue: string;
+  /** The name the inbox records ids under. Default: the queue's name. */
+  consumer?: string;
+  /** Unacked messages in flight, i.e. handlers running at once. Default 10. */
+  prefetch?: number;
+  /**
+   * Type of the retry queues `<queue>.retry.<delay>ms`. Default 'quorum', dead-lettering back at-least-once (a
+   * classic queue dead-letters at-most-once: a message can be lost if the work queue is unavailable right then).
+   */
+  retryQueueType?: 'quorum' | 'classic';
+  /** First pause before reconnecting after the connection drops; doubles up to 30 s. Default 500 ms. */
+  reconnectDelayMs?: number;
+}
+
+/** Failed attempts so far, carried by a message on its way through a retry queue. */
+export const ATTEMPTS_HEADER = 'txoutbox-inbox-attempts';
+/** The last failure, for whoever looks into a retry queue. */
+export const LAST_ERROR_HEADER = 'txoutbox-inbox-last-error';
+/** Headers RabbitMQ adds when it dead-letters or redelivers; not copied to a retried message (they only grow). */
+const DEATH_HEADERS = /^x-(death|first-death-|last-death-|delivery-count)/;
+const MAX_QUEUE_NAME = 255;
+
+const optionsSchema = z
+  .object({
+    ...sharedOptionShape,
+    url: z.string().refine((value) => /^amqps?:\/\/[^/]/i.test(value), 'url must be an amqp:// or amqps:// URL with a host'),
+    socketOptions: z
+      .record(z.string(), z.unknown())
+      .refine((value) => !('recovery' in value), 'socketOptions.recovery is not supported: the consumer reconnects by itself')
+      .optional(),
+    queue: z
+      .string()
+      .min(1, 'queue must not be empty')
+      .refine((value) => Buffer.byteLength(value) <= MAX_QUEUE_NAME - 20, 'queue must leave room for the retry queue suffix'),
+    prefetch: z.number().int().min(1).max(65_535).default(10),
+    retryQueueType: z.enum(['quorum', 'classic']).default('quorum'),
+    reconnectDelayMs: z.number().int().min(1).default(500),
+  })
+  .strict();
+
+type Resolved = z.output<typeof optionsSchema>;
+
+interface Session {
+  model: ChannelModel;
+  channel: ConfirmChannel;
+  consumerTag: string | null;
+  dead: boolean;
+}
+
+const noop = () => {};
+
+/** A non-negative count from a header, 0 when absent or malformed. */
+function count(value: string | undefined): number {
+  const parsed = Number.parseInt(value ?? '0', 10);
+  return Number.isFinite(parsed) && parsed > 0 ? parsed : 0;
+}
+
+/** A message's headers as text; AMQP allows other types, which are stringified. */
+function textHeaders(raw: Record<string, unknown> | undefined): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(raw ?? {})) {
+    if (value === undefined || value === null || DEATH_HEADERS.test(name)) continue;
+    headers[name] = Buffer.isBuffer(value)
+      ? value.toString('utf8')
+      : typeof value === 'object'
+        ? JSON.stringify(value)
+        : String(value);
+  }
+  return headers;
+}
+
+/**
+ * Consumes a RabbitMQ queue and runs each message's handler once per id, through the inbox, acking only after the
+ * handler's transaction committed. A failing message is republished to a retry queue whose TTL sends it back to the
+ * work queue after the delay (the original is acked only once the copy is confirmed), so it never blocks the queue;
+ * after `maxAttempts` it is written to the inbox's dead-letter table and acked.
+ */
+export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
+  readonly consumer: string;
+  private readonly options: Resolved;
+  private readonly inFlight = new InFlight();
+  private session: Session | null = null;
+  private started = false;
+  private closing = false;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private reconnectDelay: number;
+
+  constructor(options: RabbitMqInboxConsumerOptions<DB>) {
+    super();
+    this.options = parseOptions(optionsSchema, options, 'createRabbitMqInboxConsumer');
+    this.consumer = this.options.consumer ?? this.options.queue;
+    this.reconnectDelay = this.options.reconnectDelayMs;
+  }
+
+  /** Connects, declares the retry queues and starts consuming; throws when that fails (e.g. no such queue). */
+  async start(): Promise<void> {
+    if (this.started) return;
+    if (this.closing) throw new TxOutboxError('This RabbitMQ inbox consumer is closed.', 'TXOUTBOX_CLOSED');
+    this.started = true;
+    try {
+      await this.connect();
+    } catch (error) {
+      this.started = false;
+      throw error;
+    }
+  }
+
+  /** Stops taking messages, waits for the handlers in flight (they commit and ack), then closes the connection. */
+  async close(): Promise<void> {
+    this.closing = true;
+    if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
+    const session = this.session;
+    if (session !== null && !session.dead && session.consumerTag !== null) {
+      await session.channel.cancel(session.consumerTag).catch(noop);
+    }
+    await this.inFlight.settled();
+    this.session = null;
+    if (session !== null && !session.dead) {
+      // The channel first: its CloseOk means RabbitMQ has handled every ack sent on it. Closing only the connection
+      // can requeue messages whose ack was the last thing written.
+      await session.channel.close().catch(noop);
+      await session.model.close().catch(noop);
+    }
+  }
+
+  /** The retry queue for a delay: its TTL dead-letters messages back to the work queue through the default exchange. */
+  retryQueueFor(delayMs: number): string {
+    return `${this.options.queue}.retry.${delayMs}ms`;
+  }
+
+  private async connect(): Promise<void> {
+    const model = await amqp.connect(this.options.url, this.options.socketOptions as SocketOptions | undefined);
+    let session: Session | null = null;
+    // Listeners first: an unheard 'error' would crash the process. 'close' follows every connection error.
+    model.on('error', (error: Error) => this.report(new Error(`RabbitMQ connection error: ${error.message}`)));
+    model.on('close', () => {
+      if (session !== null) this.onClosed(session);
+    });
+    try {
+      const channel = await model.createConfirmChannel();
+      channel.on('error', (error: Error) => this.report(new Error(`RabbitMQ channel error: ${error.message}`)));
+      channel.on('close', () => {
+        // A channel closed by the server (e.g. the queue was deleted) leaves the connection up: start over.
+        if (session !== null && !session.dead) void model.close().catch(noop);
+      });
+      await channel.checkQueue(this.options.queue).catch((error: unknown) => {
+        throw new TxOutboxError(
+          `The RabbitMQ queue '${this.options.queue}' cannot be consumed (${describeError(error).split('\n')[0]}); declare it first.`,
+          'TXOUTBOX_NO_QUEUE',
+          { cause: error },
+        );
+      });
+      for (const delay of new Set(this.options.retryDelaysMs)) {
+        await channel.assertQueue(this.retryQueueFor(delay), { durable: true, arguments: this.retryQueueArguments(delay) });
+      }
+      await channel.prefetch(this.options.prefetch);
+      // From here on a dropped connection is reconnected; a connect that fails before this point is not.
+      const live: Session = { model, channel, consumerTag: null, dead: false };
+      session = live;
+      this.session = live;
+      const { consumerTag } = await channel.consume(this.options.queue, (message) => this.onDelivery(live, message), {
+        noAck: false,
+      });
+      live.consumerTag = consumerTag;
+      this.reconnectDelay = this.options.reconnectDelayMs;
+    } catch (error) {
+      if (session !== null) (session as Session).dead = true;
+      if (this.session === session) this.session = null;
+      await model.close().catch(noop);
+      throw error;
+    }
+  }
+
+  private retryQueueArguments(delay: number): Record<string, unknown> {
+    const back = { 'x-message-ttl': delay, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': this.options.queue };
+    return this.options.retryQueueType === 'quorum'
+      ? { ...back, 'x-queue-type': 'quorum', 'x-dead-letter-strategy': 'at-least-once', 'x-overflow': 'reject-publish' }
+      : back;
+  }
+
+  private onClosed(session: Session): void {
+    const wasCurrent = this.session === session;
+    session.dead = true;
+    if (wasCurrent) this.session = null;
+    // Only the current session reconnects: a connect that failed half-way is retried by whoever started it.
+    if (this.closing || !wasCurrent) return;
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.reconnectTimer !== null || this.closing) return;
+    const delay = this.reconnectDelay;
+    this.reconnectDelay = Math.min(30_000, delay * 2);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      if (this.closing) return;
+      this.connect().catch((error: unknown) => {
+        this.report(new Error(`reconnecting to RabbitMQ failed: ${describeError(error).split('\n')[0]}`));
+        this.scheduleReconnect();
+      });
+    }, delay);
+  }
+
+  private onDelivery(session: Session, delivery: ConsumeMessage | null): void {
+    if (delivery === null) {
+      // The server cancelled the consumer (queue deleted): reconnect, which fails loudly until the queue is back.
+      this.report(new Error(`RabbitMQ cancelled the consumer of '${this.options.queue}'`));
+      if (!session.dead) void session.model.close().catch(noop);
+      return;
+    }
+    this.inFlight.track(this.handle(session, delivery).catch((error: unknown) => this.report(error)));
+  }
+
+  private async handle(session: Session, delivery: ConsumeMessage): Promise<void> {
+    const headers = textHeaders(delivery.properties.headers);
+    const rawId: unknown = delivery.properties.messageId ?? headers['txoutbox-id'];
+    const failedBefore = count(headers[ATTEMPTS_HEADER]);
+    // Quorum queues count deliveries that were requeued unsettled (a consumer that died mid-handler): they count as
+    // attempts too, so a message that crashes its consumer every time is still bounded.
+    const unsettledBefore = count(String(delivery.properties.headers?.['x-delivery-count'] ?? '0'));
+    const message: InboxMessage = {
+      id: typeof rawId === 'string' ? rawId : '',
+      topic: headers['txoutbox-topic'] ?? delivery.fields.routingKey,
+      key: headers['txoutbox-key'] ?? null,
+      payload: delivery.content,
+      contentType: typeof delivery.properties.contentType === 'string' ? delivery.properties.contentType : null,
+      headers,
+      attempt: failedBefore + unsettledBefore + 1,
+    };
+    const problem = idProblem(this.consumer, typeof rawId === 'string' ? rawId : null);
+    if (problem !== null) {
+      await this.bury(session, delivery, message, problem, typeof rawId === 'string' && rawId.length > 0 ? rawId : null, 0);
+      return;
+    }
+    if (message.attempt > this.options.maxAttempts) {
+      const why = `delivered ${message.attempt} times without being settled (the consumer died while handling it each time)`;
+      await this.bury(session, delivery, message, why, message.id, message.attempt - 1);
+      return;
+    }
+    const verdict: Verdict = await runOnce({ ...this.options, consumer: this.consumer }, message);
+    if (verdict.kind !== 'failed') {
+      await this.committed(message, verdict.kind);
+      this.ack(session, delivery);
+      this.emit(verdict.kind, message);
+      return;
+    }
+    if (message.attempt >= this.options.maxAttempts) {
+      await this.bury(session, delivery, message, verdict.error, message.id, message.attempt);
+      return;
+    }
+    await this.retry(session, delivery, message, verdict.error);
+  }
+
+  private async committed(message: InboxMessage, outcome: 'processed' | 'duplicate'): Promise<void> {
+    try {
+      await this.options.onCommitted?.(message, outcome);
+    } catch (error) {
+      this.report(error);
+    }
+  }
+
+  /** Sends a copy through the retry queue for this attempt's delay; the original is acked once the copy is confirmed. */
+  private async retry(session: Session, delivery: ConsumeMessage, message: InboxMessage, error: string): Promise<void> {
+    const delayMs = retryDelay(this.options.retryDelaysMs, message.attempt);
+    try {
+      await this.republish(session, this.retryQueueFor(delayMs), delivery, {
+        [ATTEMPTS_HEADER]: String(message.attempt),
+        [LAST_ERROR_HEADER]: error.split('\n')[0]!.slice(0, 1000),
+      });
+    } catch (publishError) {
+      // Not moved: leave it unacked. If the channel died RabbitMQ requeues it; otherwise requeue it after the delay.
+      this.report(new Error(`could not move a failed message to its retry queue: ${describeError(publishError)}`));
+      this.nackLater(session, delivery, delayMs);
+      return;
+    }
+    this.ack(session, delivery);
+    this.emit('retrying', { message, error, delayMs });
+  }
+
+  /** Records the dead letter, then acks. If recording fails the message goes round the last retry queue again. */
+  private async bury(
+    session: Session,
+    delivery: ConsumeMessage,
+    message: InboxMessage,
+    error: string,
+    messageId: string | null,
+    attempts: number,
+  ): Promise<void> {
+    const letter: NewDeadLetter = {
+      consumer: this.consumer,
+      messageId,
+      source: 'rabbitmq',
+      destination: this.options.queue,
+      topic: message.topic,
+      payload: message.payload,
+      contentType: message.contentType,
+      headers: message.headers,
+      error,
+      attempts,
+    };
+    try {
+      await this.options.inbox.recordDeadLetter(this.options.db, letter);
+    } catch (recordError) {
+      this.report(new Error(`could not record a dead letter (retrying it later): ${describeError(recordError)}`));
+      const delayMs = retryDelay(this.options.retryDelaysMs, this.options.retryDelaysMs.length);
+      try {
+        await this.republish(session, this.retryQueueFor(delayMs), delivery, { [ATTEMPTS_HEADER]: String(attempts) });
+        this.ack(session, delivery);
+      } catch {
+        this.nackLater(session, delivery, delayMs);
+      }
+      return;
+    }
+    this.ack(session, delivery);
+    this.emit('dead', letter);
+  }
+
+  private republish(
+    session: Session,
+    queue: string,
+    delivery: ConsumeMessage,
+    extraHeaders: Record<string, string>,
+  ): Promise<void> {
+    const p = delivery.properties;
+    const headers: Record<string, unknown> = {};
+    for (const [name, value] of Object.entries(p.headers ?? {})) if (!DEATH_HEADERS.test(name)) headers[name] = value;
+    Object.assign(headers, extraHeaders);
+    const options: AmqpOptions.Publish = { persistent: true, headers };
+    // Copied property by property: userId would have to match this connection's user, expiration would restart.
+    if (typeof p.contentType === 'string') options.contentType = p.contentType;
+    if (typeof p.contentEncoding === 'string') options.contentEncoding = p.contentEncoding;
+    if (typeof p.priority === 'number') options.priority = p.priority;
+    if (typeof p.correlationId === 'string') options.correlationId = p.correlationId;
+    if (typeof p.replyTo === 'string') options.replyTo = p.replyTo;
+    if (typeof p.messageId === 'string') options.messageId = p.messageId;
+    if (typeof p.timestamp === 'number') options.timestamp = p.timestamp;
+    if (typeof p.type === 'string') options.type = p.type;
+    if (typeof p.appId === 'string') options.appId = p.appId;
+    return new Promise<void>((resolve, reject) => {
+      try {
+        session.channel.publish('', queue, delivery.content, options, (error: unknown) =>
+          error === null || error === undefined ? resolve() : reject(error instanceof Error ? error : new Error(String(error))),
+        );
+      } catch (error) {
+        reject(error instanceof Error ? error : new Error(String(error)));
+      }
+    });
+  }
+
+  private ack(session: Session, delivery: ConsumeMessage): void {
+    try {
+      session.channel.ack(delivery);
+    } catch {
+      // The channel is gone: RabbitMQ redelivers the message and the inbox reports it as a duplicate.
+    }
+  }
+
+  private nackLater(session: Session, delivery: ConsumeMessage, delayMs: number): void {
+    const timer = setTimeout(() => {
+      try {
+        session.channel.nack(delivery, false, true);
+      } catch {
+        // The channel is gone, which requeued the message already.
+      }
+    }, delayMs);
+    timer.unref();
+  }
+
+  private report(error: unknown): void {
+    if (this.listenerCount('error') > 0) this.emit('error', error instanceof Error ? error : new Error(String(error)));
+  }
+}
+
+/** A RabbitMQ consumer that processes each message id once through the inbox; call `start()`. */
+export function createRabbitMqInboxConsumer<DB>(options: RabbitMqInboxConsumerOptions<DB>): RabbitMqInboxConsumer<DB> {
+  return new RabbitMqInboxConsumer(options);
+}

@@ -1,0 +1,39 @@
+/** What `processOnce` reports: the handler's result, or that the message was processed before (handler skipped). */
+export type ProcessResult<T> = { duplicate: false; result: T } | { duplicate: true };
+
+/** A received message as the consumer helpers (and dead-letter replay) hand it to your handler. */
+export interface InboxMessage {
+  /** The message id for life; the inbox records it with the consumer's name. */
+  id: string;
+  /** The producer's topic (`txoutbox-topic` header), else the AMQP routing key or the NATS subject. */
+  topic: string;
+  /** The ordering key (`txoutbox-key` header), if the producer set one. */
+  key: string | null;
+  /** The bytes as published (UTF-8 JSON for txoutbox's JSON payloads). */
+  payload: Buffer;
+  contentType: string | null;
+  /** Every header as text, txoutbox's own included. */
+  headers: Record<string, string>;
+  /** 1 on the first delivery to the handler, 2 on the first redelivery after a failure, ... */
+  attempt: number;
+}
+
+/** A consumer-side dead letter: a message whose handler kept failing, kept with its last error until a person acts. */
+export interface InboxDeadLetter {
+  /** The row's seq, as text (a bigint): pass it to `replayDeadLetter` or `deleteDeadLetter`. */
+  seq: string;
+  consumer: string;
+  /** Null when the message carried no id. */
+  messageId: string | null;
+  /** 'rabbitmq' or 'nats'. */
+  source: string;
+  /** The queue, or `<stream>/<consumer>`. */
+  destination: string;
+  topic: string | null;
+  payload: Buffer;
+  contentType: string | null;
+  headers: Record<string, string>;
+  error: string;
+  attempts: number;
+  deadAt: Date;
+}

@@ -1,0 +1,34 @@
+import type { Kysely, MigrationResult } from 'kysely';
+import { z } from 'zod';
+import { parseOptions } from '../config.js';
+import { DIALECT_NAMES, type DialectName } from '../dialects/dialect-name.js';
+import { assertPlainIdentifier } from '../dialects/identifiers.js';
+import { DEFAULT_INBOX_TABLE_NAME, runMigrations } from '../dialects/migrator.js';
+
+export interface MigrateInboxOptions {
+  dialect: DialectName;
+  /** Inbox table name (dead letters go to `<table>_dead`). Default `txoutbox_inbox`. */
+  table?: string;
+  /** PostgreSQL schema or MySQL database; created if missing. Default: the connection's own. */
+  schema?: string;
+}
+
+const schema = z
+  .object({
+    dialect: z.enum(DIALECT_NAMES, { message: `dialect must be one of ${DIALECT_NAMES.join(', ')}` }),
+    table: z.string().default(DEFAULT_INBOX_TABLE_NAME),
+    schema: z.string().optional(),
+  })
+  .strict();
+
+/**
+ * Creates or upgrades the inbox tables from the SQL files under `migrations/<dialect>/inbox`, with their own history
+ * table (`<table>_migrations`), so a service may have the inbox, the outbox, or both. Idempotent, and safe to run
+ * from several processes at once.
+ */
+export async function migrateInbox<DB>(db: Kysely<DB>, options: MigrateInboxOptions): Promise<MigrationResult[]> {
+  const resolved = parseOptions(schema, options, 'migrateInbox');
+  const table = assertPlainIdentifier(resolved.table, 'table');
+  const target = resolved.schema === undefined ? null : assertPlainIdentifier(resolved.schema, 'schema');
+  return runMigrations(db, { dialect: resolved.dialect, component: 'inbox', table, schema: target });
+}

@@ -1,0 +1,89 @@
+import { sql } from 'kysely';
+import type { InboxNames, InboxStore, StoredInboxDeadLetter } from '../inbox-store.js';
+import { compiler } from './compiler.js';
+
+const ER_DUP_ENTRY = 1062;
+
+const table = (names: InboxNames, name: string) => (names.schema === null ? sql.id(name) : sql.id(names.schema, name));
+const text = (value: unknown): string | null =>
+  value === null || value === undefined ? null : Buffer.isBuffer(value) ? value.toString('utf8') : String(value);
+
+function deadLetter(row: Record<string, unknown>): StoredInboxDeadLetter {
+  const headers = typeof row.headers === 'string' ? (JSON.parse(row.headers) as unknown) : row.headers;
+  return {
+    seq: String(row.seq),
+    consumer: text(row.consumer)!,
+    messageId: text(row.message_id),
+    source: text(row.source)!,
+    destination: text(row.destination)!,
+    topic: text(row.topic),
+    payload: row.payload as Buffer,
+    contentType: text(row.content_type),
+    headers: headers as Record<string, string>,
+    error: text(row.last_error)!,
+    attempts: Number(row.attempts),
+    deadAt: row.dead_at as Date,
+  };
+}
+
+export const mysqlInboxStore: InboxStore = {
+  async record(run, names, consumer, messageId) {
+    // A plain INSERT, not INSERT IGNORE (which would also turn other errors into warnings). InnoDB's duplicate
+    // check waits for a concurrent uncommitted insert of the key: after its commit this fails with ER_DUP_ENTRY,
+    // which rolls back only this statement, so the caller's transaction goes on.
+    try {
+      await run(
+        sql`INSERT INTO ${table(names, names.table)} (consumer, message_id, processed_at)
+            VALUES (${Buffer.from(consumer)}, ${Buffer.from(messageId)}, UTC_TIMESTAMP(6))`.compile(compiler),
+      );
+      return true;
+    } catch (error) {
+      if ((error as { errno?: unknown } | null)?.errno === ER_DUP_ENTRY) return false;
+      throw error;
+    }
+  },
+
+  async cleanup(run, names, olderThanMs, limit) {
+    const { affectedRows } = await run(
+      sql`DELETE FROM ${table(names, names.table)}
+          WHERE processed_at < UTC_TIMESTAMP(6) - INTERVAL ${olderThanMs * 1000} MICROSECOND
+          ORDER BY processed_at LIMIT ${limit}`.compile(compiler),
+    );
+    return affectedRows;
+  },
+
+  async bury(run, names, letter) {
+    await run(
+      sql`INSERT INTO ${table(names, names.dead)}
+            (consumer, message_id, source, destination, topic, payload, content_type, headers, last_error, attempts, dead_at)
+          VALUES (${Buffer.from(letter.consumer)}, ${letter.messageId === null ? null : Buffer.from(letter.messageId)},
+                  ${letter.source}, ${letter.destination}, ${letter.topic}, ${letter.payload},
+                  ${letter.contentType}, ${JSON.stringify(letter.headers)}, ${letter.error}, ${letter.attempts}, UTC_TIMESTAMP(6))
+          ON DUPLICATE KEY UPDATE
+            source = VALUES(source), destination = VALUES(destination), topic = VALUES(topic), payload = VALUES(payload), content_type = VALUES(content_type),
+            headers = VALUES(headers), last_error = VALUES(last_error), attempts = VALUES(attempts),
+            dead_at = VALUES(dead_at)`.compile(compiler),
+    );
+  },
+
+  async listDead(run, names, { consumer, afterSeq, limit }) {
+    const { rows } = await run(
+      sql`SELECT * FROM ${table(names, names.dead)}
+          WHERE ${consumer === null ? sql`1 = 1` : sql`consumer = ${Buffer.from(consumer)}`} AND seq > ${afterSeq ?? '0'}
+          ORDER BY seq LIMIT ${limit}`.compile(compiler),
+    );
+    return rows.map(deadLetter);
+  },
+
+  async getDead(run, names, seq, lock) {
+    const { rows } = await run(
+      sql`SELECT * FROM ${table(names, names.dead)} WHERE seq = ${seq} ${lock ? sql`FOR UPDATE` : sql``}`.compile(compiler),
+    );
+    return rows[0] === undefined ? null : deadLetter(rows[0]);
+  },
+
+  async deleteDead(run, names, seq) {
+    const { affectedRows } = await run(sql`DELETE FROM ${table(names, names.dead)} WHERE seq = ${seq}`.compile(compiler));
+    return affectedRows === 1;
+  },
+};

@@ -1,0 +1,78 @@
+import { sql, type Kysely } from 'kysely';
+import { createInbox, migrateInbox, type Inbox } from '../../src/index.js';
+import type { Harness } from './harness.js';
+import { waitFor } from './relay-helpers.js';
+
+/**
+ * The inbox on a harness's schema, plus a business table `effects` (id, times): a handler's effect adds one to its
+ * message's row, so an effect applied twice shows up as times = 2 instead of hiding behind a primary key.
+ */
+export async function setUpInbox(h: Harness): Promise<Inbox> {
+  await migrateInbox(h.db, { dialect: h.dialect, schema: h.schema });
+  const effects = sql.id(h.schema, 'effects');
+  await (
+    h.dialect === 'postgres'
+      ? sql`CREATE TABLE ${effects} (id text PRIMARY KEY, times integer NOT NULL)`
+      : sql`CREATE TABLE ${effects} (id VARCHAR(255) PRIMARY KEY, times INT NOT NULL) ENGINE=InnoDB`
+  ).execute(h.db);
+  return createInbox({ dialect: h.dialect, schema: h.schema });
+}
+
+/** The business effect of one message, in the given transaction. */
+export async function applyEffect(h: Harness, trx: Kysely<any>, id: string): Promise<void> {
+  const effects = sql.id(h.schema, 'effects');
+  await (
+    h.dialect === 'postgres'
+      ? sql`INSERT INTO ${effects} AS e (id, times) VALUES (${id}, 1) ON CONFLICT (id) DO UPDATE SET times = e.times + 1`
+      : sql`INSERT INTO ${effects} (id, times) VALUES (${id}, 1) ON DUPLICATE KEY UPDATE times = times + 1`
+  ).execute(trx);
+}
+
+/** id → how many times its effect was applied. */
+export async function effects(h: Harness): Promise<Map<string, number>> {
+  const { rows } = await sql<{ id: string; times: number }>`SELECT id, times FROM ${sql.id(h.schema, 'effects')}`.execute(h.db);
+  return new Map(rows.map((row) => [row.id, Number(row.times)]));
+}
+
+/** (consumer, message id) pairs recorded in the inbox. */
+export async function inboxRows(h: Harness, table = 'txoutbox_inbox'): Promise<string[]> {
+  const { rows } = await sql<{ consumer: string | Buffer; message_id: string | Buffer }>`
+    SELECT consumer, message_id FROM ${sql.id(h.schema, table)} ORDER BY consumer, message_id`.execute(h.db);
+  return rows.map((row) => `${String(row.consumer)}/${String(row.message_id)}`);
+}
+
+export async function clearInbox(h: Harness): Promise<void> {
+  for (const table of ['txoutbox_inbox', 'txoutbox_inbox_dead', 'effects']) {
+    await sql`DELETE FROM ${sql.id(h.schema, table)}`.execute(h.db);
+  }
+}
+
+/**
+ * How many sessions are inside a statement on this harness's inbox table, blocked behind another transaction:
+ * the proof that concurrent deliveries really queued behind the first, rather than happening to run one after
+ * another. PostgreSQL reports the lock wait itself; MariaDB's INNODB_TRX view is a cache that lags, so there a
+ * session still executing its INSERT (a single-row insert that would otherwise finish at once) is counted.
+ */
+export async function lockWaiters(h: Harness): Promise<number> {
+  const pattern = `%${h.schema}%txoutbox_inbox%`;
+  const { rows } =
+    h.dialect === 'postgres'
+      ? await sql<{ n: string }>`
+          SELECT count(*) AS n FROM pg_stat_activity
+          WHERE wait_event_type = 'Lock' AND state = 'active' AND query LIKE ${pattern}`.execute(h.db)
+      : await sql<{ n: number }>`
+          SELECT count(*) AS n FROM information_schema.processlist
+          WHERE command = 'Query' AND info LIKE 'INSERT INTO%' AND info LIKE ${pattern} AND id <> connection_id()`.execute(h.db);
+  return Number(rows[0]!.n);
+}
+
+export async function waitForLockWaiters(h: Harness, count: number): Promise<void> {
+  await waitFor(async () => (await lockWaiters(h)) === count, 20_000, `${count} transactions waiting on the inbox row lock`);
+}
+
+/** A promise with its resolve function, to hold a transaction open until the test lets it go. */
+export function gate(): { opened: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  return { opened, open };
+}
