@@ -45,7 +45,11 @@ const CASES: [string, unknown, string][] = [
   ['a header value with a tab', { topic: 't', payload: 1, headers: { 'x-a': 'a\tb' } }, 'headers.x-a'],
   ['an id with a lone surrogate', { topic: 't', payload: 1, id: 'a\uD800b' }, 'id'],
   ['a header value with trailing white space', { topic: 't', payload: 1, headers: { 'x-a': 'value ' } }, 'headers.x-a'],
-  ['a header value with a newline (header injection)', { topic: 't', payload: 1, headers: { 'x-a': 'ok\r\nx-evil: 1' } }, 'headers.x-a'],
+  [
+    'a header value with a newline (header injection)',
+    { topic: 't', payload: 1, headers: { 'x-a': 'ok\r\nx-evil: 1' } },
+    'headers.x-a',
+  ],
   ['an id over 255 characters', { topic: 't', payload: 1, id: 'i'.repeat(256) }, 'id'],
   ['an empty id', { topic: 't', payload: 1, id: '' }, 'id'],
   ['a null id', { topic: 't', payload: 1, id: null }, 'id'],
