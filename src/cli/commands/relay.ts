@@ -21,12 +21,16 @@ export interface RelayCommandOptions {
 export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOptions = {}): Promise<void> {
   const { config, redactor } = loaded;
   const log = createLogger(config.log.level, redactor);
-  const opened = await openTargets(loaded, {}, (db, error) =>
-    log.warn({ database: db.name, err: error }, 'database connection error (the relay retries)'),
-  );
+  // Brokers first: their options are checked as they are built, so a config mistake is reported before any connection.
   const brokers = await openBrokers(config, redactor, (name, error) =>
     log.warn({ broker: name, err: error }, 'broker connection error'),
   );
+  const opened = await openTargets(loaded, {}, (db, error) =>
+    log.warn({ database: db.name, err: error }, 'database connection error (the relay retries)'),
+  ).catch(async (error: unknown) => {
+    await closeBrokers(brokers);
+    throw error;
+  });
   const router = new RoutingBroker(config.routes, brokers);
   const metrics = new SidecarMetrics();
   const relays: { relay: Relay; target: OutboxTarget; drainMs: number }[] = [];
