@@ -13,6 +13,8 @@ const identifier = z
   .string()
   .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a plain SQL identifier (a letter or _, then letters, digits or _)')
   .max(48, 'must be at most 48 characters');
+/** An optional identifier; an empty value (e.g. `${SCHEMA:-}`) means "not set". */
+const optionalIdentifier = z.preprocess((value) => (value === '' ? undefined : value), identifier.optional());
 const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'must be letters, digits, ".", "_" or "-"');
 const ms = z.number().int().min(0);
 
@@ -44,7 +46,7 @@ export type RelaySettings = z.output<typeof relaySettings>;
 const tableSchema = z
   .object({
     table: identifier.default('txoutbox'),
-    schema: identifier.optional(),
+    schema: optionalIdentifier,
     /** The topics this table carries: shown by `status` and in metrics even before their first message. */
     topics: z.array(z.string().min(1)).optional(),
     relay: relaySettings.optional(),
@@ -57,7 +59,7 @@ const databaseSchema = z
     dialect: z.enum(DIALECT_NAMES, { message: `must be one of ${DIALECT_NAMES.join(', ')} (MariaDB is mysql)` }),
     url: z.string().regex(/^(postgres(ql)?|mysql|mariadb):\/\/./, 'must be a postgres://, postgresql:// or mysql:// URL'),
     /** Default schema (PostgreSQL) or database (MySQL) of this database's tables. */
-    schema: identifier.optional(),
+    schema: optionalIdentifier,
     /** Connections in this database's pool (the relays' and the probes'). */
     poolSize: z.number().int().min(1).max(1000).default(10),
     /** PostgreSQL: hold a LISTEN connection so enqueue's NOTIFY wakes the relay at once. Default true. */
@@ -163,7 +165,9 @@ export interface LoadedConfig {
  */
 export function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, path: string[] = [], missing: string[] = []): unknown {
   if (typeof value === 'string') {
-    return value.replace(
+    // A value that is one whole ${VAR} takes the type its text reads as, as YAML would: `port: ${PORT}` is a number.
+    const whole = /^\$\{[^}]+\}$/.test(value);
+    const text = value.replace(
       /\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g,
       (all, escaped, variable: string, fallback?: string) => {
         if (escaped !== undefined) return all.slice(1);
@@ -176,6 +180,9 @@ export function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, path: stri
         return '';
       },
     );
+    if (whole && /^-?\d+(\.\d+)?$/.test(text)) return Number(text);
+    if (whole && (text === 'true' || text === 'false')) return text === 'true';
+    return text;
   }
   if (Array.isArray(value)) return value.map((item, index) => substituteEnv(item, env, [...path, String(index)], missing));
   if (typeof value === 'object' && value !== null) {

@@ -66,3 +66,27 @@ describe('CLI configuration', () => {
     expect(routeTopic({ 'a.*': 'x' }, ['x', 'y'], 'b')).toBeUndefined();
   });
 });
+
+describe('CLI configuration from the environment', () => {
+  it('reads a value that is one whole ${VAR} as a number or boolean, and an empty schema as unset', () => {
+    const { config } = parseConfig(
+      {
+        databases: [
+          {
+            name: 'a',
+            dialect: 'postgres',
+            url: 'postgres://h/db',
+            schema: '${SCHEMA:-}',
+            tables: [{ table: 't', schema: '${S2:-}' }],
+          },
+        ],
+        brokers: { m: { type: 'memory' } },
+        http: { port: '${PORT}', enabled: '${ON}', host: 'h${PORT}' },
+      },
+      { PORT: '8080', ON: 'false' },
+    );
+    expect(config.http).toEqual({ port: 8080, enabled: false, host: 'h8080' });
+    expect(config.databases[0]!.schema).toBeUndefined();
+    expect(config.databases[0]!.tables[0]!.schema).toBeUndefined();
+  });
+});
