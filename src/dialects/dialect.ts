@@ -48,6 +48,15 @@ export interface RelayStore {
   cleanup(retainMs: number, limit: number): Promise<number>;
 }
 
+export interface RelayStoreOptions {
+  /**
+   * PostgreSQL: commit the relay's own bookkeeping (claims, sent marks, retries) without waiting for its WAL flush.
+   * A database crash can then undo the last moments of marks, which only makes the relay send those messages
+   * again with the same ids; producers' commits are untouched, so nothing committed can be lost.
+   */
+  asyncCommit?: boolean;
+}
+
 export interface EnqueueOptions {
   /** PostgreSQL: NOTIFY listening relays on commit. */
   notify: boolean;
@@ -62,5 +71,5 @@ export interface Dialect {
    * duplicate id.
    */
   enqueue(run: SqlExecutor, names: TableNames, plan: BatchPlan, options: EnqueueOptions): Promise<Set<string>>;
-  relayStore<DB>(db: Kysely<DB>, names: TableNames): RelayStore;
+  relayStore<DB>(db: Kysely<DB>, names: TableNames, options?: RelayStoreOptions): RelayStore;
 }

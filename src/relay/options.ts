@@ -40,6 +40,12 @@ export interface RelayOptions<DB = unknown> {
   /** How often the cleanup runs, and how many rows one cleanup statement deletes. */
   cleanupIntervalMs?: number;
   cleanupBatchSize?: number;
+  /**
+   * PostgreSQL: commit the relay's own bookkeeping (claims, sent marks, retries) without waiting for the WAL
+   * flush. Default true. A database crash can undo the last moments of marks, so those messages are sent again
+   * with the same ids (at-least-once already allows that); producers' commits keep their own durability.
+   */
+  asyncCommit?: boolean;
   /** Names this relay instance in leases; default host, pid and a random suffix. */
   instanceId?: string;
   /** Randomness for backoff jitter; injectable for tests. */
@@ -82,6 +88,7 @@ const schema = z
     retainSentMs: z.number().int().min(0).default(0),
     cleanupIntervalMs: z.number().int().min(10).default(10_000),
     cleanupBatchSize: z.number().int().min(1).max(100_000).default(1000),
+    asyncCommit: z.boolean().default(true),
     instanceId: z.string().min(1).max(200).optional(),
     random: z.function().optional(),
   })

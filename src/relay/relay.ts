@@ -38,6 +38,12 @@ export interface CycleResult {
 
 const NOTHING: CycleResult = { claimed: 0, published: 0, retried: 0, dead: 0 };
 
+/** Messages leased under one claim token. */
+interface Claim {
+  messages: ClaimedMessage[];
+  token: string;
+}
+
 /**
  * Moves committed messages from the outbox table to the broker: claim due heads with a lease, publish, and only
  * on the broker's persisted acknowledgement delete them (which frees each key's next message). Failures are
@@ -60,7 +66,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     super();
     this.options = resolveRelayOptions(options);
     const names = tableNames(this.options.table, this.options.schema);
-    this.store = dialectFor(this.options.dialect).relayStore(this.options.db, names);
+    this.store = dialectFor(this.options.dialect).relayStore(this.options.db, names, { asyncCommit: this.options.asyncCommit });
     this.instanceId = this.options.instanceId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   }
 
@@ -137,36 +143,72 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 
   /**
-   * One worker. Only the first polls on a timer when idle; the others sleep until woken, so an idle relay costs
-   * one query per poll interval. Without a LISTEN connection the poll is adaptive: short right after work, then
-   * doubling up to pollIntervalMs.
+   * One worker. It keeps one batch at the broker at a time and overlaps the database around it: while a full batch
+   * publishes, the next one is already being claimed, and a published batch is marked while the next publishes.
+   * Order per key is safe: a claim returns only heads, and a key's next message becomes a head only once its
+   * predecessor's completion commits. Only the first worker polls on a timer when idle; the others sleep until
+   * woken, so an idle relay costs one query per poll interval. Without a LISTEN connection the poll is adaptive:
+   * short right after work, then doubling up to pollIntervalMs.
    */
   private async work(polls: boolean): Promise<void> {
     const adaptive = this.listener === null;
     let idleMs = adaptive ? this.options.minPollIntervalMs : this.options.pollIntervalMs;
+    let prefetched: Promise<Claim> | null = null;
+    let settling: Promise<unknown> = Promise.resolve();
     while (this.running) {
-      let result: CycleResult;
-      try {
-        result = await this.runOnce();
-      } catch (error) {
-        this.report(error);
-        result = NOTHING;
+      const { messages, token } = await (prefetched ?? this.claim());
+      prefetched = null;
+      if (!this.running) {
+        await this.giveBack(messages, token);
+        break;
       }
-      if (!this.running) break;
-      if (result.claimed > 0) {
-        // A full batch says more is waiting: wake a sleeping worker to help. Either way, come back at once.
-        if (result.claimed === this.options.batchSize) this.waker.wake();
+      if (messages.length > 0) {
+        const full = messages.length === this.options.batchSize;
+        // A full batch says more is waiting: claim the next one now, and wake a sleeping worker to help.
+        if (full) {
+          prefetched = this.claim();
+          this.waker.wake();
+        }
+        const outcomes = await this.publish(messages.map(toOutgoing));
+        await settling; // One completion at a time per worker keeps memory and connections bounded.
+        settling = this.settle(messages, outcomes, token).catch((error: unknown) => this.report(error));
         idleMs = adaptive ? this.options.minPollIntervalMs : this.options.pollIntervalMs;
         continue;
       }
+      await settling;
       await this.waker.sleep(polls ? idleMs : undefined);
       if (adaptive) idleMs = Math.min(idleMs * 2, this.options.pollIntervalMs);
     }
+    await settling;
+    if (prefetched !== null) {
+      const { messages, token } = await prefetched;
+      await this.giveBack(messages, token);
+    }
+  }
+
+  /** A claim that reports a failing database and yields nothing, so the worker simply tries again later. */
+  private async claim(): Promise<Claim> {
+    const token = this.nextToken();
+    try {
+      return { messages: await this.store.claim(this.options.batchSize, token, this.options.leaseMs), token };
+    } catch (error) {
+      this.report(error);
+      return { messages: [], token };
+    }
+  }
+
+  /** Returns the leases of claimed but unpublished messages (the relay is stopping), without counting the attempt. */
+  private async giveBack(messages: ClaimedMessage[], token: string): Promise<void> {
+    if (messages.length === 0) return;
+    await this.store.release(messages, token).catch((error: unknown) => this.report(error));
   }
 
   private async handle(claimed: ClaimedMessage[], token: string): Promise<CycleResult> {
-    const outgoing = claimed.map(toOutgoing);
-    const outcomes = await this.publish(outgoing);
+    return this.settle(claimed, await this.publish(claimed.map(toOutgoing)), token);
+  }
+
+  /** Records the outcomes: completes what the broker acknowledged, schedules retries, buries, or gives back. */
+  private async settle(claimed: ClaimedMessage[], outcomes: PublishOutcome[], token: string): Promise<CycleResult> {
     const { broker, maxAttempts, backoff, random } = this.options;
 
     const ok: ClaimedMessage[] = [];

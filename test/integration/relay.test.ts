@@ -237,15 +237,18 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
     expect(ids(broker)[0]).toBe('later-seq');
   });
 
-  it('keeps memory bounded: no more than batchSize × concurrency messages in flight whatever the backlog', async () => {
+  it('keeps memory bounded: batchSize × concurrency messages at the broker and as many claimed ahead, whatever the backlog', async () => {
     const broker = new MemoryBroker().fail({ kind: 'hang' });
     const relay = testRelay(h, broker, { batchSize: 10, concurrency: 2, publishTimeoutMs: 60_000, leaseMs: 120_000 });
     await commit(Array.from({ length: 500 }, (_, i) => ({ topic: 't', payload: i })));
     relay.start();
     started.push(relay);
+    const leased = async () => (await h.rows()).filter((row) => row.leaseOwner !== null).length;
     await waitFor(() => broker.attempts >= 20, 5000, 'two batches in flight');
+    await waitFor(async () => (await leased()) >= 40, 5000, 'a batch claimed ahead by each worker');
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(broker.attempts).toBe(20);
+    expect(await leased()).toBe(40);
     broker.heal();
     broker.releaseHung();
     await waitFor(() => broker.accepted.length === 500, 20_000, 'the whole backlog');
@@ -264,6 +267,24 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
     broker.heal();
     await drain(testRelay(h, broker));
     expect(ids(broker)).toEqual(['m']);
+  });
+
+  it('claims the next batch while one publishes, and on stop gives that claim back untouched too', async () => {
+    const broker = new MemoryBroker().fail({ kind: 'hang' });
+    const relay = testRelay(h, broker, { batchSize: 10, concurrency: 1, publishTimeoutMs: 60_000, leaseMs: 120_000 });
+    await commit(Array.from({ length: 25 }, (_, i) => ({ id: `m${String(i).padStart(2, '0')}`, topic: 't', payload: i })));
+    relay.start();
+    await waitFor(() => broker.attempts === 10, 5000, 'the first batch at the broker');
+    const leased = async () => (await h.rows()).filter((row) => row.leaseOwner !== null).length;
+    await waitFor(async () => (await leased()) === 20, 5000, 'the next batch claimed while the first hangs');
+    expect(broker.attempts).toBe(10);
+    await relay.stop({ drainMs: 100 });
+    const rows = await h.rows();
+    expect(rows).toHaveLength(25);
+    for (const row of rows) expect(row).toMatchObject({ state: 'pending', attempts: 0, leaseOwner: null });
+    broker.heal();
+    await drain(testRelay(h, broker));
+    expect(new Set(ids(broker)).size).toBe(25);
   });
 
   it('wakes at once on kick() instead of waiting for its next poll', async () => {
@@ -341,10 +362,12 @@ describe('relay wake-ups', () => {
       const broker = new MemoryBroker();
       const relay = testRelay(h, broker, { minPollIntervalMs: 20, pollIntervalMs: 400, concurrency: 2 });
       let claims = 0;
-      const runOnce = relay.runOnce.bind(relay);
-      relay.runOnce = async () => {
+      // Counts the workers' claims (a private step of the worker loop).
+      const worker = relay as unknown as { claim(): Promise<unknown> };
+      const claim = worker.claim.bind(relay);
+      worker.claim = async () => {
         claims++;
-        return runOnce();
+        return claim();
       };
       relay.start();
       started.push(relay);

@@ -1,5 +1,5 @@
 import { sql, type Kysely } from 'kysely';
-import type { ClaimedMessage, DeadLetter, RelayStore } from '../dialect.js';
+import type { ClaimedMessage, DeadLetter, RelayStore, RelayStoreOptions } from '../dialect.js';
 import { kyselyExecutor, readCommittedTransaction, type SqlExecutor } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
 import { compiler, qualified } from './compiler.js';
@@ -25,8 +25,17 @@ function countByKey(rows: readonly { msg_key: string | null }[]): Map<string, nu
   return new Map([...counts.entries()].sort(([a], [b]) => byKey(a, b)));
 }
 
-export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelayStore {
+export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, options: RelayStoreOptions = {}): RelayStore {
   const table = qualified(names, names.table);
+  /**
+   * A one-row FROM item that turns off the WAL flush wait for the transaction the statement runs in (set_config
+   * with is_local lasts until that transaction ends, the implicit one of a single statement included). The first
+   * writing statement of each relay transaction joins it: losing a relay mark in a crash means a resend, never a loss.
+   */
+  const asyncCommit =
+    (options.asyncCommit ?? true)
+      ? sql`(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit`
+      : sql`(SELECT NULL) AS async_commit`;
   const keys = qualified(names, names.keys);
   const run = kyselyExecutor(db);
   const transaction = readCommittedTransaction(db);
@@ -57,11 +66,11 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames): Relay
         WHERE k.msg_key = d.msg_key
         RETURNING k.msg_key, k.pending
       )
-      UPDATE ${table} SET ready = true
-      WHERE seq IN (
-        SELECT (SELECT o.seq FROM ${table} AS o WHERE o.msg_key = freed.msg_key AND o.state = 'pending' ORDER BY o.seq LIMIT 1)
-        FROM freed WHERE freed.pending > 0
-      )`.compile(compiler),
+      UPDATE ${table} AS t SET ready = true
+      FROM freed CROSS JOIN LATERAL (
+        SELECT o.seq FROM ${table} AS o WHERE o.msg_key = freed.msg_key AND o.state = 'pending' ORDER BY o.seq LIMIT 1
+      ) AS head
+      WHERE freed.pending > 0 AND t.seq = head.seq`.compile(compiler),
     );
   };
 
@@ -83,7 +92,7 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames): Relay
             lease_until = now() + ${leaseMs} * interval '1 millisecond',
             next_attempt_at = now() + ${leaseMs} * interval '1 millisecond',
             attempts = t.attempts + 1
-        FROM due WHERE t.seq = due.seq
+        FROM due, ${asyncCommit} WHERE t.seq = due.seq
         RETURNING t.seq::text AS seq, t.id, t.topic, t.msg_key, t.payload, t.content_type, t.headers, t.attempts, t.created_at`.compile(
           compiler,
         ),
@@ -110,8 +119,8 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames): Relay
         const finish = retain
           ? // A sent row keeps the claim token in lease_owner: it tells which relay sent it.
             sql`UPDATE ${table} SET state = 'sent', sent_at = now(), ready = false, lease_until = NULL
-                WHERE seq = ANY(${seqs(messages)}::int8[]) AND lease_owner = ${token} RETURNING seq, msg_key`
-          : sql`DELETE FROM ${table} WHERE seq = ANY(${seqs(messages)}::int8[]) AND lease_owner = ${token} RETURNING seq, msg_key`;
+                FROM ${asyncCommit} WHERE seq = ANY(${seqs(messages)}::int8[]) AND lease_owner = ${token} RETURNING seq, msg_key`
+          : sql`DELETE FROM ${table} USING ${asyncCommit} WHERE seq = ANY(${seqs(messages)}::int8[]) AND lease_owner = ${token} RETURNING seq, msg_key`;
         const { rows } = await trx(finish.compile(compiler));
         await freeKeys(trx, countByKey(rows as { msg_key: string | null }[]));
         return rows.length;
@@ -126,7 +135,7 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames): Relay
         SET next_attempt_at = now() + d.delay_ms * interval '1 millisecond', last_error = d.error,
             lease_owner = NULL, lease_until = NULL
         FROM unnest(${seqs(plans.map((p) => p.message))}::int8[], ${plans.map((p) => Math.round(p.delayMs))}::int8[], ${plans.map((p) => p.error)}::text[])
-          AS d(seq, delay_ms, error)
+          AS d(seq, delay_ms, error), ${asyncCommit}
         WHERE t.seq = d.seq AND t.lease_owner = ${token}`.compile(compiler),
       );
     },
@@ -139,7 +148,7 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames): Relay
           UPDATE ${table} AS t
           SET state = 'dead', last_error = d.error, lease_until = NULL,
               ready = ${releaseKey ? sql`false` : sql`t.ready`}
-          FROM unnest(${seqs(letters.map((l) => l.message))}::int8[], ${letters.map((l) => l.error)}::text[]) AS d(seq, error)
+          FROM unnest(${seqs(letters.map((l) => l.message))}::int8[], ${letters.map((l) => l.error)}::text[]) AS d(seq, error), ${asyncCommit}
           WHERE t.seq = d.seq AND t.lease_owner = ${token} AND t.state = 'pending'
           RETURNING t.seq, t.msg_key`.compile(compiler),
         );
@@ -160,7 +169,7 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames): Relay
       await run(
         sql`
         UPDATE ${table} SET next_attempt_at = now(), lease_owner = NULL, lease_until = NULL, attempts = greatest(attempts - 1, 0)
-        WHERE seq = ANY(${seqs(messages)}::int8[]) AND lease_owner = ${token}`.compile(compiler),
+        FROM ${asyncCommit} WHERE seq = ANY(${seqs(messages)}::int8[]) AND lease_owner = ${token}`.compile(compiler),
       );
     },
 

@@ -1,0 +1,17 @@
+import type { DialectName, RelayOptions } from '../../src/index.js';
+
+/** What the chaos suite hands one relay process (as JSON in argv[2]). */
+export interface RelayProcessConfig {
+  dialect: DialectName;
+  /** Database URL; on MySQL its path names the chaos database, which is how its connections are found and killed. */
+  url: string;
+  schema: string;
+  instanceId: string;
+  broker:
+    | { type: 'rabbitmq'; url: string; routes: Record<string, string> }
+    | { type: 'nats'; url: string; routes: Record<string, string> };
+  relay: Pick<RelayOptions, 'batchSize' | 'concurrency' | 'leaseMs' | 'publishTimeoutMs' | 'maxAttempts' | 'backoff'>;
+}
+
+/** The application_name of chaos relays' PostgreSQL connections, so the suite can kill exactly those. */
+export const CHAOS_APPLICATION = 'txoutbox-chaos-relay';
