@@ -6,6 +6,7 @@ export { migrate, type MigrateOptions } from './outbox/migrate.js';
 export { createRelay, Relay, type CycleResult, type DeadMessage, type RelayEvents, type RetryingMessage } from './relay/relay.js';
 export type { DeadLetterPolicy, RelayOptions } from './relay/options.js';
 export type { ListenClient, ListenSource } from './relay/pg-listener.js';
+export { traceBroker } from './relay/tracing.js';
 export type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './brokers/broker.js';
 export { MemoryBroker, type InjectedFailure } from './brokers/memory.js';
 export type { DialectName } from './dialects/dialect-name.js';

@@ -8,6 +8,7 @@ import { createUlidGenerator } from './ids.js';
 import type { EnqueueResult, OutboxMessage, ValidMessage } from './message.js';
 import { resolveOutboxOptions, type OutboxOptions } from './options.js';
 import { validateMessage } from './validate.js';
+import { activeTraceparent } from './trace-context.js';
 
 export interface Outbox {
   readonly dialect: DialectName;
@@ -36,8 +37,9 @@ export function createOutbox(options: OutboxOptions): Outbox {
         `has ${input.length} messages, over maxBatch (${resolved.maxBatch}); split the batch`,
       );
     }
+    const traceparent = activeTraceparent();
     const messages: ValidMessage[] = input.map((message, index) =>
-      validateMessage(message, single ? '' : `messages[${index}]`, limits, newId),
+      withTraceparent(validateMessage(message, single ? '' : `messages[${index}]`, limits, newId), traceparent),
     );
     const run = await transactionExecutor(trx, resolved.dialect);
     const written = await dialect.enqueue(run, names, planBatch(messages), { notify: resolved.notify });
@@ -61,4 +63,12 @@ export function createOutbox(options: OutboxOptions): Outbox {
   }
 
   return { dialect: resolved.dialect, names, enqueue };
+}
+
+/** Stores the caller's active trace in the message (unless it brings its own), so the relay can continue it. */
+function withTraceparent(message: ValidMessage, traceparent: string | null): ValidMessage {
+  if (traceparent === null) return message;
+  const headers = JSON.parse(message.headers) as Record<string, string>;
+  if (Object.keys(headers).some((name) => name.toLowerCase() === 'traceparent')) return message;
+  return { ...message, headers: JSON.stringify({ ...headers, traceparent }) };
 }

@@ -1,0 +1,244 @@
+import net from 'node:net';
+import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from '../brokers/broker.js';
+import { MemoryBroker } from '../brokers/memory.js';
+import { TxOutboxError } from '../errors.js';
+import type { BrokerConfig, Config } from './config.js';
+import { CliError, EXIT } from './errors.js';
+import type { Redactor } from './redact.js';
+
+/** A configured broker: the adapter, and a way to tell whether the broker answers (for /readyz). */
+export interface OpenBroker {
+  name: string;
+  type: BrokerConfig['type'];
+  broker: Broker;
+  /** Resolves when the broker is reachable now; rejects with the reason otherwise. */
+  probe(timeoutMs: number): Promise<void>;
+}
+
+function options(config: BrokerConfig): Record<string, unknown> {
+  const { type: _type, ...rest } = config;
+  return rest;
+}
+
+/** Builds one adapter from its config entry (the adapter validates its own options and says what is wrong). */
+export async function openBroker(name: string, config: BrokerConfig, onError: (error: Error) => void): Promise<OpenBroker> {
+  const given = options(config);
+  try {
+    switch (config.type) {
+      case 'rabbitmq': {
+        const { createRabbitMqBroker } = await import('../brokers/rabbitmq.js');
+        const broker = createRabbitMqBroker({ name, ...given } as Parameters<typeof createRabbitMqBroker>[0]);
+        // connect() reuses the live connection, or opens one: it fails exactly when a publish could not go out.
+        return { name, type: config.type, broker, probe: (ms) => withTimeout(broker.connect(), ms) };
+      }
+      case 'nats': {
+        const { createNatsBroker } = await import('../brokers/nats.js');
+        const broker = createNatsBroker(given as Parameters<typeof createNatsBroker>[0]);
+        const servers = [given.servers ?? 'nats://127.0.0.1:4222'].flat() as string[];
+        return { name, type: config.type, broker, probe: (ms) => tcpProbe(servers, 4222, ms) };
+      }
+      case 'kafka': {
+        const { createKafkaBroker } = await import('../brokers/kafka.js');
+        const broker = createKafkaBroker(given as unknown as Parameters<typeof createKafkaBroker>[0]);
+        const brokers = (given.brokers as string[] | undefined) ?? [];
+        return {
+          name,
+          type: config.type,
+          broker,
+          probe: (ms) =>
+            tcpProbe(
+              brokers.map((b) => `kafka://${b}`),
+              9092,
+              ms,
+            ),
+        };
+      }
+      case 'redis': {
+        const { createRedisBroker } = await import('../brokers/redis.js');
+        const broker = createRedisBroker({ onError, ...given } as Parameters<typeof createRedisBroker>[0]);
+        const url = (given.url as string | undefined) ?? 'redis://127.0.0.1:6379';
+        return { name, type: config.type, broker, probe: (ms) => tcpProbe([url], 6379, ms) };
+      }
+      case 'mqtt': {
+        const { createMqttBroker } = await import('../brokers/mqtt.js');
+        const broker = createMqttBroker({ name, onError, ...given } as Parameters<typeof createMqttBroker>[0]);
+        return {
+          name,
+          type: config.type,
+          broker,
+          probe: async () => {
+            if (!broker.connected) throw new Error('not connected to the MQTT broker');
+          },
+        };
+      }
+      case 'http': {
+        const { createHttpBroker } = await import('../brokers/http.js');
+        const broker = createHttpBroker({ name, ...given } as Parameters<typeof createHttpBroker>[0]);
+        const urls = [given.url, ...Object.values((given.routes as Record<string, string> | undefined) ?? {})].filter(
+          (url): url is string => typeof url === 'string',
+        );
+        return {
+          name,
+          type: config.type,
+          broker,
+          probe: (ms) =>
+            tcpProbe(
+              urls.map((u) => u.replace('{topic}', 'x')),
+              80,
+              ms,
+            ),
+        };
+      }
+      case 'memory': {
+        if (Object.keys(given).length > 0) {
+          throw new CliError(
+            `brokers.${name}: a memory broker takes no options (got ${Object.keys(given).join(', ')})`,
+            EXIT.config,
+          );
+        }
+        return { name, type: config.type, broker: new MemoryBroker(), probe: async () => {} };
+      }
+    }
+  } catch (error) {
+    if (error instanceof TxOutboxError)
+      throw new CliError(`Invalid configuration: brokers.${name}: ${error.message}`, EXIT.config);
+    throw error;
+  }
+}
+
+export async function openBrokers(
+  config: Config,
+  redactor: Redactor,
+  onError: (name: string, error: Error) => void,
+): Promise<Map<string, OpenBroker>> {
+  const opened = new Map<string, OpenBroker>();
+  try {
+    for (const [name, entry] of Object.entries(config.brokers)) {
+      opened.set(name, await openBroker(name, entry, (error) => onError(name, error)));
+    }
+    return opened;
+  } catch (error) {
+    await closeBrokers(opened);
+    if (error instanceof CliError) throw new CliError(redactor.text(error.message), error.exitCode);
+    throw error;
+  }
+}
+
+export async function closeBrokers(brokers: Map<string, OpenBroker>): Promise<void> {
+  await Promise.all([...brokers.values()].map((b) => b.broker.close?.().catch(() => {})));
+}
+
+/** Matches a topic against a route pattern, where `*` stands for any run of characters. */
+export function topicMatches(pattern: string, topic: string): boolean {
+  if (!pattern.includes('*')) return pattern === topic;
+  const regex = new RegExp(
+    `^${pattern
+      .split('*')
+      .map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+      .join('.*')}$`,
+  );
+  return regex.test(topic);
+}
+
+/** The broker name for a topic: an exact route first, then the pattern with the longest fixed part, then the only broker. */
+export function routeTopic(routes: Record<string, string>, brokers: readonly string[], topic: string): string | undefined {
+  if (Object.hasOwn(routes, topic)) return routes[topic];
+  let best: { fixed: number; target: string } | undefined;
+  for (const [pattern, target] of Object.entries(routes)) {
+    if (!pattern.includes('*') || !topicMatches(pattern, topic)) continue;
+    const fixed = pattern.replace(/\*/g, '').length;
+    if (best === undefined || fixed > best.fixed) best = { fixed, target };
+  }
+  return best?.target ?? (brokers.length === 1 ? brokers[0] : undefined);
+}
+
+/**
+ * One Broker in front of the configured ones: splits a batch by the topic's route, publishes each part to its
+ * broker in parallel, and puts the outcomes back in order. A topic no route matches is a permanent failure.
+ */
+export class RoutingBroker implements Broker {
+  readonly name = 'router';
+
+  constructor(
+    private readonly routes: Record<string, string>,
+    private readonly brokers: Map<string, OpenBroker>,
+  ) {}
+
+  routeFor(topic: string): OpenBroker | undefined {
+    const name = routeTopic(this.routes, [...this.brokers.keys()], topic);
+    return name === undefined ? undefined : this.brokers.get(name);
+  }
+
+  async publish(messages: readonly OutgoingMessage[], context: PublishContext): Promise<PublishOutcome[]> {
+    const outcomes: PublishOutcome[] = new Array(messages.length);
+    const groups = new Map<OpenBroker, number[]>();
+    messages.forEach((message, index) => {
+      const target = this.routeFor(message.topic);
+      if (target === undefined) {
+        outcomes[index] = {
+          status: 'permanent',
+          error: `no route for topic '${message.topic}' (add it, or a "*" route, to routes)`,
+        };
+        return;
+      }
+      groups.set(target, [...(groups.get(target) ?? []), index]);
+    });
+    await Promise.all(
+      [...groups.entries()].map(async ([target, indexes]) => {
+        let results: PublishOutcome[];
+        try {
+          results = await target.broker.publish(
+            indexes.map((i) => messages[i]!),
+            context,
+          );
+        } catch (error) {
+          results = indexes.map(() => ({ status: 'retryable', error: error instanceof Error ? error.message : String(error) }));
+        }
+        indexes.forEach((messageIndex, i) => {
+          const outcome = results[i] ?? { status: 'retryable', error: `broker ${target.name} answered too few outcomes` };
+          outcomes[messageIndex] = outcome.status === 'ok' ? outcome : { ...outcome, error: `${target.name}: ${outcome.error}` };
+        });
+      }),
+    );
+    return outcomes;
+  }
+}
+
+function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    work,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** Reachable when a TCP connection to any of the servers opens. */
+async function tcpProbe(urls: readonly string[], defaultPort: number, ms: number): Promise<void> {
+  const errors: string[] = [];
+  for (const url of urls) {
+    let host: string;
+    let port: number;
+    try {
+      const parsed = new URL(url.includes('://') ? url : `tcp://${url}`);
+      host = parsed.hostname.replace(/^\[|\]$/g, '');
+      port = parsed.port === '' ? (parsed.protocol === 'https:' ? 443 : defaultPort) : Number(parsed.port);
+    } catch {
+      errors.push(`${url}: not a URL`);
+      continue;
+    }
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const socket = net.connect({ host, port, timeout: ms });
+        socket.once('connect', () => (socket.destroy(), resolve()));
+        socket.once('error', reject);
+        socket.once('timeout', () => (socket.destroy(), reject(new Error(`no answer within ${ms} ms`))));
+      });
+      return;
+    } catch (error) {
+      errors.push(`${host}:${port}: ${(error as Error).message}`);
+    }
+  }
+  throw new Error(errors.join('; ') || 'no server configured');
+}

@@ -1,0 +1,164 @@
+import { createRelay, type Relay } from '../../relay/relay.js';
+import type { RelayOptions } from '../../relay/options.js';
+import { traceBroker } from '../../relay/tracing.js';
+import { closeBrokers, openBrokers, RoutingBroker } from '../brokers.js';
+import { DEFAULT_RETAIN_SENT_MS, relaySettingsFor, type LoadedConfig } from '../config.js';
+import { openTargets, type OutboxTarget } from '../context.js';
+import { startHealthServer, type ReadinessCheck } from '../http-server.js';
+import { createLogger } from '../logger.js';
+import { SidecarMetrics } from '../metrics.js';
+
+export interface RelayCommandOptions {
+  /** Called once everything runs (tests and embedders wait for it). */
+  onReady?: (info: { httpUrl: string | null }) => void;
+}
+
+/**
+ * Runs one relay per configured table, all publishing through one router to the configured brokers, with the
+ * health/metrics endpoint. The first SIGTERM or SIGINT drains (batches in flight finish, the rest give their
+ * leases back) and exits 0; a second one exits at once.
+ */
+export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOptions = {}): Promise<void> {
+  const { config, redactor } = loaded;
+  const log = createLogger(config.log.level, redactor);
+  // Brokers first: their options are checked as they are built, so a config mistake is reported before any connection.
+  const brokers = await openBrokers(config, redactor, (name, error) =>
+    log.warn({ broker: name, err: error }, 'broker connection error'),
+  );
+  const opened = await openTargets(loaded, {}, (db, error) =>
+    log.warn({ database: db.name, err: error }, 'database connection error (the relay retries)'),
+  ).catch(async (error: unknown) => {
+    await closeBrokers(brokers);
+    throw error;
+  });
+  const router = new RoutingBroker(config.routes, brokers);
+  const metrics = new SidecarMetrics();
+  const relays: { relay: Relay; target: OutboxTarget; drainMs: number }[] = [];
+
+  for (const target of opened.targets) {
+    const settings = relaySettingsFor(config, target.table);
+    const { drainMs = 10_000, ...relayOptions } = settings;
+    const { dialect, url, listen } = target.database.config;
+    const schema = target.table.schema ?? target.database.config.schema;
+    const relay = createRelay({
+      ...(relayOptions as Partial<RelayOptions>),
+      db: target.database.db,
+      dialect,
+      table: target.table.table,
+      ...(schema === undefined ? {} : { schema }),
+      broker: traceBroker(metrics.timeBroker(router, target.labels)),
+      retainSentMs: relayOptions.retainSentMs ?? DEFAULT_RETAIN_SENT_MS,
+      ...(dialect === 'postgres' && listen ? { listen: url } : {}),
+    });
+    const where = { database: target.database.config.name, table: target.labels.table };
+    metrics.watch(relay, target.labels);
+    metrics.declareTopics(target.labels, target.table.topics ?? []);
+    relay.on('published', (messages) => {
+      if (log.isLevelEnabled('debug')) {
+        for (const m of messages)
+          log.debug({ ...where, topic: m.topic, messageId: m.id, key: m.key, attempt: m.attempt }, 'published');
+      }
+    });
+    relay.on('retrying', (messages) => {
+      for (const { message: m, error, delayMs } of messages) {
+        log.warn(
+          { ...where, topic: m.topic, messageId: m.id, key: m.key, attempt: m.attempt, delayMs, error },
+          'publish failed; will retry',
+        );
+      }
+    });
+    relay.on('dead', (messages) => {
+      for (const { message: m, error } of messages) {
+        log.error(
+          { ...where, topic: m.topic, messageId: m.id, key: m.key, attempt: m.attempt, error },
+          'dead-lettered (txoutbox dead list)',
+        );
+      }
+    });
+    relay.on('error', (error) => log.error({ ...where, err: error }, 'relay error (it keeps going)'));
+    relays.push({ relay, target, drainMs });
+  }
+
+  const readBacklog = async () => {
+    await Promise.all(
+      relays.map(async ({ target }) => {
+        try {
+          metrics.record(target.labels, await target.admin.status());
+        } catch (error) {
+          log.warn({ database: target.labels.database, table: target.labels.table, err: error }, 'reading the backlog failed');
+        }
+      }),
+    );
+  };
+  await readBacklog();
+  const backlogTimer = setInterval(() => void readBacklog(), config.metrics.backlogIntervalMs);
+  backlogTimer.unref();
+
+  const checks: ReadinessCheck[] = [
+    ...opened.databases.map((d): ReadinessCheck => ({ kind: 'database', name: d.config.name, check: () => d.ping(2000) })),
+    ...[...brokers.values()].map((b): ReadinessCheck => ({ kind: 'broker', name: b.name, check: () => b.probe(2000) })),
+  ];
+  let lastReady = new Map<string, boolean>();
+  const http = config.http.enabled
+    ? await startHealthServer({
+        host: config.http.host,
+        port: config.http.port,
+        registry: metrics.registry,
+        checks,
+        describe: (error) => redactor.error(error),
+        onChecked: (results) => {
+          const now = new Map<string, boolean>();
+          for (const r of results) {
+            const id = `${r.kind} ${r.name}`;
+            now.set(id, r.ok);
+            metrics.up.set({ kind: r.kind, name: r.name }, r.ok ? 1 : 0);
+            if (lastReady.get(id) !== r.ok) {
+              if (r.ok) log.info({ [r.kind]: r.name }, `${r.kind} ${r.name} is reachable`);
+              else log.warn({ [r.kind]: r.name, error: r.error }, `${r.kind} ${r.name} is unreachable`);
+            }
+          }
+          lastReady = now;
+        },
+      })
+    : null;
+
+  for (const { relay } of relays) relay.start();
+  for (const broker of brokers.values()) {
+    broker
+      .probe(2000)
+      .catch((error: unknown) =>
+        log.warn(
+          { broker: broker.name, error: redactor.error(error) },
+          'broker not reachable yet; messages wait in the outbox until it is',
+        ),
+      );
+  }
+  log.info(
+    { tables: relays.map(({ target }) => target.label), brokers: [...brokers.keys()], http: http?.url ?? null },
+    `relaying ${relays.length} table(s)${http === null ? '' : `; metrics and health on ${http.url}`}`,
+  );
+  options.onReady?.({ httpUrl: http?.url ?? null });
+
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal: exiting now without draining');
+        process.exit(signal === 'SIGINT' ? 130 : 143);
+      }
+      stopping = true;
+      log.info({ signal }, 'draining: finishing batches in flight, then exiting (send the signal again to exit at once)');
+      void (async () => {
+        clearInterval(backlogTimer);
+        await Promise.all(relays.map(({ relay, drainMs }) => relay.stop({ drainMs })));
+        await http?.close();
+        await closeBrokers(brokers);
+        await opened.close();
+        log.info('stopped cleanly');
+        resolve();
+      })();
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}

@@ -1,0 +1,256 @@
+import { readFile } from 'node:fs/promises';
+import { extname } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { DIALECT_NAMES } from '../dialects/dialect-name.js';
+import { CliError, EXIT } from './errors.js';
+import { Redactor } from './redact.js';
+
+export const BROKER_TYPES = ['rabbitmq', 'nats', 'kafka', 'redis', 'mqtt', 'http', 'memory'] as const;
+export type BrokerType = (typeof BROKER_TYPES)[number];
+
+const identifier = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a plain SQL identifier (a letter or _, then letters, digits or _)')
+  .max(48, 'must be at most 48 characters');
+/** An optional identifier; an empty value (e.g. `${SCHEMA:-}`) means "not set". */
+const optionalIdentifier = z.preprocess((value) => (value === '' ? undefined : value), identifier.optional());
+const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'must be letters, digits, ".", "_" or "-"');
+const ms = z.number().int().min(0);
+
+/** Relay options a config may set globally (`relay:`) and override per table. Same meaning as createRelay's. */
+const relaySettings = z
+  .object({
+    batchSize: z.number().int().min(1).max(10_000),
+    concurrency: z.number().int().min(1).max(64),
+    leaseMs: z.number().int().min(100),
+    publishTimeoutMs: z.number().int().min(10),
+    maxAttempts: z.number().int().min(1).max(1000),
+    backoff: z
+      .object({ initialMs: ms, maxMs: ms, factor: z.number().min(1) })
+      .partial()
+      .strict(),
+    deadLetterPolicy: z.enum(['block-key', 'skip']),
+    pollIntervalMs: z.number().int().min(1),
+    minPollIntervalMs: z.number().int().min(1),
+    retainSentMs: ms,
+    cleanupIntervalMs: z.number().int().min(10),
+    cleanupBatchSize: z.number().int().min(1).max(100_000),
+    /** How long SIGTERM waits for batches in flight before giving their leases back. */
+    drainMs: ms,
+  })
+  .partial()
+  .strict();
+export type RelaySettings = z.output<typeof relaySettings>;
+
+const tableSchema = z
+  .object({
+    table: identifier.default('txoutbox'),
+    schema: optionalIdentifier,
+    /** The topics this table carries: shown by `status` and in metrics even before their first message. */
+    topics: z.array(z.string().min(1)).optional(),
+    relay: relaySettings.optional(),
+  })
+  .strict();
+
+const databaseSchema = z
+  .object({
+    name,
+    dialect: z.enum(DIALECT_NAMES, { message: `must be one of ${DIALECT_NAMES.join(', ')} (MariaDB is mysql)` }),
+    url: z.string().regex(/^(postgres(ql)?|mysql|mariadb):\/\/./, 'must be a postgres://, postgresql:// or mysql:// URL'),
+    /** Default schema (PostgreSQL) or database (MySQL) of this database's tables. */
+    schema: optionalIdentifier,
+    /** Connections in this database's pool (the relays' and the probes'). */
+    poolSize: z.number().int().min(1).max(1000).default(10),
+    /** PostgreSQL: hold a LISTEN connection so enqueue's NOTIFY wakes the relay at once. Default true. */
+    listen: z.boolean().default(true),
+    tables: z
+      .array(tableSchema)
+      .min(1)
+      .default([{ table: 'txoutbox' }]),
+  })
+  .strict()
+  .superRefine((db, ctx) => {
+    if (db.dialect === 'mysql' && !/^(mysql|mariadb):/.test(db.url)) {
+      ctx.addIssue({ code: 'custom', path: ['url'], message: 'a mysql database needs a mysql:// URL' });
+    }
+    if (db.dialect === 'postgres' && !/^postgres(ql)?:/.test(db.url)) {
+      ctx.addIssue({ code: 'custom', path: ['url'], message: 'a postgres database needs a postgres:// URL' });
+    }
+  });
+
+/** Broker entries are the adapter's own options plus `type`; the adapter validates the rest when it is built. */
+const brokerSchema = z.looseObject({
+  type: z.enum(BROKER_TYPES, { message: `must be one of ${BROKER_TYPES.join(', ')}` }),
+});
+
+const configSchema = z
+  .object({
+    databases: z.array(databaseSchema).min(1, 'configure at least one database'),
+    brokers: z.record(name, brokerSchema).refine((b) => Object.keys(b).length > 0, 'configure at least one broker'),
+    /** Topic pattern → broker name. `*` matches any run of characters; `'*'` alone is the default route. */
+    routes: z.record(z.string().min(1), z.string()).default({}),
+    relay: relaySettings.default({}),
+    http: z
+      .object({
+        enabled: z.boolean().default(true),
+        host: z.string().min(1).default('127.0.0.1'),
+        port: z.number().int().min(0).max(65_535).default(9464),
+      })
+      .strict()
+      .default({ enabled: true, host: '127.0.0.1', port: 9464 }),
+    metrics: z
+      .object({
+        /** How often backlog, oldest-age and dead gauges are read from the tables. */
+        backlogIntervalMs: z.number().int().min(100).default(15_000),
+      })
+      .strict()
+      .default({ backlogIntervalMs: 15_000 }),
+    log: z
+      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .strict()
+      .default({ level: 'info' }),
+  })
+  .strict();
+
+/**
+ * Checks across sections (routes name configured brokers, names are unique). It reads the raw input defensively,
+ * so its problems are listed together with the schema's instead of only after those are fixed.
+ */
+function crossCheck(raw: unknown): string[] {
+  const problems: string[] = [];
+  const input = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
+  const brokers = typeof input.brokers === 'object' && input.brokers !== null ? Object.keys(input.brokers) : [];
+  const routes = typeof input.routes === 'object' && input.routes !== null ? (input.routes as Record<string, unknown>) : {};
+  for (const [pattern, target] of Object.entries(routes)) {
+    if (typeof target === 'string' && brokers.length > 0 && !brokers.includes(target)) {
+      problems.push(`routes.${pattern}: names broker "${target}", which is not configured (brokers: ${brokers.join(', ')})`);
+    }
+  }
+  if (brokers.length > 1 && !('*' in routes)) {
+    problems.push(`routes: with several brokers, add a default route "*": <broker> (one of ${brokers.join(', ')})`);
+  }
+  const databases = Array.isArray(input.databases) ? (input.databases as unknown[]) : [];
+  const names = new Set<unknown>();
+  databases.forEach((db, index) => {
+    const entry = (typeof db === 'object' && db !== null ? db : {}) as Record<string, unknown>;
+    if (entry.name !== undefined && names.has(entry.name))
+      problems.push(`databases.${index}.name: "${String(entry.name)}" is used twice`);
+    names.add(entry.name);
+    const tables = new Set<string>();
+    (Array.isArray(entry.tables) ? (entry.tables as unknown[]) : []).forEach((table, t) => {
+      const tableEntry = (typeof table === 'object' && table !== null ? table : {}) as Record<string, unknown>;
+      const where = `${String(tableEntry.schema ?? entry.schema ?? '')}.${String(tableEntry.table ?? 'txoutbox')}`;
+      if (tables.has(where)) problems.push(`databases.${index}.tables.${t}: table ${where} is listed twice`);
+      tables.add(where);
+    });
+  });
+  return problems;
+}
+
+export type Config = z.output<typeof configSchema>;
+export type DatabaseConfig = Config['databases'][number];
+export type TableConfig = DatabaseConfig['tables'][number];
+export type BrokerConfig = Config['brokers'][string];
+
+export interface LoadedConfig {
+  config: Config;
+  redactor: Redactor;
+  path: string;
+}
+
+/**
+ * Replaces `${NAME}` and `${NAME:-default}` in every string value (after parsing, so a value can never change
+ * the file's structure); `$${` is a literal `${`. A variable that is unset and has no default is an error.
+ */
+export function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, path: string[] = [], missing: string[] = []): unknown {
+  if (typeof value === 'string') {
+    // A value that is one whole ${VAR} takes the type its text reads as, as YAML would: `port: ${PORT}` is a number.
+    const whole = /^\$\{[^}]+\}$/.test(value);
+    const text = value.replace(
+      /\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g,
+      (all, escaped, variable: string, fallback?: string) => {
+        if (escaped !== undefined) return all.slice(1);
+        const found = env[variable];
+        if (found !== undefined && found !== '') return found;
+        if (fallback !== undefined) return fallback;
+        missing.push(
+          `${path.join('.') || '(root)'}: environment variable ${variable} is not set (or use \${${variable}:-default})`,
+        );
+        return '';
+      },
+    );
+    if (whole && /^-?\d+(\.\d+)?$/.test(text)) return Number(text);
+    if (whole && (text === 'true' || text === 'false')) return text === 'true';
+    return text;
+  }
+  if (Array.isArray(value)) return value.map((item, index) => substituteEnv(item, env, [...path, String(index)], missing));
+  if (typeof value === 'object' && value !== null) {
+    return Object.fromEntries(
+      Object.entries(value).map(([key, item]) => [key, substituteEnv(item, env, [...path, key], missing)]),
+    );
+  }
+  return value;
+}
+
+function parseText(text: string, path: string): unknown {
+  try {
+    return extname(path).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
+  } catch (error) {
+    throw new CliError(
+      `${path} is not valid ${extname(path).toLowerCase() === '.json' ? 'JSON' : 'YAML'}: ${(error as Error).message}`,
+      EXIT.config,
+    );
+  }
+}
+
+/** Validates an already parsed configuration object; every problem is listed with its path. */
+export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv, source = 'the configuration'): LoadedConfig {
+  const missing: string[] = [];
+  const substituted = substituteEnv(raw, env, [], missing);
+  const redactor = Redactor.fromConfig(substituted);
+  const parsed = configSchema.safeParse(substituted);
+  const problems = [...missing];
+  problems.push(...crossCheck(substituted));
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) problems.push(`${issue.path.map(String).join('.') || '(root)'}: ${issue.message}`);
+  }
+  if (problems.length > 0 || !parsed.success) {
+    throw new CliError(
+      redactor.text(`Invalid configuration in ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`),
+      EXIT.config,
+    );
+  }
+  return { config: parsed.data, redactor, path: source };
+}
+
+/** Reads a YAML (or .json) configuration file, substitutes `${ENV}` and validates it. */
+export async function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadedConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    throw new CliError(
+      code === 'ENOENT'
+        ? `Configuration file ${path} not found. Pass one with --config <file> (see the README's configuration reference).`
+        : `Cannot read configuration file ${path}: ${(error as Error).message}`,
+      EXIT.config,
+    );
+  }
+  return parseConfig(parseText(text, path), env, path);
+}
+
+/** Relay settings for one table: the global ones, overridden by the table's. */
+export function relaySettingsFor(config: Config, table: TableConfig): RelaySettings {
+  return {
+    ...config.relay,
+    ...table.relay,
+    ...(config.relay.backoff !== undefined || table.relay?.backoff !== undefined
+      ? { backoff: { ...config.relay.backoff, ...table.relay?.backoff } }
+      : {}),
+  };
+}
+
+/** Sent rows are kept a minute by default so `status` can say what was sent in the last minute. */
+export const DEFAULT_RETAIN_SENT_MS = 60_000;

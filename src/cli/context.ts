@@ -1,0 +1,68 @@
+import { adminStoreFor, type AdminStore } from '../dialects/admin.js';
+import { tableNames } from '../dialects/identifiers.js';
+import type { DatabaseConfig, LoadedConfig, TableConfig } from './config.js';
+import { assertTableExists, openDatabases, schemaOf, tableLabel, type OpenDatabase } from './databases.js';
+import { CliError, EXIT } from './errors.js';
+
+/** One configured outbox table, on its open database. */
+export interface OutboxTarget {
+  database: OpenDatabase;
+  table: TableConfig;
+  label: string;
+  labels: { database: string; table: string };
+  admin: AdminStore;
+}
+
+export interface Selection {
+  database?: string;
+  table?: string;
+}
+
+/** The configured databases, narrowed by --database; a name that is not configured is a clear error. */
+export function selectDatabases(loaded: LoadedConfig, selection: Selection): DatabaseConfig[] {
+  const all = loaded.config.databases;
+  if (selection.database === undefined) return all;
+  const chosen = all.filter((db) => db.name === selection.database);
+  if (chosen.length === 0) {
+    throw new CliError(
+      `No database named "${selection.database}" in ${loaded.path} (configured: ${all.map((db) => db.name).join(', ')}).`,
+      EXIT.config,
+    );
+  }
+  return chosen;
+}
+
+/** Opens the selected databases and lists their outbox tables, checking each exists. */
+export async function openTargets(
+  loaded: LoadedConfig,
+  selection: Selection,
+  onError: (db: DatabaseConfig, error: Error) => void,
+) {
+  const databases = await openDatabases(selectDatabases(loaded, selection), loaded.redactor, onError);
+  const targets: OutboxTarget[] = [];
+  try {
+    for (const database of databases) {
+      for (const table of database.config.tables) {
+        if (selection.table !== undefined && table.table !== selection.table) continue;
+        await assertTableExists(database, table);
+        const schema = schemaOf(database.config, table);
+        targets.push({
+          database,
+          table,
+          label: tableLabel(database.config, table),
+          labels: { database: database.config.name, table: schema === undefined ? table.table : `${schema}.${table.table}` },
+          admin: adminStoreFor(database.config.dialect, database.db, tableNames(table.table, schema ?? null)),
+        });
+      }
+    }
+    if (targets.length === 0) throw new CliError(`No configured table is named "${selection.table}".`, EXIT.config);
+  } catch (error) {
+    await Promise.all(databases.map((d) => d.close().catch(() => {})));
+    throw error;
+  }
+  return {
+    databases,
+    targets,
+    close: () => Promise.all(databases.map((d) => d.close().catch(() => {}))).then(() => {}),
+  };
+}

@@ -1,0 +1,109 @@
+#!/usr/bin/env node
+import { Command, CommanderError, Option } from 'commander';
+import { deadActCommand, deadListCommand, deadShowCommand, terminalConfirm, type DeadIo } from './commands/dead.js';
+import { migrateCommand } from './commands/migrate.js';
+import { relayCommand } from './commands/relay.js';
+import { statusCommand } from './commands/status.js';
+import { loadConfig } from './config.js';
+import { CliError, EXIT } from './errors.js';
+import { Redactor } from './redact.js';
+
+/** The `txoutbox` command line. Only the bin entry imports this module. */
+export function buildProgram(): Command {
+  const program = new Command('txoutbox')
+    .description('Transactional outbox sidecar: relay committed messages to brokers, and operate the outbox tables.')
+    .addOption(
+      new Option('-c, --config <file>', 'YAML or JSON configuration file').env('TXOUTBOX_CONFIG').default('txoutbox.yaml'),
+    )
+    .showHelpAfterError()
+    .exitOverride();
+  const config = () => loadConfig(program.opts<{ config: string }>().config);
+  const out = (line: string) => void process.stdout.write(`${line}\n`);
+  const io = (): DeadIo => ({
+    out,
+    err: (line) => void process.stderr.write(`${line}\n`),
+    confirm: terminalConfirm(),
+    progress: process.stderr.isTTY === true,
+  });
+  const filters = (command: Command) =>
+    command
+      .option('--database <name>', 'only this configured database')
+      .option('--table <name>', 'only this outbox table')
+      .option('--topic <pattern>', 'topic, * matches anything (e.g. orders.*)')
+      .option('--key <key>', 'message key')
+      .option('--error <text>', 'last error contains this text (case-insensitive)')
+      .option('--older-than <age>', 'enqueued at least this long ago (30s, 5m, 2h, 7d)')
+      .option('--newer-than <age>', 'enqueued at most this long ago')
+      .option('--id <id...>', 'message ids');
+
+  program
+    .command('relay')
+    .description('run the relays for every configured database and table until SIGTERM/SIGINT (then drain and exit 0)')
+    .action(async () => relayCommand(await config()));
+
+  program
+    .command('migrate')
+    .description('create or upgrade the outbox tables in every configured database (idempotent)')
+    .option('--database <name>', 'only this configured database')
+    .action(async (options: { database?: string }) => migrateCommand(await config(), { ...options, out }));
+
+  program
+    .command('status')
+    .description('per database, table and topic: pending, oldest pending age, in flight, dead, sent in the last minute')
+    .option('--database <name>', 'only this configured database')
+    .option('--json', 'machine-readable output')
+    .action(async (options: { database?: string; json?: boolean }) => statusCommand(await config(), { ...options, out }));
+
+  const dead = program.command('dead').description('inspect, retry and discard dead letters');
+  filters(dead.command('list').description('list dead letters, oldest first'))
+    .option('--limit <n>', 'at most this many', '50')
+    .option('--json', 'machine-readable output')
+    .action(async (options) => deadListCommand(await config(), options, io()));
+  dead
+    .command('show <id>')
+    .description('one dead letter in full: headers, payload, last error')
+    .option('--database <name>', 'only this configured database')
+    .option('--table <name>', 'only this outbox table')
+    .option('--json', 'machine-readable output')
+    .action(async (id: string, options) => deadShowCommand(await config(), id, options, io()));
+  for (const action of ['retry', 'discard'] as const) {
+    filters(
+      dead
+        .command(`${action} [ids...]`)
+        .description(
+          action === 'retry'
+            ? 'make dead letters pending again (attempts reset); a running relay publishes them in key order'
+            : 'delete dead letters for good; their keys move on to the next message',
+        ),
+    )
+      .option('--all', 'every dead letter (of the selected databases/tables)')
+      .option('-y, --yes', 'do not ask for confirmation')
+      .option('--dry-run', 'only say how many would be affected')
+      .action(async (ids: string[], options) => deadActCommand(await config(), action, ids, options, io()));
+  }
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return EXIT.ok;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help and version are not failures; commander already printed the usage problem.
+      return error.exitCode === 0 || error.code === 'commander.helpDisplayed' ? EXIT.ok : EXIT.config;
+    }
+    if (error instanceof CliError) {
+      process.stderr.write(`txoutbox: ${error.message}\n`);
+      return error.exitCode;
+    }
+    // Unexpected: the message still goes through the URL redaction, since drivers quote connection strings.
+    process.stderr.write(`txoutbox: ${new Redactor().error(error)}\n`);
+    return EXIT.failure;
+  }
+}
+
+const code = await main(process.argv);
+// Pools, sockets and timers of a finished command must not keep the process alive.
+process.exit(code);

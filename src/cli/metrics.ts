@@ -1,0 +1,182 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from '../brokers/broker.js';
+import type { TableStatus } from '../dialects/admin.js';
+import type { Relay } from '../relay/relay.js';
+
+/** Labels that say where a message lives. */
+export interface TableLabels {
+  database: string;
+  table: string;
+}
+
+/** The sidecar's Prometheus metrics, in a registry of its own. */
+export class SidecarMetrics {
+  readonly registry = new Registry();
+  private readonly labels = ['database', 'table', 'topic'] as const;
+  readonly enqueued = new Counter({
+    name: 'txoutbox_enqueued_total',
+    help: 'Committed messages this relay took up for the first time (their first publish attempt); those not yet taken up are in txoutbox_backlog_messages',
+    labelNames: this.labels,
+    registers: [this.registry],
+  });
+  readonly published = new Counter({
+    name: 'txoutbox_published_total',
+    help: 'Messages the broker acknowledged (persisted) and the relay marked sent',
+    labelNames: this.labels,
+    registers: [this.registry],
+  });
+  readonly failed = new Counter({
+    name: 'txoutbox_failed_total',
+    help: 'Failed publish attempts that will be retried after a backoff',
+    labelNames: this.labels,
+    registers: [this.registry],
+  });
+  readonly dead = new Counter({
+    name: 'txoutbox_dead_total',
+    help: 'Messages dead-lettered (permanent failure or retry budget spent)',
+    labelNames: this.labels,
+    registers: [this.registry],
+  });
+  readonly latency = new Histogram({
+    name: 'txoutbox_publish_latency_seconds',
+    help: "Time from a message's commit to the broker's acknowledgement",
+    labelNames: this.labels,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [this.registry],
+  });
+  readonly brokerDuration = new Histogram({
+    name: 'txoutbox_broker_publish_duration_seconds',
+    help: 'Time one publish call (a batch) waited for its broker',
+    labelNames: ['database', 'table'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly backlog = new Gauge({
+    name: 'txoutbox_backlog_messages',
+    help: 'Unsent messages in the table (in flight included), read every metrics.backlogIntervalMs',
+    labelNames: this.labels,
+    registers: [this.registry],
+  });
+  readonly oldestAge = new Gauge({
+    name: 'txoutbox_oldest_pending_age_seconds',
+    help: 'Age of the oldest unsent message (0 when none)',
+    labelNames: this.labels,
+    registers: [this.registry],
+  });
+  readonly inFlight = new Gauge({
+    name: 'txoutbox_in_flight_messages',
+    help: 'Messages claimed by a relay whose lease has not run out',
+    labelNames: this.labels,
+    registers: [this.registry],
+  });
+  readonly deadLetters = new Gauge({
+    name: 'txoutbox_dead_letters',
+    help: 'Dead letters waiting for a person (txoutbox dead list)',
+    labelNames: this.labels,
+    registers: [this.registry],
+  });
+  readonly expiredLeases = new Gauge({
+    name: 'txoutbox_expired_leases',
+    help: 'Claimed messages whose lease ran out (their relay died or stalled) and that another relay will take over',
+    labelNames: this.labels,
+    registers: [this.registry],
+  });
+  readonly takeovers = new Counter({
+    name: 'txoutbox_lease_takeovers_total',
+    help: 'Expired leases seen by the backlog reader: each is a message taken over from a relay that died or stalled',
+    labelNames: this.labels,
+    registers: [this.registry],
+  });
+  readonly up = new Gauge({
+    name: 'txoutbox_ready',
+    help: '1 when the dependency answered the last readiness check, else 0',
+    labelNames: ['kind', 'name'] as const,
+    registers: [this.registry],
+  });
+  private readonly seenTopics = new Map<string, Set<string>>();
+  private readonly seenExpired = new Map<string, number>();
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Counts what a relay reports through its events. */
+  watch(relay: Relay, where: TableLabels): void {
+    const at = (message: OutgoingMessage) => ({ ...where, topic: message.topic });
+    const first = (message: OutgoingMessage) => {
+      if (message.attempt === 1) this.enqueued.inc(at(message));
+    };
+    relay.on('published', (messages) => {
+      const now = Date.now();
+      for (const message of messages) {
+        first(message);
+        this.published.inc(at(message));
+        this.latency.observe(at(message), Math.max(0, (now - message.createdAt.getTime()) / 1000));
+      }
+    });
+    relay.on('retrying', (messages) => {
+      for (const { message } of messages) {
+        first(message);
+        this.failed.inc(at(message));
+      }
+    });
+    relay.on('dead', (messages) => {
+      for (const { message } of messages) {
+        first(message);
+        this.dead.inc(at(message));
+      }
+    });
+  }
+
+  /** Times each publish call of the broker a relay uses. */
+  timeBroker(broker: Broker, where: TableLabels): Broker {
+    const histogram = this.brokerDuration;
+    return {
+      name: broker.name,
+      async publish(messages: readonly OutgoingMessage[], context: PublishContext): Promise<PublishOutcome[]> {
+        const end = histogram.startTimer(where);
+        try {
+          return await broker.publish(messages, context);
+        } finally {
+          end();
+        }
+      },
+    };
+  }
+
+  /** Declares topics a table is known to carry, so their series exist (at 0) before the first message. */
+  declareTopics(where: TableLabels, topics: readonly string[]): void {
+    for (const topic of topics) {
+      const labels = { ...where, topic };
+      for (const counter of [this.enqueued, this.published, this.failed, this.dead]) counter.inc(labels, 0);
+      for (const gauge of [this.backlog, this.oldestAge, this.inFlight, this.deadLetters, this.expiredLeases])
+        gauge.set(labels, 0);
+    }
+  }
+
+  /** Sets the table gauges from a status read; topics that disappeared go back to 0. */
+  record(where: TableLabels, status: TableStatus): void {
+    const id = `${where.database}\u0000${where.table}`;
+    const seen = this.seenTopics.get(id) ?? new Set<string>();
+    this.seenTopics.set(id, seen);
+    const present = new Set(status.topics.map((t) => t.topic));
+    for (const topic of seen) if (!present.has(topic)) this.declareTopics(where, [topic]);
+    for (const t of status.topics) {
+      seen.add(t.topic);
+      const labels = { ...where, topic: t.topic };
+      this.backlog.set(labels, t.pending);
+      this.oldestAge.set(
+        labels,
+        t.oldestPendingAt === null ? 0 : Math.max(0, (status.now.getTime() - t.oldestPendingAt.getTime()) / 1000),
+      );
+      this.inFlight.set(labels, t.inFlight);
+      this.deadLetters.set(labels, t.dead);
+      this.expiredLeases.set(labels, t.expiredLeases);
+      // A takeover is counted when the number of expired leases rises between reads.
+      const key = `${id}\u0000${t.topic}`;
+      const before = this.seenExpired.get(key) ?? 0;
+      if (t.expiredLeases > before) this.takeovers.inc(labels, t.expiredLeases - before);
+      this.seenExpired.set(key, t.expiredLeases);
+    }
+  }
+}

@@ -1,0 +1,85 @@
+import type { Kysely } from 'kysely';
+import type { DialectName } from './dialect-name.js';
+import type { TableNames } from './identifiers.js';
+import { mysqlAdminStore } from './mysql/admin.js';
+import { postgresAdminStore } from './postgres/admin.js';
+
+/** What one topic of an outbox table holds right now. */
+export interface TopicStatus {
+  topic: string;
+  /** Unsent messages (claimed ones included). */
+  pending: number;
+  oldestPendingAt: Date | null;
+  /** Claimed by a relay whose lease has not run out. */
+  inFlight: number;
+  /** Claimed, but the lease ran out: the relay died or stalled, and another relay will take the message over. */
+  expiredLeases: number;
+  dead: number;
+  /** Sent rows still kept (retainSentMs) whose send was less than a minute ago. */
+  sentLastMinute: number;
+}
+
+export interface TableStatus {
+  /** The database's clock, for ages. */
+  now: Date;
+  topics: TopicStatus[];
+}
+
+/** Which dead letters a person means. Every given field must match. */
+export interface DeadLetterFilter {
+  /** Topic; `*` matches any run of characters. */
+  topic?: string;
+  key?: string;
+  /** Text the last error contains (case-insensitive). */
+  error?: string;
+  /** Enqueued at least this long ago. */
+  olderThanMs?: number;
+  /** Enqueued at most this long ago. */
+  newerThanMs?: number;
+  ids?: readonly string[];
+}
+
+export interface DeadLetterRow {
+  seq: string;
+  id: string;
+  topic: string;
+  key: string | null;
+  attempts: number;
+  lastError: string | null;
+  createdAt: Date;
+  contentType: string;
+  headers: Record<string, string>;
+  payload: Buffer;
+  /** Whether it still holds its key (dead under 'block-key'): later messages of the key wait for it. */
+  holdsKey: boolean;
+}
+
+/**
+ * What operators do to an outbox table: look at it, and act on dead letters. Retry and discard keep the table's
+ * invariants: per-key order, one head per key, and `<table>_keys` counting every unsent message of its key.
+ */
+export interface AdminStore {
+  status(): Promise<TableStatus>;
+  /** Dead letters matching the filter, oldest first, at most `limit`, after seq `after` (for paging). */
+  listDead(filter: DeadLetterFilter, limit: number, after?: string): Promise<DeadLetterRow[]>;
+  /** Makes these dead letters pending again (attempts 0, due now); returns how many were still dead. */
+  retryDead(seqs: readonly string[]): Promise<number>;
+  /** Deletes these dead letters, moving each key on to its next message; returns how many were still dead. */
+  discardDead(seqs: readonly string[]): Promise<number>;
+}
+
+export function adminStoreFor<DB>(dialect: DialectName, db: Kysely<DB>, names: TableNames): AdminStore {
+  return dialect === 'postgres' ? postgresAdminStore(db, names) : mysqlAdminStore(db, names);
+}
+
+/** `orders.*` → `orders.%` with LIKE's own characters escaped (`\` is the escape character). */
+export function likePattern(glob: string): string {
+  return glob.replace(/[\\%_]/g, '\\$&').replace(/\*/g, '%');
+}
+
+/** Counts per key, keys in byte order: the order producers and relays lock them in. */
+export function countKeys(keys: readonly (string | null)[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const key of keys) if (key !== null) counts.set(key, (counts.get(key) ?? 0) + 1);
+  return new Map([...counts.entries()].sort(([a], [b]) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
+}

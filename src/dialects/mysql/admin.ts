@@ -1,0 +1,177 @@
+import { sql, type Kysely, type RawBuilder } from 'kysely';
+import { countKeys, likePattern, type AdminStore, type DeadLetterFilter, type DeadLetterRow } from '../admin.js';
+import { kyselyExecutor, readCommittedTransaction, type SqlExecutor } from '../executor.js';
+import type { TableNames } from '../identifiers.js';
+import { compiler, qualified } from './compiler.js';
+import { decrementKeyCounts } from './key-counts.js';
+import { lockKeyStripes } from './key-locks.js';
+
+interface DeadRow {
+  seq: string;
+  key: string | null;
+  ready: boolean;
+}
+
+const text = (value: unknown): string | null =>
+  value === null || value === undefined ? null : Buffer.isBuffer(value) ? value.toString('utf8') : String(value);
+/** DATETIME(6) values hold UTC; read them as UTC whatever the pool's time zone option says. */
+const utc = (value: Date | string) => (value instanceof Date ? value : new Date(`${value.replace(' ', 'T')}Z`));
+const msAgo = (ms: number) => sql`UTC_TIMESTAMP(6) - INTERVAL ${Math.round(ms) * 1000} MICROSECOND`;
+const inSeqs = (seqs: readonly string[]) => sql.join(seqs.map((seq) => sql`${BigInt(seq)}`));
+
+export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminStore {
+  const table = qualified(names, names.table);
+  const keys = qualified(names, names.keys);
+  const run = kyselyExecutor(db);
+  const transaction = readCommittedTransaction(db);
+
+  const where = (filter: DeadLetterFilter): RawBuilder<unknown> => {
+    const parts: RawBuilder<unknown>[] = [sql`state = 'dead'`];
+    if (filter.topic !== undefined) parts.push(sql`topic LIKE ${likePattern(filter.topic)}`);
+    if (filter.key !== undefined) parts.push(sql`msg_key = ${Buffer.from(filter.key)}`);
+    if (filter.error !== undefined) parts.push(sql`LOCATE(LOWER(${filter.error}), LOWER(COALESCE(last_error, ''))) > 0`);
+    if (filter.olderThanMs !== undefined) parts.push(sql`created_at <= ${msAgo(filter.olderThanMs)}`);
+    if (filter.newerThanMs !== undefined) parts.push(sql`created_at >= ${msAgo(filter.newerThanMs)}`);
+    if (filter.ids !== undefined) {
+      parts.push(filter.ids.length === 0 ? sql`1 = 0` : sql`id IN (${sql.join(filter.ids.map((id) => Buffer.from(id)))})`);
+    }
+    return sql.join(parts, sql` AND `);
+  };
+
+  const keysOf = async (seqs: readonly string[]) => {
+    const { rows } = await run(
+      sql`SELECT DISTINCT msg_key FROM ${table} WHERE seq IN (${inSeqs(seqs)}) AND msg_key IS NOT NULL`.compile(compiler),
+    );
+    return [...countKeys(rows.map((row) => text(row.msg_key))).keys()];
+  };
+
+  /** After the stripe locks: the rows still dead, locked. */
+  const lockDead = async (trx: SqlExecutor, seqs: readonly string[]): Promise<DeadRow[]> => {
+    const { rows } = await trx(
+      sql`SELECT seq, msg_key, ready FROM ${table} WHERE seq IN (${inSeqs(seqs)}) AND state = 'dead' ORDER BY seq FOR UPDATE`.compile(
+        compiler,
+      ),
+    );
+    return rows.map((row) => ({ seq: String(row.seq), key: text(row.msg_key), ready: Number(row.ready) === 1 }));
+  };
+
+  return {
+    async status() {
+      const { rows } = await run(
+        sql`
+        SELECT topic,
+          SUM(state = 'pending') AS pending,
+          MIN(CASE WHEN state = 'pending' THEN created_at END) AS oldest,
+          SUM(state = 'pending' AND lease_until > UTC_TIMESTAMP(6)) AS in_flight,
+          SUM(state = 'pending' AND lease_owner IS NOT NULL AND lease_until <= UTC_TIMESTAMP(6)) AS expired,
+          SUM(state = 'dead') AS dead,
+          SUM(state = 'sent' AND sent_at > ${msAgo(60_000)}) AS sent_last_minute
+        FROM ${table} GROUP BY topic ORDER BY topic`.compile(compiler),
+      );
+      const clock = await run(sql`SELECT UTC_TIMESTAMP(6) AS now`.compile(compiler));
+      return {
+        now: utc(clock.rows[0]!.now as Date | string),
+        topics: rows.map((row) => ({
+          topic: text(row.topic)!,
+          pending: Number(row.pending ?? 0),
+          oldestPendingAt: row.oldest === null || row.oldest === undefined ? null : utc(row.oldest as Date | string),
+          inFlight: Number(row.in_flight ?? 0),
+          expiredLeases: Number(row.expired ?? 0),
+          dead: Number(row.dead ?? 0),
+          sentLastMinute: Number(row.sent_last_minute ?? 0),
+        })),
+      };
+    },
+
+    async listDead(filter, limit, after) {
+      const { rows } = await run(
+        sql`
+        SELECT seq, id, topic, msg_key, attempts, last_error, created_at, content_type, headers, payload, ready
+        FROM ${table} WHERE ${where(filter)} ${after === undefined ? sql`` : sql`AND seq > ${BigInt(after)}`}
+        ORDER BY seq LIMIT ${limit}`.compile(compiler),
+      );
+      return rows.map((row): DeadLetterRow => ({
+        seq: String(row.seq),
+        id: text(row.id)!,
+        topic: text(row.topic)!,
+        key: text(row.msg_key),
+        attempts: Number(row.attempts),
+        lastError: text(row.last_error),
+        createdAt: utc(row.created_at as Date | string),
+        contentType: text(row.content_type)!,
+        headers: (typeof row.headers === 'string' ? JSON.parse(row.headers) : row.headers) as Record<string, string>,
+        payload: row.payload as Buffer,
+        holdsKey: row.msg_key !== null && Number(row.ready) === 1,
+      }));
+    },
+
+    async retryDead(seqs) {
+      if (seqs.length === 0) return 0;
+      const keyNames = await keysOf(seqs);
+      return transaction(async (trx) => {
+        await lockKeyStripes(trx, names, keyNames);
+        const dead = await lockDead(trx, seqs);
+        if (dead.length === 0) return 0;
+        // As on PostgreSQL: a row still holding its key is its head already; one that gave its key up is counted
+        // again and heads its key only when nothing else of the key is unsent.
+        const released = countKeys(dead.filter((row) => row.key !== null && !row.ready).map((row) => row.key));
+        const heads = new Set<string>();
+        if (released.size > 0) {
+          const values = [...released.entries()].map(([key, n]) => sql`(${Buffer.from(key)}, ${n})`);
+          await trx(
+            sql`INSERT INTO ${keys} (msg_key, pending) VALUES ${sql.join(values)}
+                ON DUPLICATE KEY UPDATE pending = pending + VALUES(pending)`.compile(compiler),
+          );
+          const { rows } = await trx(
+            sql`SELECT msg_key, pending FROM ${keys} WHERE msg_key IN (${sql.join([...released.keys()].map((k) => Buffer.from(k)))})`.compile(
+              compiler,
+            ),
+          );
+          for (const row of rows) {
+            const key = text(row.msg_key)!;
+            if (Number(row.pending) !== released.get(key)) continue;
+            const first = dead.find((d) => d.key === key && !d.ready);
+            if (first !== undefined) heads.add(first.seq);
+          }
+        }
+        const ready = dead.filter((row) => row.key === null || row.ready || heads.has(row.seq)).map((row) => row.seq);
+        const { affectedRows } = await trx(
+          sql`
+          UPDATE ${table} SET state = 'pending', attempts = 0, next_attempt_at = UTC_TIMESTAMP(6), lease_owner = NULL,
+            lease_until = NULL, ready = ${ready.length === 0 ? sql`0` : sql`seq IN (${inSeqs(ready)})`}
+          WHERE seq IN (${inSeqs(dead.map((row) => row.seq))}) AND state = 'dead'`.compile(compiler),
+        );
+        return affectedRows;
+      });
+    },
+
+    async discardDead(seqs) {
+      if (seqs.length === 0) return 0;
+      const keyNames = await keysOf(seqs);
+      return transaction(async (trx) => {
+        await lockKeyStripes(trx, names, keyNames);
+        const dead = await lockDead(trx, seqs);
+        if (dead.length === 0) return 0;
+        const { affectedRows } = await trx(
+          sql`DELETE FROM ${table} WHERE seq IN (${inSeqs(dead.map((row) => row.seq))}) AND state = 'dead'`.compile(compiler),
+        );
+        // A discarded head that held its key: count it off and make the key's next pending message its head.
+        const holding = countKeys(dead.filter((row) => row.key !== null && row.ready).map((row) => row.key));
+        if (holding.size > 0) {
+          await decrementKeyCounts(trx, names, holding);
+          const { rows } = await trx(
+            sql`
+            SELECT (SELECT o.seq FROM ${table} AS o WHERE o.msg_key = k.msg_key AND o.state = 'pending' ORDER BY o.seq LIMIT 1) AS head
+            FROM ${keys} AS k
+            WHERE k.msg_key IN (${sql.join([...holding.keys()].map((key) => Buffer.from(key)))}) AND k.pending > 0`.compile(
+              compiler,
+            ),
+          );
+          const heads = rows.flatMap((row) => (row.head === null ? [] : [String(row.head)]));
+          if (heads.length > 0) await trx(sql`UPDATE ${table} SET ready = 1 WHERE seq IN (${inSeqs(heads)})`.compile(compiler));
+        }
+        return affectedRows;
+      });
+    },
+  };
+}

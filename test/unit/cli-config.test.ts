@@ -1,0 +1,92 @@
+import { describe, expect, it } from 'vitest';
+import { routeTopic, topicMatches } from '../../src/cli/brokers.js';
+import { parseConfig, relaySettingsFor, substituteEnv } from '../../src/cli/config.js';
+import { Redactor, redactUrl } from '../../src/cli/redact.js';
+
+describe('CLI configuration', () => {
+  it('substitutes ${VAR} and ${VAR:-default} in values only, keeps $${ literal, and names unset variables', () => {
+    const missing: string[] = [];
+    const out = substituteEnv(
+      { url: 'postgres://u:${PW}@h/${DB:-app}', list: ['${A}', 'cost: $${NOT_A_VAR}'], n: 5, nested: { x: '${NOPE}' } },
+      { PW: 'p@ss', A: 'a' },
+      [],
+      missing,
+    );
+    expect(out).toEqual({ url: 'postgres://u:p@ss@h/app', list: ['a', 'cost: ${NOT_A_VAR}'], n: 5, nested: { x: '' } });
+    expect(missing).toEqual(['nested.x: environment variable NOPE is not set (or use ${NOPE:-default})']);
+  });
+
+  it('fills defaults: one txoutbox table per database, http on 127.0.0.1, and table relay settings over global ones', () => {
+    const { config } = parseConfig(
+      {
+        databases: [
+          { name: 'a', dialect: 'postgres', url: 'postgres://h/db' },
+          {
+            name: 'b',
+            dialect: 'mysql',
+            url: 'mysql://h/db',
+            tables: [{ table: 'x', relay: { batchSize: 5, backoff: { maxMs: 9 } } }],
+          },
+        ],
+        brokers: { m: { type: 'memory' } },
+        relay: { batchSize: 50, concurrency: 3, backoff: { initialMs: 7 } },
+      },
+      {},
+    );
+    expect(config.databases[0]!.tables).toEqual([{ table: 'txoutbox' }]);
+    expect(config.http).toEqual({ enabled: true, host: '127.0.0.1', port: 9464 });
+    expect(relaySettingsFor(config, config.databases[1]!.tables[0]!)).toEqual({
+      batchSize: 5,
+      concurrency: 3,
+      backoff: { initialMs: 7, maxMs: 9 },
+    });
+  });
+
+  it('redacts URL passwords and secret fields everywhere, including inside other text', () => {
+    expect(redactUrl('amqp://guest:guest@127.0.0.1:5672/vhost')).toBe('amqp://guest:***@127.0.0.1:5672/vhost');
+    expect(redactUrl('postgres://root@127.0.0.1/test')).toBe('postgres://root@127.0.0.1/test');
+    const redactor = Redactor.fromConfig({
+      databases: [{ url: 'mysql://app:Sup3r%21@db/x' }],
+      brokers: { h: { signingSecret: 'sign-me-please', headers: { authorization: 'Bearer t0ken' } }, m: { password: 'mqtt-pw' } },
+    });
+    expect(redactor.text('login failed for Sup3r! / Sup3r%21, secret sign-me-please, mqtt-pw')).toBe(
+      'login failed for *** / ***, secret ***, ***',
+    );
+  });
+
+  it('routes a topic by exact name, then the longest matching pattern, then the only broker', () => {
+    expect(topicMatches('orders.*', 'orders.created')).toBe(true);
+    expect(topicMatches('orders.*', 'ordersXcreated')).toBe(false);
+    const routes = { '*': 'default', 'orders.*': 'rabbit', 'orders.created': 'nats', 'orders.eu.*': 'kafka' };
+    expect(routeTopic(routes, ['default', 'rabbit', 'nats', 'kafka'], 'orders.created')).toBe('nats');
+    expect(routeTopic(routes, ['default', 'rabbit', 'nats', 'kafka'], 'orders.eu.paid')).toBe('kafka');
+    expect(routeTopic(routes, ['default', 'rabbit', 'nats', 'kafka'], 'orders.paid')).toBe('rabbit');
+    expect(routeTopic(routes, ['default', 'rabbit', 'nats', 'kafka'], 'users')).toBe('default');
+    expect(routeTopic({}, ['only'], 'anything')).toBe('only');
+    expect(routeTopic({ 'a.*': 'x' }, ['x', 'y'], 'b')).toBeUndefined();
+  });
+});
+
+describe('CLI configuration from the environment', () => {
+  it('reads a value that is one whole ${VAR} as a number or boolean, and an empty schema as unset', () => {
+    const { config } = parseConfig(
+      {
+        databases: [
+          {
+            name: 'a',
+            dialect: 'postgres',
+            url: 'postgres://h/db',
+            schema: '${SCHEMA:-}',
+            tables: [{ table: 't', schema: '${S2:-}' }],
+          },
+        ],
+        brokers: { m: { type: 'memory' } },
+        http: { port: '${PORT}', enabled: '${ON}', host: 'h${PORT}' },
+      },
+      { PORT: '8080', ON: 'false' },
+    );
+    expect(config.http).toEqual({ port: 8080, enabled: false, host: 'h8080' });
+    expect(config.databases[0]!.schema).toBeUndefined();
+    expect(config.databases[0]!.tables[0]!.schema).toBeUndefined();
+  });
+});
