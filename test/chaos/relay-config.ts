@@ -1,6 +1,6 @@
 import type { DialectName, RelayOptions } from '../../src/index.js';
 
-/** What the chaos suite hands one relay process (as JSON in argv[2]). */
+/** What the chaos suite asks of one relay process; it becomes that `txoutbox relay` process's config file. */
 export interface RelayProcessConfig {
   dialect: DialectName;
   /** Database URL; on MySQL its path names the chaos database, which is how its connections are found and killed. */
@@ -8,7 +8,7 @@ export interface RelayProcessConfig {
   schema: string;
   instanceId: string;
   broker:
-    | { type: 'rabbitmq'; url: string; routes: Record<string, string> }
+    | { type: 'rabbitmq'; url: string; routes: Record<string, { exchange: string; routingKey: string }> }
     | { type: 'nats'; url: string; routes: Record<string, string> };
   relay: Pick<RelayOptions, 'batchSize' | 'concurrency' | 'leaseMs' | 'publishTimeoutMs' | 'maxAttempts' | 'backoff'>;
 }

@@ -38,6 +38,8 @@ const POISON: ChaosPlan = { ...steady, name: 'poison', messages: 20_000, rate: 5
 function problems(report: ChaosReport): string[] {
   const found: string[] = [];
   if (report.lost > 0) found.push(`${report.lost} lost`);
+  if (report.duplicatesAfterInbox > 0) found.push(`${report.duplicatesAfterInbox} effects applied twice behind the inbox`);
+  if (report.missingEffects > 0) found.push(`${report.missingEffects} effects never applied`);
   if (report.reordered > 0) found.push(`${report.reordered} keys out of order`);
   if (report.deadHealthy > 0) found.push(`${report.deadHealthy} healthy messages dead`);
   if (report.rowsLeft > 0) found.push(`${report.rowsLeft} rows left`);
@@ -50,7 +52,7 @@ function problems(report: ChaosReport): string[] {
 
 const row = (r: ChaosReport, verdict: string) =>
   `| ${r.name} | ${r.committed.toLocaleString('en')} | ${r.kills} | ${r.brokerRestarts} | ${r.databaseKills} | ${r.lost} | ${r.reordered} | ` +
-  `${r.duplicates} | ${r.deadPoison}/${r.poison} | ${r.resumeMs.map((ms) => `${Math.round(ms)} ms`).join(', ') || '—'} | ` +
+  `${r.duplicates} | ${r.duplicatesAfterInbox} | ${r.deadPoison}/${r.poison} | ${r.resumeMs.map((ms) => `${Math.round(ms)} ms`).join(', ') || '—'} | ` +
   `${Math.round(r.healthyRate).toLocaleString('en')} | ${r.seconds.toFixed(0)} s | ${verdict} |`;
 
 async function main(): Promise<number> {
@@ -63,11 +65,11 @@ async function main(): Promise<number> {
     '',
     'Relays run as child processes (SIGKILL is a crash: no drain, no lease given back; each is restarted 300 ms later); ' +
       'a producer commits keyed messages in transactions of 10 at a steady rate while the faults are spread over the ' +
-      'producing time; a real consumer records every delivery. Relay settings: batchSize 50, concurrency 2, leaseMs 3000, ' +
+      'producing time; a real consumer records every delivery, and a second consumer service applies each message to a table through the inbox (\`processOnce\` in its own transaction, acking after commit). Relay settings: batchSize 50, concurrency 2, leaseMs 3000, ' +
       'publishTimeoutMs 2000, maxAttempts 30, backoff 100 ms → 1 s.',
     '',
-    '| Run | Committed | SIGKILLs | Broker restarts | DB kill rounds | Lost | Reordered keys | Duplicates at the broker | Poison dead | Resumed after broker back | Healthy msg/s | Took | Verdict |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|',
+    '| Run | Committed | SIGKILLs | Broker restarts | DB kill rounds | Lost | Reordered keys | Duplicates at the broker | Duplicates after the inbox | Poison dead | Resumed after broker back | Healthy msg/s | Took | Verdict |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|',
   ];
   let failed = 0;
   for (const plan of PLANS) {

@@ -1,10 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely';
 import mysql from 'mysql2';
 import pg from 'pg';
-import { createOutbox, migrate, type DialectName, type OutboxMessage } from '../../src/index.js';
+import { createInbox, createOutbox, migrate, migrateInbox, type DialectName, type OutboxMessage } from '../../src/index.js';
 import { chaosBroker, type BrokerName, type ChaosBroker } from './brokers.js';
 import { CHAOS_APPLICATION, type RelayProcessConfig } from './relay-config.js';
 
@@ -44,6 +47,10 @@ export interface ChaosReport {
   reordered: number;
   /** Deliveries beyond the first of an id, at the broker (at-least-once); an inbox drops them. */
   duplicates: number;
+  /** Effects applied more than once by a consumer service behind the inbox. Must be 0. */
+  duplicatesAfterInbox: number;
+  /** Healthy messages whose effect that consumer never applied. Must be 0. */
+  missingEffects: number;
   /** Poison messages dead in the outbox table, and healthy ones (must be 0). */
   deadPoison: number;
   deadHealthy: number;
@@ -61,32 +68,74 @@ export interface ChaosReport {
   seconds: number;
 }
 
-const RELAY_SCRIPT = fileURLToPath(new URL('./relay-process.ts', import.meta.url));
+const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const TOPIC = 'chaos.orders';
 const POISON_TOPIC = 'chaos.poison';
 const BATCH = 10;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A relay child process that can be killed and started again under the same instance name. */
+/** The sidecar's config for one chaos relay: one database, one table, one broker for every topic, no HTTP. */
+function sidecarConfig(config: RelayProcessConfig): unknown {
+  const url = new URL(config.url);
+  // PostgreSQL: the relays' connections carry a name of their own, so the suite can kill exactly those.
+  if (config.dialect === 'postgres') url.searchParams.set('application_name', CHAOS_APPLICATION);
+  const broker =
+    config.broker.type === 'rabbitmq'
+      ? {
+          type: 'rabbitmq',
+          url: config.broker.url,
+          routes: config.broker.routes,
+        }
+      : { type: 'nats', servers: config.broker.url, routes: config.broker.routes };
+  return {
+    databases: [
+      {
+        name: 'chaos',
+        dialect: config.dialect,
+        url: url.toString(),
+        schema: config.schema,
+        poolSize: 6,
+        tables: [{ table: 'txoutbox' }],
+      },
+    ],
+    brokers: { chaos: broker },
+    routes: { '*': 'chaos' },
+    relay: { ...config.relay, retainSentMs: 0, drainMs: 5000 },
+    http: { enabled: false },
+    log: { level: 'info' },
+  };
+}
+
+/** A `txoutbox relay` process (the real CLI, from source) that can be killed and started again. */
 class RelayProcess {
   private child: ChildProcess | null = null;
   private exited: Promise<number | null> = Promise.resolve(null);
+  private readonly configPath: string;
 
-  constructor(private readonly config: RelayProcessConfig) {}
+  constructor(config: RelayProcessConfig, directory: string) {
+    this.configPath = join(directory, `${config.instanceId}.json`);
+    writeFileSync(this.configPath, JSON.stringify(sidecarConfig(config)));
+  }
 
   async start(): Promise<void> {
-    const child = spawn(process.execPath, ['--import', 'tsx', RELAY_SCRIPT, JSON.stringify(this.config)], {
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI, '--config', this.configPath, 'relay'], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     this.child = child;
     this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
     await new Promise<void>((resolve, reject) => {
       let output = '';
-      child.stdout!.on('data', (chunk: Buffer) => {
+      const onData = (chunk: Buffer) => {
         output += chunk.toString();
-        if (output.includes('ready\n')) resolve();
-      });
-      child.once('exit', (code) => reject(new Error(`relay ${this.config.instanceId} exited with ${code} before it was ready`)));
+        // The sidecar logs "relaying N table(s)" once its relays run; after that its log is not needed.
+        if (output.includes('"msg":"relaying')) {
+          child.stdout!.off('data', onData);
+          child.stdout!.resume();
+          resolve();
+        }
+      };
+      child.stdout!.on('data', onData);
+      child.once('exit', (code) => reject(new Error(`txoutbox relay exited with ${code} before it was ready:\n${output}`)));
     });
   }
 
@@ -97,7 +146,7 @@ class RelayProcess {
     this.child = null;
   }
 
-  /** A graceful stop; resolves to the exit code. */
+  /** A graceful stop (SIGTERM: drain, give leases back); resolves to the exit code. */
   async stop(): Promise<number | null> {
     if (this.child === null) return 0;
     this.child.kill('SIGTERM');
@@ -133,27 +182,48 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
   const db = producerDatabase(plan);
   const broker: ChaosBroker = await chaosBroker(plan.broker, { [TOPIC]: 'orders', [POISON_TOPIC]: null });
   const relays: RelayProcess[] = [];
+  const closers: (() => Promise<void>)[] = [];
+  const directory = mkdtempSync(join(tmpdir(), 'txoutbox-chaos-'));
   try {
     await migrate(db, { dialect: plan.dialect, schema });
     const outbox = createOutbox({ dialect: plan.dialect, schema });
+    // A consumer service: each message's effect adds one to its row, through the inbox, in one transaction.
+    await migrateInbox(db, { dialect: plan.dialect, schema });
+    const effects = sql.id(schema, 'effects');
+    await (
+      plan.dialect === 'postgres'
+        ? sql`CREATE TABLE ${effects} (id text PRIMARY KEY, times integer NOT NULL)`
+        : sql`CREATE TABLE ${effects} (id VARCHAR(255) PRIMARY KEY, times INT NOT NULL) ENGINE=InnoDB`
+    ).execute(db);
+    const inbox = createInbox({ dialect: plan.dialect, schema });
+    const inboxConsumer = await broker.consumeThroughInbox(db, inbox, (message, trx) =>
+      (plan.dialect === 'postgres'
+        ? sql`INSERT INTO ${effects} AS e (id, times) VALUES (${message.id}, 1) ON CONFLICT (id) DO UPDATE SET times = e.times + 1`
+        : sql`INSERT INTO ${effects} (id, times) VALUES (${message.id}, 1) ON DUPLICATE KEY UPDATE times = times + 1`
+      ).execute(trx),
+    );
+    closers.push(() => inboxConsumer.close());
     const relayUrl = new URL(plan.url);
     if (plan.dialect === 'mysql') relayUrl.pathname = `/${schema}`;
     for (let n = 0; n < plan.relays; n++) {
-      const relay = new RelayProcess({
-        dialect: plan.dialect,
-        url: relayUrl.toString(),
-        schema,
-        instanceId: `${plan.name}-relay-${n}`,
-        broker: broker.relayConfig,
-        relay: {
-          batchSize: 50,
-          concurrency: 2,
-          leaseMs: 3000,
-          publishTimeoutMs: 2000,
-          maxAttempts: 30,
-          backoff: { initialMs: 100, maxMs: 1000 },
+      const relay = new RelayProcess(
+        {
+          dialect: plan.dialect,
+          url: relayUrl.toString(),
+          schema,
+          instanceId: `${plan.name}-relay-${n}`,
+          broker: broker.relayConfig,
+          relay: {
+            batchSize: 50,
+            concurrency: 2,
+            leaseMs: 3000,
+            publishTimeoutMs: 2000,
+            maxAttempts: 30,
+            backoff: { initialMs: 100, maxMs: 1000 },
+          },
         },
-      });
+        directory,
+      );
       await relay.start();
       relays.push(relay);
     }
@@ -254,7 +324,8 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
       const unique = new Set((await broker.receivedIds()).filter((id) => !poisonIds.has(id))).size;
       if (unique > seen) lastArrival = performance.now();
       seen = unique;
-      if (unique >= healthy && (await deadCount(db, schema)) >= poisonIds.size) break;
+      if (unique >= healthy && (await deadCount(db, schema)) >= poisonIds.size && (await effectCount(db, schema)) >= healthy)
+        break;
     }
     const exits = await Promise.all(relays.map((relay) => relay.stop()));
     relays.length = 0;
@@ -269,6 +340,8 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
       if (firstSeen.join() !== order.filter((id) => ids.has(id)).join()) reordered++;
     }
     const rows = await outboxRows(db, schema);
+    const applied = await sql<{ id: string; times: number }>`SELECT id, times FROM ${sql.id(schema, 'effects')}`.execute(db);
+    const times = new Map(applied.rows.map((row) => [row.id, Number(row.times)]));
     const deadPoison = rows.filter((row) => row.state === 'dead' && poisonIds.has(row.id)).length;
     return {
       name: plan.name,
@@ -277,6 +350,8 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
       lost,
       reordered,
       duplicates: received.filter((m) => !poisonIds.has(m.id)).length - [...ids].filter((id) => !poisonIds.has(id)).length,
+      duplicatesAfterInbox: [...times.values()].reduce((n, t) => n + t - 1, 0),
+      missingEffects: [...expected.values()].flat().filter((id) => !times.has(id)).length,
       deadPoison,
       deadHealthy: rows.filter((row) => row.state === 'dead' && !poisonIds.has(row.id)).length,
       rowsLeft: rows.length - deadPoison,
@@ -290,11 +365,13 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
     };
   } finally {
     await Promise.all(relays.map((relay) => relay.kill()));
+    for (const close of closers) await close().catch(() => undefined);
     await broker.close();
     await sql`DROP ${sql.raw(plan.dialect === 'postgres' ? 'SCHEMA' : 'DATABASE')} IF EXISTS ${sql.id(schema)} ${sql.raw(plan.dialect === 'postgres' ? 'CASCADE' : '')}`
       .execute(db)
       .catch(() => undefined);
     await db.destroy();
+    rmSync(directory, { recursive: true, force: true });
   }
 }
 
@@ -303,6 +380,11 @@ async function outboxRows(db: Kysely<unknown>, schema: string): Promise<{ id: st
     db,
   );
   return rows.map((row) => ({ id: Buffer.isBuffer(row.id) ? row.id.toString('utf8') : row.id, state: row.state }));
+}
+
+async function effectCount(db: Kysely<unknown>, schema: string): Promise<number> {
+  const { rows } = await sql<{ n: number | string }>`SELECT count(*) AS n FROM ${sql.id(schema, 'effects')}`.execute(db);
+  return Number(rows[0]!.n);
 }
 
 async function deadCount(db: Kysely<unknown>, schema: string): Promise<number> {

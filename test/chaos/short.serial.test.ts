@@ -3,10 +3,11 @@ import { runChaos } from './scenario.js';
 
 /**
  * The short chaos run of `npm test` (`npm run chaos` runs the long ones): one relay process, SIGKILLed three times
- * over 2k keyed messages, and RabbitMQ restarted once, while a producer keeps committing. Serial: it restarts RabbitMQ.
+ * over 2k keyed messages, and RabbitMQ restarted once, while a producer keeps committing; a consumer service behind the
+ * inbox must apply each message exactly once. Serial: it restarts RabbitMQ.
  */
 describe('chaos, short', () => {
-  it('loses nothing and keeps per-key order through 3 relay SIGKILLs and a RabbitMQ restart', async () => {
+  it('loses nothing, keeps per-key order and applies each message once behind the inbox, through 3 relay SIGKILLs and a RabbitMQ restart', async () => {
     const report = await runChaos({
       name: 'short',
       dialect: 'postgres',
@@ -24,6 +25,8 @@ describe('chaos, short', () => {
       committed: 2000,
       lost: 0,
       reordered: 0,
+      duplicatesAfterInbox: 0,
+      missingEffects: 0,
       deadHealthy: 0,
       rowsLeft: 0,
       kills: 3,
