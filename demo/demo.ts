@@ -3,7 +3,16 @@
  * and the in-memory broker; with OUTBOX_PG_URL and OUTBOX_AMQP_URL set it uses that PostgreSQL and RabbitMQ.
  */
 import { Kysely, PostgresDialect, sql } from 'kysely';
-import { MemoryBroker, createOutbox, createRelay, migrate, type Broker, type Relay } from '../src/index.js';
+import {
+  MemoryBroker,
+  createInbox,
+  createOutbox,
+  createRelay,
+  migrate,
+  migrateInbox,
+  type Broker,
+  type Relay,
+} from '../src/index.js';
 import { adminStoreFor } from '../src/dialects/admin.js';
 import { tableNames } from '../src/dialects/identifiers.js';
 
@@ -121,6 +130,10 @@ async function main(): Promise<void> {
       db,
     );
     say(`migrated: ${SCHEMA}.txoutbox (the outbox) next to ${SCHEMA}.orders (your business table)`);
+    // The consuming side. In a real system it is another service with its own database; here it shares the demo's.
+    await migrateInbox(db, { dialect: 'postgres', schema: SCHEMA });
+    await sql`CREATE TABLE ${sql.id(SCHEMA, 'shipments')} (id serial PRIMARY KEY, order_id text NOT NULL)`.execute(db);
+    say(`migrated: ${SCHEMA}.txoutbox_inbox (a consumer's inbox) next to ${SCHEMA}.shipments (that consumer's table)`);
     const outbox = createOutbox({ dialect: 'postgres', schema: SCHEMA });
     const admin = adminStoreFor('postgres', db, tableNames('txoutbox', SCHEMA));
     const count = async (table: string) =>
@@ -200,7 +213,36 @@ async function main(): Promise<void> {
       `published in key order: ${order.join(' then ')}  ${dim(`(${poison!.id === order[0] ? 'the retried one first' : 'order broken!'})`)}`,
     );
 
-    step(5, 'Done');
+    step(5, 'Consume once: at-least-once delivery can bring a message twice; the inbox applies it once');
+    const inbox = createInbox({ dialect: 'postgres', schema: SCHEMA });
+    // What a consumer does per delivery (createRabbitMqInboxConsumer does this for you): one transaction that records
+    // the id in the inbox and applies the effect, so both commit or neither does. No unique key on order_id: without
+    // the inbox, a second delivery would ship twice.
+    const deliver = (message: { id: string; payload: string }) =>
+      db.transaction().execute((trx) =>
+        inbox.processOnce(trx, { consumer: 'shipping', messageId: message.id }, async (trx) => {
+          const { orderId } = JSON.parse(message.payload) as { orderId: string };
+          await sql`INSERT INTO ${sql.id(SCHEMA, 'shipments')} (order_id) VALUES (${orderId})`.execute(trx);
+        }),
+      );
+    const shipments = async () =>
+      Number(
+        (
+          await sql<{ n: string }>`SELECT count(*) AS n FROM ${sql.id(SCHEMA, 'shipments')} WHERE order_id = 'order-1'`.execute(
+            db,
+          )
+        ).rows[0]!.n,
+      );
+    say(`the shipping service gets ${arrived!.id} (order-1) and ships it, inside its own transaction:`);
+    const once = await deliver(arrived!);
+    say(`  delivery 1 -> ${once.duplicate ? 'skipped as a duplicate' : 'applied'}; shipments for order-1: ${await shipments()}`);
+    say(`its ack is lost (a crash, a dropped connection), so the broker delivers ${arrived!.id} again:`);
+    const twice = await deliver(arrived!);
+    say(
+      `  delivery 2 -> ${twice.duplicate ? 'skipped as a duplicate (the inbox has this id)' : 'applied again!'}; shipments for order-1: ${await shipments()}`,
+    );
+
+    step(6, 'Done');
     const total = (await demoBroker.received()).length;
     say(
       `${total} message(s) published, 1 rolled back and never sent, 1 dead-lettered and recovered, outbox empty: ${(await count('txoutbox')) === 0}`,

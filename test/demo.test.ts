@@ -22,6 +22,13 @@ describe('npm run demo', () => {
     expect(stdout).toContain('orders: 1 row(s), outbox: 1 message(s)');
     expect(stdout).toMatch(/dead-lettered \w+: memory: no queue is bound to 'payments.captured'/);
     expect(stdout).toContain('(the retried one first)');
+    // The inbox step: order-1's message delivered twice, applied once.
+    const first = /order-1 committed -> message (\w+) is in the outbox/.exec(stdout)?.[1];
+    expect(first).toMatch(/^[0-9A-Z]{26}$/);
+    expect(stdout).toContain(`the shipping service gets ${first} (order-1) and ships it`);
+    expect(stdout).toContain('delivery 1 -> applied; shipments for order-1: 1\n');
+    expect(stdout).toContain(`so the broker delivers ${first} again`);
+    expect(stdout).toContain('delivery 2 -> skipped as a duplicate (the inbox has this id); shipments for order-1: 1\n');
     expect(stdout).toContain(
       '4 message(s) published, 1 rolled back and never sent, 1 dead-lettered and recovered, outbox empty: true',
     );

@@ -53,6 +53,14 @@ const tableSchema = z
   })
   .strict();
 
+/** A consumer inbox in this database: `migrate` creates its tables; the relay has nothing to do with it. */
+const inboxSchema = z
+  .object({
+    table: identifier.default('txoutbox_inbox'),
+    schema: optionalIdentifier,
+  })
+  .strict();
+
 const databaseSchema = z
   .object({
     name,
@@ -64,20 +72,33 @@ const databaseSchema = z
     poolSize: z.number().int().min(1).max(1000).default(10),
     /** PostgreSQL: hold a LISTEN connection so enqueue's NOTIFY wakes the relay at once. Default true. */
     listen: z.boolean().default(true),
-    tables: z
-      .array(tableSchema)
-      .min(1)
-      .default([{ table: 'txoutbox' }]),
+    /**
+     * Outbox tables. Default: one named txoutbox, unless the database declares an inbox (then only those listed:
+     * a consumer-only service has no outbox). `[]` is allowed with an inbox.
+     */
+    tables: z.array(tableSchema).optional(),
+    inbox: inboxSchema.optional(),
   })
   .strict()
   .superRefine((db, ctx) => {
+    if (db.tables !== undefined && db.tables.length === 0 && db.inbox === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['tables'],
+        message: 'lists no outbox table and the database declares no inbox: list a table, or add `inbox: {}`',
+      });
+    }
     if (db.dialect === 'mysql' && !/^(mysql|mariadb):/.test(db.url)) {
       ctx.addIssue({ code: 'custom', path: ['url'], message: 'a mysql database needs a mysql:// URL' });
     }
     if (db.dialect === 'postgres' && !/^postgres(ql)?:/.test(db.url)) {
       ctx.addIssue({ code: 'custom', path: ['url'], message: 'a postgres database needs a postgres:// URL' });
     }
-  });
+  })
+  .transform(({ tables, ...db }) => ({
+    ...db,
+    tables: tables ?? (db.inbox === undefined ? [{ table: 'txoutbox' }] : []),
+  }));
 
 /** Broker entries are the adapter's own options plus `type`; the adapter validates the rest when it is built. */
 const brokerSchema = z.looseObject({
@@ -87,7 +108,8 @@ const brokerSchema = z.looseObject({
 const configSchema = z
   .object({
     databases: z.array(databaseSchema).min(1, 'configure at least one database'),
-    brokers: z.record(name, brokerSchema).refine((b) => Object.keys(b).length > 0, 'configure at least one broker'),
+    /** Required when a database has outbox tables (checked in crossCheck); an inbox-only config needs none. */
+    brokers: z.record(name, brokerSchema).default({}),
     /** Topic pattern → broker name. `*` matches any run of characters; `'*'` alone is the default route. */
     routes: z.record(z.string().min(1), z.string()).default({}),
     relay: relaySettings.default({}),
@@ -132,25 +154,47 @@ function crossCheck(raw: unknown): string[] {
   }
   const databases = Array.isArray(input.databases) ? (input.databases as unknown[]) : [];
   const names = new Set<unknown>();
+  const withOutbox: string[] = [];
   databases.forEach((db, index) => {
     const entry = (typeof db === 'object' && db !== null ? db : {}) as Record<string, unknown>;
     if (entry.name !== undefined && names.has(entry.name))
       problems.push(`databases.${index}.name: "${String(entry.name)}" is used twice`);
     names.add(entry.name);
     const tables = new Set<string>();
-    (Array.isArray(entry.tables) ? (entry.tables as unknown[]) : []).forEach((table, t) => {
+    const listed = Array.isArray(entry.tables) ? (entry.tables as unknown[]) : null;
+    const hasInbox = typeof entry.inbox === 'object' && entry.inbox !== null;
+    (listed ?? []).forEach((table, t) => {
       const tableEntry = (typeof table === 'object' && table !== null ? table : {}) as Record<string, unknown>;
       const where = `${String(tableEntry.schema ?? entry.schema ?? '')}.${String(tableEntry.table ?? 'txoutbox')}`;
       if (tables.has(where)) problems.push(`databases.${index}.tables.${t}: table ${where} is listed twice`);
       tables.add(where);
     });
+    if (listed === null && !hasInbox) tables.add(`${String(entry.schema ?? '')}.txoutbox`);
+    if (hasInbox) {
+      const inbox = entry.inbox as Record<string, unknown>;
+      // Same name, same schema: both would share `<table>_migrations` and the inbox would overwrite the outbox.
+      const where = `${String(inbox.schema ?? entry.schema ?? '')}.${String(inbox.table ?? 'txoutbox_inbox')}`;
+      if (tables.has(where)) {
+        problems.push(
+          `databases.${index}.inbox.table: ${where} is also an outbox table of this database; give the inbox its own name`,
+        );
+      }
+    }
+    if (tables.size > 0) withOutbox.push(String(entry.name ?? index));
   });
+  if (withOutbox.length > 0 && brokers.length === 0) {
+    problems.push(
+      `brokers: configure at least one broker: the outbox tables of ${withOutbox.join(', ')} need one to relay to ` +
+        '(a database with only an inbox needs none)',
+    );
+  }
   return problems;
 }
 
 export type Config = z.output<typeof configSchema>;
 export type DatabaseConfig = Config['databases'][number];
 export type TableConfig = DatabaseConfig['tables'][number];
+export type InboxConfig = NonNullable<DatabaseConfig['inbox']>;
 export type BrokerConfig = Config['brokers'][string];
 
 export interface LoadedConfig {

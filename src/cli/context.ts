@@ -32,13 +32,31 @@ export function selectDatabases(loaded: LoadedConfig, selection: Selection): Dat
   return chosen;
 }
 
-/** Opens the selected databases and lists their outbox tables, checking each exists. */
+/**
+ * Opens the selected databases that have outbox tables and lists those tables, checking each exists. Databases with
+ * only an inbox are not opened (they have nothing to relay or inspect) and come back as `skipped`; when nothing is
+ * left that is a CliError, since the command would otherwise do nothing without saying so.
+ */
 export async function openTargets(
   loaded: LoadedConfig,
   selection: Selection,
   onError: (db: DatabaseConfig, error: Error) => void,
 ) {
-  const databases = await openDatabases(selectDatabases(loaded, selection), loaded.redactor, onError);
+  const selected = selectDatabases(loaded, selection);
+  const skipped = selected.filter((db) => db.tables.length === 0);
+  if (skipped.length === selected.length) {
+    throw new CliError(
+      `Nothing to do: ${skipped.map((db) => `"${db.name}"`).join(', ')} ${skipped.length === 1 ? 'has' : 'have'} no outbox ` +
+        'tables, only an inbox. relay, status and dead work on outbox tables; list them under `tables:` if this ' +
+        'service also produces messages (`txoutbox migrate` creates the inbox tables).',
+      EXIT.config,
+    );
+  }
+  const databases = await openDatabases(
+    selected.filter((db) => db.tables.length > 0),
+    loaded.redactor,
+    onError,
+  );
   const targets: OutboxTarget[] = [];
   try {
     for (const database of databases) {
@@ -63,6 +81,7 @@ export async function openTargets(
   return {
     databases,
     targets,
+    skipped,
     close: () => Promise.all(databases.map((d) => d.close().catch(() => {}))).then(() => {}),
   };
 }

@@ -1,5 +1,5 @@
 import { Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely';
-import type { DatabaseConfig, TableConfig } from './config.js';
+import type { DatabaseConfig, InboxConfig, TableConfig } from './config.js';
 import { CliError, EXIT } from './errors.js';
 import { redactUrl, type Redactor } from './redact.js';
 
@@ -13,12 +13,12 @@ export interface OpenDatabase {
 }
 
 /** Where a table lives, for messages: `orders-pg/public.txoutbox`. */
-export function tableLabel(database: DatabaseConfig, table: TableConfig): string {
+export function tableLabel(database: DatabaseConfig, table: TableConfig | InboxConfig): string {
   const schema = table.schema ?? database.schema;
   return `${database.name}/${schema === undefined ? '' : `${schema}.`}${table.table}`;
 }
 
-export function schemaOf(database: DatabaseConfig, table: TableConfig): string | undefined {
+export function schemaOf(database: DatabaseConfig, table: TableConfig | InboxConfig): string | undefined {
   return table.schema ?? database.schema;
 }
 

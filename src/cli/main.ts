@@ -43,9 +43,13 @@ export function buildProgram(): Command {
 
   program
     .command('migrate')
-    .description('create or upgrade the outbox tables in every configured database (idempotent)')
+    .description('create or upgrade the outbox and inbox tables in every configured database (idempotent)')
     .option('--database <name>', 'only this configured database')
-    .action(async (options: { database?: string }) => migrateCommand(await config(), { ...options, out }));
+    .option('--outbox', 'only the outbox tables (databases[].tables)')
+    .option('--inbox', 'only the inbox tables (databases[].inbox)')
+    .action(async (options: { database?: string; outbox?: boolean; inbox?: boolean }) =>
+      migrateCommand(await config(), { ...options, out }),
+    );
 
   program
     .command('status')

@@ -89,4 +89,71 @@ describe('CLI configuration from the environment', () => {
     expect(config.databases[0]!.schema).toBeUndefined();
     expect(config.databases[0]!.tables[0]!.schema).toBeUndefined();
   });
+
+  it('declares an inbox per database: an inbox-only database has no outbox tables and needs no broker', () => {
+    const { config } = parseConfig(
+      {
+        databases: [
+          { name: 'shop', dialect: 'postgres', url: 'postgres://h/db', inbox: {} },
+          { name: 'both', dialect: 'mysql', url: 'mysql://h/db', tables: [{ table: 'txoutbox' }], inbox: { schema: 'in' } },
+        ],
+        brokers: { m: { type: 'memory' } },
+      },
+      {},
+    );
+    expect(config.databases[0]).toMatchObject({ tables: [], inbox: { table: 'txoutbox_inbox' } });
+    expect(config.databases[1]).toMatchObject({
+      tables: [{ table: 'txoutbox' }],
+      inbox: { table: 'txoutbox_inbox', schema: 'in' },
+    });
+    const inboxOnly = parseConfig({ databases: [{ name: 'c', dialect: 'postgres', url: 'postgres://h/db', inbox: {} }] }, {});
+    expect(inboxOnly.config.brokers).toEqual({});
+  });
+
+  it('refuses a database with nothing to do, an inbox named like an outbox table, and outbox tables without a broker', () => {
+    const problems = (raw: unknown) => {
+      try {
+        parseConfig(raw, {}, 'x.yaml');
+      } catch (error) {
+        return (error as Error).message.split('\n').slice(1);
+      }
+      throw new Error('the configuration was accepted');
+    };
+    expect(
+      problems({
+        databases: [{ name: 'a', dialect: 'postgres', url: 'postgres://h/db', tables: [] }],
+        brokers: { m: { type: 'memory' } },
+      }),
+    ).toEqual([
+      '  - databases.0.tables: lists no outbox table and the database declares no inbox: list a table, or add `inbox: {}`',
+    ]);
+    expect(
+      problems({
+        databases: [
+          {
+            name: 'a',
+            dialect: 'postgres',
+            url: 'postgres://h/db',
+            schema: 's',
+            inbox: { table: 'txoutbox' },
+            tables: [{ table: 'txoutbox' }],
+          },
+        ],
+        brokers: { m: { type: 'memory' } },
+      }),
+    ).toEqual(['  - databases.0.inbox.table: s.txoutbox is also an outbox table of this database; give the inbox its own name']);
+    expect(
+      problems({
+        databases: [
+          { name: 'a', dialect: 'postgres', url: 'postgres://h/db' },
+          { name: 'b', dialect: 'postgres', url: 'postgres://h/db', inbox: {} },
+        ],
+      }),
+    ).toEqual([
+      '  - brokers: configure at least one broker: the outbox tables of a need one to relay to (a database with only an inbox needs none)',
+    ]);
+    expect(
+      problems({ databases: [{ name: 'a', dialect: 'postgres', url: 'postgres://h/db', inbox: { table: 'bad-name' } }] }),
+    ).toEqual(['  - databases.0.inbox.table: must be a plain SQL identifier (a letter or _, then letters, digits or _)']);
+  });
 });

@@ -1,30 +1,66 @@
+import { migrateInbox } from '../../dedupe/migrate.js';
 import { migrate } from '../../outbox/migrate.js';
 import type { LoadedConfig } from '../config.js';
 import { selectDatabases } from '../context.js';
 import { openDatabases, schemaOf, tableLabel } from '../databases.js';
+import { CliError, EXIT } from '../errors.js';
 
 export interface MigrateCommandOptions {
   database?: string;
+  /** Only the outbox tables. With neither flag (or both), both components are migrated. */
+  outbox?: boolean;
+  /** Only the inbox tables. */
+  inbox?: boolean;
   out: (line: string) => void;
 }
 
-/** Creates or upgrades the outbox tables of every configured table (idempotent; safe from several processes). */
+/**
+ * Creates or upgrades the outbox tables and the inbox tables of every selected database (idempotent; safe from
+ * several processes). `--outbox` / `--inbox` pick one component; asking for one nothing declares is an error,
+ * since a deploy step that silently migrates nothing hides a config mistake.
+ */
 export async function migrateCommand(loaded: LoadedConfig, options: MigrateCommandOptions): Promise<void> {
-  const selection = options.database === undefined ? {} : { database: options.database };
-  const databases = await openDatabases(selectDatabases(loaded, selection), loaded.redactor, () => {});
+  const both = options.outbox !== true && options.inbox !== true;
+  const wantOutbox = both || options.outbox === true;
+  const wantInbox = both || options.inbox === true;
+  const selected = selectDatabases(loaded, options.database === undefined ? {} : { database: options.database });
+  const scope = options.database === undefined ? `in ${loaded.path}` : `for database "${options.database}"`;
+  if (wantInbox && !wantOutbox && !selected.some((db) => db.inbox !== undefined)) {
+    throw new CliError(
+      `migrate --inbox: no database ${scope} declares an inbox. Add \`inbox: {}\` (or \`inbox: { table, schema }\`) to its entry.`,
+      EXIT.config,
+    );
+  }
+  if (wantOutbox && !wantInbox && !selected.some((db) => db.tables.length > 0)) {
+    throw new CliError(`migrate --outbox: no database ${scope} has outbox tables (only inboxes).`, EXIT.config);
+  }
+  const databases = await openDatabases(selected, loaded.redactor, () => {});
+  const report = (where: string, component: string, results: { status: string; migrationName: string }[]) => {
+    const applied = results.filter((r) => r.status === 'Success').map((r) => r.migrationName);
+    options.out(`${where}: ${component} ${applied.length === 0 ? 'up to date' : `applied ${applied.join(', ')}`}`);
+  };
   try {
     for (const database of databases) {
-      for (const table of database.config.tables) {
-        const schema = schemaOf(database.config, table);
-        const results = await migrate(database.db, {
-          dialect: database.config.dialect,
-          table: table.table,
+      const { config } = database;
+      if (wantOutbox) {
+        for (const table of config.tables) {
+          const schema = schemaOf(config, table);
+          const results = await migrate(database.db, {
+            dialect: config.dialect,
+            table: table.table,
+            ...(schema === undefined ? {} : { schema }),
+          });
+          report(tableLabel(config, table), 'outbox', results);
+        }
+      }
+      if (wantInbox && config.inbox !== undefined) {
+        const schema = schemaOf(config, config.inbox);
+        const results = await migrateInbox(database.db, {
+          dialect: config.dialect,
+          table: config.inbox.table,
           ...(schema === undefined ? {} : { schema }),
         });
-        const applied = results.filter((r) => r.status === 'Success').map((r) => r.migrationName);
-        options.out(
-          `${tableLabel(database.config, table)}: outbox ${applied.length === 0 ? 'up to date' : `applied ${applied.join(', ')}`}`,
-        );
+        report(tableLabel(config, config.inbox), 'inbox', results);
       }
     }
   } finally {

@@ -31,6 +31,9 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
     await closeBrokers(brokers);
     throw error;
   });
+  for (const db of opened.skipped) {
+    log.info({ database: db.name }, `database ${db.name} has only an inbox: nothing to relay there`);
+  }
   const router = new RoutingBroker(config.routes, brokers);
   const metrics = new SidecarMetrics();
   const relays: { relay: Relay; target: OutboxTarget; drainMs: number }[] = [];
@@ -133,13 +136,9 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
         ),
       );
   }
-  log.info(
-    { tables: relays.map(({ target }) => target.label), brokers: [...brokers.keys()], http: http?.url ?? null },
-    `relaying ${relays.length} table(s)${http === null ? '' : `; metrics and health on ${http.url}`}`,
-  );
-  options.onReady?.({ httpUrl: http?.url ?? null });
-
-  await new Promise<void>((resolve) => {
+  // Handlers before the ready line: whoever waits for that line may signal at once, and an unhandled SIGTERM kills
+  // the process without draining.
+  const stopped = new Promise<void>((resolve) => {
     let stopping = false;
     const onSignal = (signal: NodeJS.Signals) => {
       if (stopping) {
@@ -161,4 +160,11 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   });
+  log.info(
+    { tables: relays.map(({ target }) => target.label), brokers: [...brokers.keys()], http: http?.url ?? null },
+    `relaying ${relays.length} table(s)${http === null ? '' : `; metrics and health on ${http.url}`}`,
+  );
+  options.onReady?.({ httpUrl: http?.url ?? null });
+
+  await stopped;
 }
