@@ -287,6 +287,27 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
     expect(new Set(ids(broker)).size).toBe(25);
   });
 
+  it('stop() returns when it lands while workers are still marking their last batches (20 times)', async () => {
+    // Stopping right at the last ack catches workers between marking a batch and going to sleep; a worker that
+    // went to sleep after stop() woke the sleepers would wait forever, and so would stop().
+    for (let round = 0; round < 20; round++) {
+      const broker = new MemoryBroker();
+      const relay = testRelay(h, broker, { batchSize: 5, concurrency: 4, pollIntervalMs: 60_000 });
+      await commit(Array.from({ length: 40 }, (_, i) => ({ topic: 't', payload: i })));
+      const published = new Promise<void>((resolve) => {
+        let count = 0;
+        relay.on('published', (messages) => {
+          count += messages.length;
+          if (count === 40) resolve();
+        });
+      });
+      relay.start();
+      await published;
+      await relay.stop({ drainMs: 5000 });
+      await waitFor(async () => (await h.rows()).length === 0, 5000, 'the last marks');
+    }
+  });
+
   it('wakes at once on kick() instead of waiting for its next poll', async () => {
     const broker = new MemoryBroker();
     const relay = testRelay(h, broker, { pollIntervalMs: 60_000, minPollIntervalMs: 60_000 });
