@@ -14,6 +14,7 @@ import {
   type RelayOptions,
 } from '../src/index.js';
 import {
+  analyze,
   connect,
   count,
   machineFacts,
@@ -24,6 +25,7 @@ import {
   ratio,
   redact,
   serverFacts,
+  settle,
   sleep,
   sum,
   targets,
@@ -184,7 +186,7 @@ async function benchTarget(target: Target): Promise<DbReport> {
     const idle = await measureIdle(target, db, schema);
     const backlog = await measureBacklog(target, db, schema);
     // Leave the disk quiet for whatever runs next (the other database).
-    await settle(target, db);
+    await settle(target, db, progress);
     return { target, version, durability, settings, throughput, backlog, latency, idle, seconds: 0 };
   });
   report.seconds = (performance.now() - started) / 1000;
@@ -363,12 +365,12 @@ async function measureThroughput(target: Target, db: Kysely<any>, schema: string
   const rounds: ThroughputRound[] = [];
   for (let round = 0; round < THROUGHPUT_ROUNDS; round++) {
     const first = round * THROUGHPUT_MESSAGES;
-    await settle(target, db);
+    await settle(target, db, progress);
     let rawMs = 0;
     for (let start = first; start < first + THROUGHPUT_MESSAGES; start += ENQUEUE_BATCH) rawMs += await rawBatch(start);
     const enqueueMs = await enqueueRange(db, outbox, first, THROUGHPUT_MESSAGES);
     await analyze(target, db, schema, table);
-    await settle(target, db);
+    await settle(target, db, progress);
     const broker = new MemoryBroker();
     const relay = await relayUntil(target, schema, table, broker, THROUGHPUT_MESSAGES);
     const delivery = checkDelivery(broker.accepted, await rowsIn(db, schema, table));
@@ -427,9 +429,9 @@ async function measureBacklog(target: Target, db: Kysely<any>, schema: string): 
   for (let round = 0; round < rounds; round++) {
     await enqueueRange(db, smallOutbox, round * BACKLOG_SMALL, BACKLOG_SMALL);
     await analyze(target, db, schema, 'backlog_small');
-    await settle(target, db);
+    await settle(target, db, progress);
     small.push(await relayUntil(target, schema, 'backlog_small', new MemoryBroker(), BACKLOG_MEASURED));
-    await settle(target, db);
+    await settle(target, db, progress);
     big.push(await relayUntil(target, schema, 'backlog_big', new MemoryBroker(), BACKLOG_MEASURED));
     progress(
       `${target.label}: round ${round + 1}/${rounds}: ${count(rate(small.at(-1)!))} msg/s out of ${count(BACKLOG_SMALL)}, ` +
@@ -439,36 +441,6 @@ async function measureBacklog(target: Target, db: Kysely<any>, schema: string): 
   // Free the space now, so the big table does not weigh on what runs next.
   await sql`TRUNCATE TABLE ${sql.id(schema, 'backlog_big')}`.execute(db);
   return { bigSize, bigEnqueueMs, small, big };
-}
-
-/**
- * Fresh statistics, as autovacuum would give a table that has grown this much in production; without them the
- * first plans on a just-loaded table are whatever the planner guesses.
- */
-async function analyze(target: Target, db: Kysely<any>, schema: string, table: string): Promise<void> {
-  const name = sql.id(schema, table);
-  await (target.dialect === 'postgres' ? sql`ANALYZE ${name}` : sql`ANALYZE TABLE ${name}`).execute(db);
-}
-
-/**
- * Lets the database catch up on work earlier phases left behind, so it does not land on the next timed run:
- * PostgreSQL writes its dirty buffers (CHECKPOINT); InnoDB gets up to 15 s to purge deleted rows' history.
- */
-async function settle(target: Target, db: Kysely<any>): Promise<void> {
-  if (target.dialect === 'postgres') {
-    try {
-      await sql`CHECKPOINT`.execute(db);
-    } catch (error) {
-      progress(`${target.label}: CHECKPOINT failed (${String(error)}); going on without it`);
-    }
-    return;
-  }
-  const deadline = performance.now() + 15_000;
-  while (performance.now() < deadline) {
-    const { rows } = await sql<{ Value: string }>`SHOW GLOBAL STATUS LIKE 'Innodb_history_list_length'`.execute(db);
-    if (Number(rows[0]?.Value ?? 0) < 1000) return;
-    await sleep(250);
-  }
 }
 
 async function memorySettings(target: Target, db: Kysely<any>): Promise<string> {
@@ -505,7 +477,7 @@ async function measureLatency(target: Target, db: Kysely<any>, schema: string): 
   const broker = new RecordingBroker();
   const listen = target.dialect === 'postgres';
   const mode = listen ? 'LISTEN/NOTIFY (`listen: <url>`), other options default' : 'adaptive polling, default options';
-  await settle(target, db);
+  await settle(target, db, progress);
   let claims = 0;
   const running = startRelay(target, { schema, table, broker, ...(listen ? { listen: target.url } : {}) }, (event) => {
     if (statementKind(event.query.sql) === 'claim: select due heads') claims++;

@@ -1,4 +1,4 @@
-import { benchBrokers } from './brokers.js';
+import { benchBrokers, benchBrokersMysql } from './brokers.js';
 import { benchEnqueue } from './enqueue.js';
 import { benchRelay } from './relay.js';
 
@@ -10,6 +10,7 @@ const BENCHES: Readonly<Record<string, () => Promise<string>>> = {
   enqueue: benchEnqueue,
   relay: benchRelay,
   brokers: benchBrokers,
+  'brokers-mysql': benchBrokersMysql,
 };
 
 async function main(args: readonly string[]): Promise<number> {
