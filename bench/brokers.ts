@@ -42,6 +42,7 @@ import {
   redact,
   serverFacts,
   settle,
+  stopRelay,
   targets,
   withScratchSchema,
   type Target,
@@ -575,7 +576,7 @@ async function relayRun(
     const ownAfter = await ownDatabasePids(target, db);
     if (ownDb !== 'all' && ownAfter !== 'all') for (const pid of ownAfter) ownDb.add(pid);
     const cpu = cpuBetween(span, ownDb);
-    await relay.stop();
+    await stopRelay(relay);
     shareOutControl(stats, target.dialect);
     const rowsLeft = await rowsIn(db, schema, table);
     return finishRun(destination, {

@@ -26,6 +26,7 @@ import {
   redact,
   serverFacts,
   settle,
+  stopRelay,
   sleep,
   sum,
   targets,
@@ -279,7 +280,7 @@ function startRelay(
     relay,
     errors: () => errors,
     stop: async () => {
-      await relay.stop();
+      await stopRelay(relay);
       await db.destroy();
     },
   };
