@@ -1,6 +1,7 @@
 import { benchBrokers, benchBrokersMysql } from './brokers.js';
 import { benchEnqueue } from './enqueue.js';
 import { benchRelay } from './relay.js';
+import { benchScaling } from './scaling.js';
 
 /**
  * Entry point for `npm run bench [-- name...]`. Each bench returns a Markdown section (printed to stdout, ready to
@@ -11,6 +12,7 @@ const BENCHES: Readonly<Record<string, () => Promise<string>>> = {
   relay: benchRelay,
   brokers: benchBrokers,
   'brokers-mysql': benchBrokersMysql,
+  scaling: benchScaling,
 };
 
 async function main(args: readonly string[]): Promise<number> {
@@ -23,7 +25,16 @@ async function main(args: readonly string[]): Promise<number> {
     return 2;
   }
   let failed = 0;
+  let current = '';
+  // A bench waiting on a promise that nothing can settle any more (every socket closed under it, e.g. by another
+  // suite's rabbitmqctl close_all_connections) would otherwise end the process silently with code 0.
+  process.on('beforeExit', () => {
+    if (current === '') return;
+    process.stderr.write(`Bench "${current}" stalled: nothing left that could finish it (connections closed under it?).\n`);
+    process.exit(1);
+  });
   for (const name of names) {
+    current = name;
     try {
       const section = await BENCHES[name]!();
       process.stdout.write(`${section.trimEnd()}\n\n`);
