@@ -13,6 +13,7 @@ import {
   type Relay,
   type RelayOptions,
 } from '../src/index.js';
+import { cdfPoints, lineChart, writePlot } from './plot.js';
 import {
   analyze,
   connect,
@@ -628,6 +629,7 @@ function render(date: Date, reports: readonly DbReport[], seconds: number, load:
       `(Kysely's \`log\` option, from \`start()\`, BEGIN/COMMIT included; the LISTEN connection is a separate pg client and not counted).`,
   ];
   for (const report of reports) lines.push('', ...renderDb(report));
+  lines.push('', ...renderLatencyPlot(date, reports));
   return `${lines.join('\n')}\n`;
 }
 
@@ -761,6 +763,44 @@ function renderDb(report: DbReport): string[] {
       `and statements sent, over all ${backlog.small.length} rounds of ${count(BACKLOG_MEASURED)} messages each side):`,
     '',
     ...renderStatements(backlog),
+  ];
+}
+
+/** The commit→ack latency distributions of all databases as one CDF plot (log-scale latency axis), written to bench/results. */
+function renderLatencyPlot(date: Date, reports: readonly DbReport[]): string[] {
+  const withData = reports.filter((report) => report.latency.latencies.length > 0);
+  if (withData.length === 0) return [];
+  const all = withData.flatMap((report) => [report.latency.latencies[0]!, report.latency.latencies.at(-1)!]);
+  const plot = writePlot(
+    'relay-latency-cdf.svg',
+    lineChart({
+      title: `Relay commit→ack latency at ${1000 / LATENCY_INTERVAL_MS} msg/s (cumulative distribution)`,
+      subtitle: `${count(withData[0]!.latency.measured)} single-message transactions per database, one relay, in-memory broker · ${date.toISOString().slice(0, 10)}`,
+      xLabel: 'commit → broker ack, ms (log scale)',
+      yLabel: 'share of messages acknowledged within',
+      xLog: true,
+      xMin: Math.max(0.1, Math.min(...all) * 0.9),
+      xMax: Math.max(...all) * 1.1,
+      yMin: 0,
+      yMax: 1,
+      yGuides: [
+        { y: 0.5, label: 'p50' },
+        { y: 0.99, label: 'p99' },
+      ],
+      series: withData.map((report) => ({
+        name:
+          `${report.target.label} (${report.latency.mode.split(',')[0]}): p50 ${ms(percentile(report.latency.latencies, 0.5))} ms, ` +
+          `p99 ${ms(percentile(report.latency.latencies, 0.99))} ms`,
+        points: cdfPoints(report.latency.latencies),
+      })),
+    }),
+  );
+  return [
+    '### Commit→ack latency distribution',
+    '',
+    `Every measured message's commit→ack latency, as a cumulative distribution per database (written by this bench):`,
+    '',
+    `![Commit→ack latency CDF](${plot})`,
   ];
 }
 
