@@ -1,5 +1,6 @@
 import { benchBrokers, benchBrokersMysql } from './brokers.js';
 import { benchEnqueue } from './enqueue.js';
+import { benchPgBoss } from './pgboss.js';
 import { benchRelay } from './relay.js';
 import { benchScaling } from './scaling.js';
 
@@ -13,6 +14,7 @@ const BENCHES: Readonly<Record<string, () => Promise<string>>> = {
   brokers: benchBrokers,
   'brokers-mysql': benchBrokersMysql,
   scaling: benchScaling,
+  pgboss: benchPgBoss,
 };
 
 async function main(args: readonly string[]): Promise<number> {
