@@ -33,6 +33,8 @@ export interface ChartOptions {
   yMax?: number;
   /** Ticks to use instead of the computed ones. */
   xTicks?: readonly number[];
+  /** Where the legend goes, inside the plot (default top left; a CDF's empty corner is the bottom right). */
+  legend?: 'top-left' | 'bottom-right';
   /** Dotted horizontal reference lines, e.g. p50 and p99 of a CDF. */
   yGuides?: readonly { y: number; label: string }[];
   width?: number;
@@ -108,11 +110,15 @@ export function lineChart(options: ChartOptions): string {
     if (series.markers === true) {
       for (const [x, y] of points) parts.push(`<circle cx="${fixed(toX(x))}" cy="${fixed(toY(y))}" r="3.5" fill="${color}"/>`);
     }
-    // Legend, top left inside the plot.
-    const ly = MARGIN.top + 16 + index * 18;
+    // Legend inside the plot; at the bottom right, lines are right-aligned and stacked upwards.
+    const bottom = options.legend === 'bottom-right';
+    const ly = bottom ? MARGIN.top + plotH - 16 - (options.series.length - 1 - index) * 18 : MARGIN.top + 16 + index * 18;
+    const lx = bottom ? MARGIN.left + plotW - 36 : MARGIN.left + 12;
     parts.push(
-      `<line x1="${MARGIN.left + 12}" y1="${ly}" x2="${MARGIN.left + 36}" y2="${ly}" stroke="${color}" stroke-width="2"${series.dashed === true ? ' stroke-dasharray="6 4"' : ''}/>`,
-      `<text x="${MARGIN.left + 42}" y="${ly}" dominant-baseline="middle">${escape(series.name)}</text>`,
+      `<line x1="${lx}" y1="${ly}" x2="${lx + 24}" y2="${ly}" stroke="${color}" stroke-width="2"${series.dashed === true ? ' stroke-dasharray="6 4"' : ''}/>`,
+      bottom
+        ? `<text x="${lx - 6}" y="${ly}" text-anchor="end" dominant-baseline="middle">${escape(series.name)}</text>`
+        : `<text x="${lx + 30}" y="${ly}" dominant-baseline="middle">${escape(series.name)}</text>`,
     );
   });
   parts.push('</svg>');

@@ -10,6 +10,19 @@ export const AMQP_URL = process.env.OUTBOX_AMQP_URL ?? 'amqp://guest:guest@127.0
 
 const noop = () => {};
 
+/** Connects, trying again for up to `ms` while the broker refuses (another suite may be restarting it). */
+async function connectWithin(ms: number): Promise<ChannelModel> {
+  const deadline = performance.now() + ms;
+  for (;;) {
+    try {
+      return await amqp.connect(AMQP_URL);
+    } catch (error) {
+      if (performance.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
+}
+
 /** What a queue held, read back by message id (the adapter sets `messageId` = the message's id). */
 export interface Arrivals {
   received: number;
@@ -45,7 +58,7 @@ export async function openQueueAdmin(prefix: string): Promise<QueueAdmin> {
   let channel: Channel | null = null;
   const open = async (): Promise<{ model: ChannelModel; channel: Channel }> => {
     if (model !== null && channel !== null) return { model, channel };
-    const fresh = await amqp.connect(AMQP_URL);
+    const fresh = await connectWithin(30_000);
     fresh.on('error', noop);
     fresh.on('close', () => {
       if (model === fresh) model = channel = null;

@@ -779,6 +779,7 @@ function renderLatencyPlot(date: Date, reports: readonly DbReport[]): string[] {
       xLabel: 'commit → broker ack, ms (log scale)',
       yLabel: 'share of messages acknowledged within',
       xLog: true,
+      legend: 'bottom-right',
       xMin: Math.max(0.1, Math.min(...all) * 0.9),
       xMax: Math.max(...all) * 1.1,
       yMin: 0,
@@ -789,7 +790,7 @@ function renderLatencyPlot(date: Date, reports: readonly DbReport[]): string[] {
       ],
       series: withData.map((report) => ({
         name:
-          `${report.target.label} (${report.latency.mode.split(',')[0]}): p50 ${ms(percentile(report.latency.latencies, 0.5))} ms, ` +
+          `${report.target.label} (${report.latency.mode.split(' (')[0]!.split(',')[0]}): p50 ${ms(percentile(report.latency.latencies, 0.5))} ms, ` +
           `p99 ${ms(percentile(report.latency.latencies, 0.99))} ms`,
         points: cdfPoints(report.latency.latencies),
       })),
