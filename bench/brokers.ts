@@ -1,27 +1,39 @@
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
 import { sql, type Kysely, type LogEvent } from 'kysely';
-import { monotonicFactory } from 'ulid';
 import amqp from 'amqplib';
 import type { ChannelModel, ConfirmChannel, Options as AmqpOptions } from 'amqplib';
 import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, StorageType, type JetStreamManager } from '@nats-io/jetstream';
-import {
-  createOutbox,
-  createRelay,
-  MemoryBroker,
-  migrate,
-  type Broker,
-  type OutboxMessage,
-  type OutgoingMessage,
-  type PublishOutcome,
-} from '../src/index.js';
+import { createRelay, MemoryBroker, type Broker, type PublishOutcome } from '../src/index.js';
 import { createRabbitMqBroker } from '../src/brokers/rabbitmq.js';
 import { createNatsBroker } from '../src/brokers/nats.js';
 import {
+  CPU_GROUPS,
+  cpuBetween,
+  cpuSnapshot,
+  ownDatabasePids,
+  relayUrl,
+  type CpuSnapshot,
+  type CpuSpan,
+  type CpuTimes,
+} from './cpu.js';
+import {
+  ENQUEUE_BATCH,
+  KEYS,
+  PAYLOAD_BYTES,
+  TOPIC,
+  fillTable,
+  outgoing,
+  roundMessages,
+  rowsIn,
+  type BenchMessage,
+} from './messages.js';
+import {
+  analyze,
   connect,
   count,
+  loadavg,
   machineFacts,
   median,
   ms,
@@ -29,6 +41,8 @@ import {
   ratio,
   redact,
   serverFacts,
+  settle,
+  stopRelay,
   targets,
   withScratchSchema,
   type Target,
@@ -37,7 +51,9 @@ import {
 /**
  * Broker benchmark: how close the relay gets to the broker's own confirmed publish rate.
  *
- * For PostgreSQL → RabbitMQ and PostgreSQL → NATS JetStream, in rounds that alternate the order:
+ * For PostgreSQL → RabbitMQ and PostgreSQL → NATS JetStream (bench `brokers`), and MariaDB/MySQL → RabbitMQ (bench
+ * `brokers-mysql`: the same machinery on a MySQL outbox, with the raw baseline measured again), in rounds that
+ * alternate the order:
  *  - raw: the broker's own client publishes the round's messages (same payloads, headers and ids as the adapter
  *    sends) in windows of 100 awaited confirms, two windows at a time (the relay's batchSize 100 × concurrency 2);
  *  - adapter: the txoutbox adapter's publish() alone, same windows, no database (to tell adapter cost from relay cost);
@@ -64,10 +80,6 @@ const MAX_MESSAGES = 120_000;
 const ROUNDS = 3;
 const WINDOW = 100;
 const WINDOWS_IN_FLIGHT = 2;
-const ENQUEUE_BATCH = 1000;
-const KEYS = 1000;
-const PAYLOAD_BYTES = 200;
-const TOPIC = 'orders.created';
 const RELAY_POOL_SIZE = 10;
 /** Give up on a run after this long and report what it did so far. */
 const RUN_TIMEOUT_MS = 120_000;
@@ -78,47 +90,6 @@ type BrokerName = keyof typeof GOALS;
 type Kind = 'raw' | 'adapter' | 'relay' | 'memory';
 
 const progress = progressFor('brokers');
-
-// ---------------------------------------------------------------------------------------------------------------
-// Messages.
-
-/** One message of a round, in every form the runs need. */
-interface BenchMessage {
-  id: string;
-  key: string;
-  body: { n: number; orderId: string; customer: string; total: number; currency: string; note: string };
-  /** The bytes the outbox stores and the adapter publishes (UTF-8 JSON of body). */
-  payload: Buffer;
-  createdAt: Date;
-}
-
-/** The round's messages: fresh monotonic ULIDs (the library's own default ids), keys round-robin over KEYS. */
-function roundMessages(round: number, total: number): BenchMessage[] {
-  const newId = monotonicFactory();
-  const createdAt = new Date();
-  return Array.from({ length: total }, (_, i) => {
-    const n = round * total + i;
-    const key = `customer-${n % KEYS}`;
-    const base = { n, orderId: `order-${n}`, customer: key, total: (n % 100_000) / 100, currency: 'EUR' };
-    const pad = Math.max(0, PAYLOAD_BYTES - Buffer.byteLength(JSON.stringify({ ...base, note: '' })));
-    const body = { ...base, note: 'x'.repeat(pad) };
-    return { id: newId(), key, body, payload: Buffer.from(JSON.stringify(body), 'utf8'), createdAt };
-  });
-}
-
-/** What the relay would hand the adapter for this message on its first attempt. */
-function outgoing(message: BenchMessage): OutgoingMessage {
-  return {
-    id: message.id,
-    topic: TOPIC,
-    key: message.key,
-    payload: message.payload,
-    contentType: 'application/json',
-    headers: {},
-    attempt: 1,
-    createdAt: message.createdAt,
-  };
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Windows: what the raw client and the bare adapter do, shaped like the relay's batches.
@@ -361,102 +332,6 @@ async function natsBench(): Promise<BrokerBench> {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// CPU accounting: on a small machine the bench process, PostgreSQL and the broker share the same cores.
-
-const CPU_GROUPS = ['bench', 'postgres', 'broker', 'other'] as const;
-type CpuGroup = (typeof CPU_GROUPS)[number];
-type CpuTimes = Record<CpuGroup, number>;
-/** Linux's USER_HZ: /proc reports CPU time in these ticks. */
-const TICKS_PER_SECOND = 100;
-const BROKER_COMMANDS = new Set(['beam.smp', 'erl_child_setup', 'inet_gethost', 'epmd', 'nats-server']);
-
-/** CPU time used so far (ms, user + system, all threads) per live process, and by the whole machine. */
-interface CpuSnapshot {
-  processes: Map<number, { group: CpuGroup; ms: number }>;
-  /** Busy time of all cores together, from /proc/stat: it includes processes that have exited since. */
-  machineMs: number;
-}
-
-function cpuSnapshot(): CpuSnapshot | null {
-  let entries: string[];
-  let machineMs: number;
-  try {
-    entries = readdirSync('/proc');
-    // cpu  user nice system idle iowait irq softirq steal ...: busy is all but idle and iowait.
-    const fields = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
-    machineMs =
-      ((fields.reduce((a, b) => a + (Number.isFinite(b) ? b : 0), 0) -
-        (fields[3] ?? 0) -
-        (fields[4] ?? 0) -
-        (fields[8] ?? 0) -
-        (fields[9] ?? 0)) *
-        1000) /
-      TICKS_PER_SECOND;
-  } catch {
-    return null;
-  }
-  const processes = new Map<number, { group: CpuGroup; ms: number }>();
-  for (const entry of entries) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue; // It exited while we looked.
-    }
-    const close = stat.lastIndexOf(')');
-    const command = stat.slice(stat.indexOf('(') + 1, close);
-    const fields = stat.slice(close + 2).split(' ');
-    // Fields 14 and 15 of stat (utime, stime); fields[0] is field 3.
-    const ticks = Number(fields[11]) + Number(fields[12]);
-    if (!Number.isFinite(ticks)) continue;
-    const pid = Number(entry);
-    const group: CpuGroup =
-      pid === process.pid ? 'bench' : command === 'postgres' ? 'postgres' : BROKER_COMMANDS.has(command) ? 'broker' : 'other';
-    processes.set(pid, { group, ms: (ticks * 1000) / TICKS_PER_SECOND });
-  }
-  return { processes, machineMs };
-}
-
-interface CpuSpan {
-  before: CpuSnapshot | null;
-  after: CpuSnapshot | null;
-}
-
-/** Names the relay pool's connections, so their backends can be told from other clients'. */
-const RELAY_APPLICATION = `txoutbox-bench-relay-${randomBytes(3).toString('hex')}`;
-
-/** PostgreSQL processes that work for this bench: the relay pool's backends and the auxiliary processes (WAL writer, checkpointer, autovacuum...). */
-async function ownPostgresPids(db: Kysely<any>): Promise<Set<number>> {
-  try {
-    const { rows } = await sql<{ pid: number }>`
-      SELECT pid FROM pg_stat_activity WHERE backend_type <> 'client backend' OR application_name = ${RELAY_APPLICATION}`.execute(
-      db,
-    );
-    return new Set(rows.map((row) => Number(row.pid)));
-  } catch {
-    return new Set();
-  }
-}
-
-/**
- * CPU ms each group used between two snapshots: per process, what it used since the first (all of it when it started
- * in between). PostgreSQL counts only `ownPg` (other clients' backends are noise); a process that exited in between is
- * not seen, so "other" is the machine's busy time minus the three groups.
- */
-function cpuBetween({ before, after }: CpuSpan, ownPg: ReadonlySet<number>): CpuTimes | null {
-  if (before === null || after === null) return null;
-  const times: CpuTimes = { bench: 0, postgres: 0, broker: 0, other: 0 };
-  for (const [pid, { group, ms: used }] of after.processes) {
-    if (group === 'other' || (group === 'postgres' && !ownPg.has(pid))) continue;
-    const earlier = before.processes.get(pid);
-    times[group] += Math.max(0, used - (earlier?.group === group ? earlier.ms : 0));
-  }
-  times.other = Math.max(0, after.machineMs - before.machineMs - times.bench - times.postgres - times.broker);
-  return times;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // Runs.
 
 /** Where one relay run's time went: per-kind statement time (Kysely's log) and the broker's publish() calls. */
@@ -467,6 +342,11 @@ interface RelayStats {
   /** Statements of the complete transactions (BEGIN, lock keys, DELETE, count down keys, COMMIT). */
   completeStatements: number;
   otherMs: number;
+  /** BEGIN / START TRANSACTION / SET TRANSACTION / COMMIT, shared out between claim and complete after the run. */
+  controlMs: number;
+  controlStatements: number;
+  /** MySQL claims that opened a transaction (PostgreSQL claims are one autocommit statement). */
+  claimTransactions: number;
   publishMs: number;
   publishes: number;
 }
@@ -493,11 +373,32 @@ interface Run {
 
 const rate = (run: Run): number => Math.min(run.acked, run.wanted) / (run.ms / 1000);
 
-function classify(text: string): 'claim' | 'complete' | 'other' {
+/**
+ * What a relay statement is part of. PostgreSQL claims with one UPDATE … RETURNING (SKIP LOCKED inside); MySQL with a
+ * cheap probe (`SELECT seq … LIMIT 1`), then a transaction of SELECT … FOR UPDATE SKIP LOCKED and the lease UPDATE.
+ * Transaction control cannot be told apart by its text, so it is 'control', shared out after the run.
+ */
+function classify(text: string): 'claim' | 'claim-transaction' | 'complete' | 'control' | 'other' {
   const s = text.replace(/\s+/g, ' ').trim().toLowerCase();
-  if (s.includes('skip locked') && s.includes('set lease_owner')) return 'claim';
+  if (/^(begin|start transaction|set transaction|commit|rollback)/.test(s)) return 'control';
   if (s.includes("state = 'sent'") || s.includes('where pending = 0')) return 'other'; // cleanup
+  if (s.includes('skip locked')) return s.includes('set lease_owner') ? 'claim' : 'claim-transaction';
+  if (s.includes('set lease_owner')) return 'claim';
+  if (s.startsWith('select seq from') && s.endsWith('limit 1') && !s.includes('lease_owner')) return 'claim';
   return 'complete';
+}
+
+/**
+ * Gives the claims their transactions' BEGIN/COMMIT (MySQL: SET TRANSACTION, BEGIN, COMMIT per claim) at the mean
+ * control statement's duration, and the complete transactions the rest.
+ */
+function shareOutControl(stats: RelayStats, dialect: Target['dialect']): void {
+  const perTransaction = dialect === 'postgres' ? 2 : 3;
+  const mean = stats.controlMs / Math.max(1, stats.controlStatements);
+  const claims = Math.min(stats.controlStatements, stats.claimTransactions * perTransaction);
+  stats.claimMs += claims * mean;
+  stats.completeMs += (stats.controlStatements - claims) * mean;
+  stats.completeStatements += stats.controlStatements - claims;
 }
 
 /** A broker that times its inner adapter's publish() calls (one performance.now() pair per batch). */
@@ -527,7 +428,12 @@ function within(done: Promise<void>, timeoutMs: number): Promise<boolean> {
   ]).finally(() => clearTimeout(timer));
 }
 
-async function rawRun(db: Kysely<any>, destination: Destination, messages: readonly BenchMessage[]): Promise<Run> {
+async function rawRun(
+  target: Target,
+  db: Kysely<any>,
+  destination: Destination,
+  messages: readonly BenchMessage[],
+): Promise<Run> {
   const { ms: elapsed, windows, cpu } = await destination.raw(messages);
   return finishRun(destination, {
     kind: 'raw',
@@ -535,11 +441,16 @@ async function rawRun(db: Kysely<any>, destination: Destination, messages: reado
     acked: messages.length,
     ms: elapsed,
     windows,
-    cpu: cpuBetween(cpu, await ownPostgresPids(db)),
+    cpu: cpuBetween(cpu, await ownDatabasePids(target, db)),
   });
 }
 
-async function adapterRun(db: Kysely<any>, destination: Destination, messages: readonly BenchMessage[]): Promise<Run> {
+async function adapterRun(
+  target: Target,
+  db: Kysely<any>,
+  destination: Destination,
+  messages: readonly BenchMessage[],
+): Promise<Run> {
   const batch = messages.map(outgoing);
   const broker = destination.adapter();
   let failed = 0;
@@ -561,22 +472,10 @@ async function adapterRun(db: Kysely<any>, destination: Destination, messages: r
       errors: failed,
       ms: result.ms,
       windows: result.windows,
-      cpu: cpuBetween(result.cpu, await ownPostgresPids(db)),
+      cpu: cpuBetween(result.cpu, await ownDatabasePids(target, db)),
     });
   } finally {
     await broker.close();
-  }
-}
-
-/** Enqueues the messages with the library into a fresh outbox table, ENQUEUE_BATCH per transaction (not timed). */
-async function fillTable(db: Kysely<any>, schema: string, table: string, messages: readonly BenchMessage[]): Promise<void> {
-  await migrate(db, { dialect: 'postgres', schema, table });
-  const outbox = createOutbox({ dialect: 'postgres', schema, table });
-  for (let start = 0; start < messages.length; start += ENQUEUE_BATCH) {
-    const batch: OutboxMessage[] = messages
-      .slice(start, start + ENQUEUE_BATCH)
-      .map((m) => ({ id: m.id, topic: TOPIC, key: m.key, payload: m.body }));
-    await db.transaction().execute((trx) => outbox.enqueue(trx, batch));
   }
 }
 
@@ -592,9 +491,9 @@ async function relayRun(
   messages: readonly BenchMessage[],
   destination: Destination | null,
 ): Promise<Run> {
-  // As autovacuum would have by now in production, then let PostgreSQL write the enqueue's dirty buffers.
-  await sql`ANALYZE ${sql.id(schema, table)}`.execute(db);
-  await settle(db);
+  // As autovacuum would have by now in production, then let the database catch up on the enqueue's writes.
+  await analyze(target, db, schema, table);
+  await settle(target, db, progress);
 
   const stats: RelayStats = {
     claimMs: 0,
@@ -602,6 +501,9 @@ async function relayRun(
     completeMs: 0,
     completeStatements: 0,
     otherMs: 0,
+    controlMs: 0,
+    controlStatements: 0,
+    claimTransactions: 0,
     publishMs: 0,
     publishes: 0,
   };
@@ -609,17 +511,19 @@ async function relayRun(
   const log = (event: LogEvent) => {
     if (!active || event.level !== 'query') return;
     const kind = classify(event.query.sql);
-    if (kind === 'claim') {
+    if (kind === 'claim' || kind === 'claim-transaction') {
       stats.claimMs += event.queryDurationMillis;
       stats.claims++;
+      if (kind === 'claim-transaction') stats.claimTransactions++;
+    } else if (kind === 'control') {
+      stats.controlMs += event.queryDurationMillis;
+      stats.controlStatements++;
     } else if (kind === 'complete') {
       stats.completeMs += event.queryDurationMillis;
       stats.completeStatements++;
     } else stats.otherMs += event.queryDurationMillis;
   };
-  const url = new URL(target.url);
-  url.searchParams.set('application_name', RELAY_APPLICATION);
-  const relayDb = connect({ ...target, url: url.toString() }, { poolSize: RELAY_POOL_SIZE, log });
+  const relayDb = connect({ ...target, url: relayUrl(target) }, { poolSize: RELAY_POOL_SIZE, log });
   const inner = destination === null ? new MemoryBroker() : destination.adapter();
   try {
     // Open the pool's connections before the clock starts, as a long-running relay has them.
@@ -627,7 +531,7 @@ async function relayRun(
     if (destination !== null && 'connect' in inner && typeof inner.connect === 'function') await inner.connect();
     const relay = createRelay({
       db: relayDb,
-      dialect: 'postgres',
+      dialect: target.dialect,
       schema,
       table,
       broker: timed(inner, stats, () => active),
@@ -659,7 +563,7 @@ async function relayRun(
     relay.on('error', (error) => {
       if (errors++ < 5) progress(`relay error: ${error.message}`);
     });
-    const ownPg = await ownPostgresPids(db);
+    const ownDb = await ownDatabasePids(target, db);
     const cpuBefore = cpuSnapshot();
     active = true;
     const began = performance.now();
@@ -669,9 +573,11 @@ async function relayRun(
     active = false;
     const acked = published;
     const span = { before: cpuBefore, after: cpuAfter ?? cpuSnapshot() };
-    for (const pid of await ownPostgresPids(db)) ownPg.add(pid);
-    const cpu = cpuBetween(span, ownPg);
-    await relay.stop();
+    const ownAfter = await ownDatabasePids(target, db);
+    if (ownDb !== 'all' && ownAfter !== 'all') for (const pid of ownAfter) ownDb.add(pid);
+    const cpu = cpuBetween(span, ownDb);
+    await stopRelay(relay);
+    shareOutControl(stats, target.dialect);
     const rowsLeft = await rowsIn(db, schema, table);
     return finishRun(destination, {
       kind: destination === null ? 'memory' : 'relay',
@@ -712,24 +618,11 @@ async function finishRun(
   };
 }
 
-async function rowsIn(db: Kysely<any>, schema: string, table: string): Promise<number> {
-  const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM ${sql.id(schema, table)}`.execute(db);
-  return Number(rows[0]?.n ?? 0);
-}
-
-/** Lets PostgreSQL write its dirty buffers now, so they do not land on the next timed run. */
-async function settle(db: Kysely<any>): Promise<void> {
-  try {
-    await sql`CHECKPOINT`.execute(db);
-  } catch {
-    // CHECKPOINT needs superuser or pg_checkpoint; without it, go on.
-  }
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // One broker: rounds of raw, adapter, relay and memory, alternating the order.
 
 interface BrokerReport {
+  target: Target;
   broker: BrokerBench;
   messages: number;
   /** The warm-up raw run's rate that sized `messages`. */
@@ -740,10 +633,10 @@ interface BrokerReport {
 }
 
 /** Warms the broker and both clients up with a raw run, and sizes N from its rate. */
-async function calibrate(db: Kysely<any>, broker: BrokerBench): Promise<{ messages: number; rate: number }> {
+async function calibrate(target: Target, db: Kysely<any>, broker: BrokerBench): Promise<{ messages: number; rate: number }> {
   const destination = await broker.destination('warmup');
   try {
-    const run = await rawRun(db, destination, roundMessages(ROUNDS, CALIBRATION_MESSAGES));
+    const run = await rawRun(target, db, destination, roundMessages(ROUNDS, CALIBRATION_MESSAGES));
     const wanted = Math.ceil((rate(run) * TARGET_RAW_SECONDS) / MESSAGES_STEP) * MESSAGES_STEP;
     return { messages: Math.min(MAX_MESSAGES, Math.max(MIN_MESSAGES, wanted)), rate: rate(run) };
   } finally {
@@ -753,7 +646,7 @@ async function calibrate(db: Kysely<any>, broker: BrokerBench): Promise<{ messag
 
 async function benchBroker(target: Target, db: Kysely<any>, schema: string, broker: BrokerBench): Promise<BrokerReport> {
   const started = performance.now();
-  const calibration = await calibrate(db, broker);
+  const calibration = await calibrate(target, db, broker);
   const total = calibration.messages;
   progress(
     `${broker.label}: warm-up raw run ${count(calibration.rate)} msg/s → ${count(total)} messages per run × ${ROUNDS} rounds`,
@@ -762,8 +655,11 @@ async function benchBroker(target: Target, db: Kysely<any>, schema: string, brok
   for (let round = 0; round < ROUNDS; round++) {
     const messages = roundMessages(round, total);
     const table = (kind: Kind) => `${broker.name}_${kind}${round}`;
-    // Both relay tables of the round at once, to save wall time; each timed run starts after a CHECKPOINT.
-    await Promise.all([fillTable(db, schema, table('relay'), messages), fillTable(db, schema, table('memory'), messages)]);
+    // Both relay tables of the round at once, to save wall time; each timed run starts after the database settled.
+    await Promise.all([
+      fillTable(target, db, schema, table('relay'), messages),
+      fillTable(target, db, schema, table('memory'), messages),
+    ]);
     const order: Kind[] = round % 2 === 0 ? ['raw', 'adapter', 'relay', 'memory'] : ['memory', 'relay', 'adapter', 'raw'];
     for (const kind of order) {
       const name = `${kind}${round}`;
@@ -775,8 +671,11 @@ async function benchBroker(target: Target, db: Kysely<any>, schema: string, brok
         try {
           if (kind === 'relay') run = await relayRun(target, db, schema, table(kind), messages, destination);
           else {
-            await settle(db);
-            run = kind === 'raw' ? await rawRun(db, destination, messages) : await adapterRun(db, destination, messages);
+            await settle(target, db, progress);
+            run =
+              kind === 'raw'
+                ? await rawRun(target, db, destination, messages)
+                : await adapterRun(target, db, destination, messages);
           }
         } finally {
           await destination.remove();
@@ -794,6 +693,7 @@ async function benchBroker(target: Target, db: Kysely<any>, schema: string, brok
     }
   }
   return {
+    target,
     broker,
     messages: total,
     calibrationRate: calibration.rate,
@@ -837,20 +737,30 @@ function compareSamples(runs: Record<Kind, Run[]>): string {
 // ---------------------------------------------------------------------------------------------------------------
 // Entry point.
 
-export async function benchBrokers(): Promise<string> {
+/** PostgreSQL → RabbitMQ and → NATS JetStream (`npm run bench -- brokers`). */
+export const benchBrokers = (): Promise<string> => benchPairs('brokers', 'postgres', [rabbitMqBench, natsBench]);
+
+/** MariaDB/MySQL → RabbitMQ (`npm run bench -- brokers-mysql`): the same machinery on a MySQL outbox. */
+export const benchBrokersMysql = (): Promise<string> => benchPairs('brokers-mysql', 'mysql', [rabbitMqBench]);
+
+async function benchPairs(
+  name: string,
+  dialect: Target['dialect'],
+  brokers: readonly (() => Promise<BrokerBench>)[],
+): Promise<string> {
   const date = new Date();
   const started = performance.now();
   const loadBefore = os.loadavg();
-  const target = targets().find((t) => t.dialect === 'postgres');
-  if (target === undefined) throw new Error('no PostgreSQL target');
-  progress(`connecting to ${redact(target.url)}, ${redact(AMQP_URL)}, ${NATS_URL}`);
+  const target = targets().find((t) => t.dialect === dialect);
+  if (target === undefined) throw new Error(`no ${dialect} target`);
+  progress(`connecting to ${redact(target.url)}, ${redact(AMQP_URL)}${brokers.includes(natsBench) ? `, ${NATS_URL}` : ''}`);
   const result = await withScratchSchema(target, { poolSize: 4, progress }, async (db, schema) => {
     const facts = await serverFacts(target, db);
     progress(`${facts.version} in ${schema}`);
     const reports: BrokerReport[] = [];
-    for (const open of [rabbitMqBench, natsBench]) {
+    for (const open of brokers) {
       const broker = await open();
-      progress(`${broker.label}: ${broker.version}`);
+      progress(`${target.label} → ${broker.label}: ${broker.version}`);
       try {
         reports.push(await benchBroker(target, db, schema, broker));
       } finally {
@@ -861,7 +771,7 @@ export async function benchBrokers(): Promise<string> {
   });
   const seconds = (performance.now() - started) / 1000;
   progress(`done in ${seconds.toFixed(1)} s`);
-  return render(date, result.facts, result.reports, seconds, { before: loadBefore, after: os.loadavg() });
+  return render(name, date, target, result.facts, result.reports, seconds, { before: loadBefore, after: os.loadavg() });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -945,26 +855,28 @@ function cpuOf(runs: readonly Run[]): { per100: CpuTimes; busy: number } | null 
   if (runs.length === 0 || runs.some((run) => run.cpu === null)) return null;
   const messages = runs.reduce((n, run) => n + Math.min(run.acked, run.wanted), 0);
   const wall = runs.reduce((n, run) => n + run.ms, 0);
-  const per100 = { bench: 0, postgres: 0, broker: 0, other: 0 };
+  const per100 = { bench: 0, database: 0, broker: 0, other: 0 };
   for (const group of CPU_GROUPS) per100[group] = (runs.reduce((n, run) => n + run.cpu![group], 0) / messages) * WINDOW;
   const used = CPU_GROUPS.reduce((n, group) => n + runs.reduce((m, run) => m + run.cpu![group], 0), 0);
   return { per100, busy: used / (wall * os.cpus().length) };
 }
 
 function render(
+  name: string,
   date: Date,
-  pg: { version: string; durability: string },
+  target: Target,
+  facts: { version: string; durability: string },
   reports: readonly BrokerReport[],
   seconds: number,
   load: { before: number[]; after: number[] },
 ): string {
-  const loadavg = (values: number[]) => values.map((value) => value.toFixed(2)).join(' ');
   const all = reports.map((report) => ({ report, f: figures(report) }));
+  const postgres = target.dialect === 'postgres';
   const lines: string[] = [
-    '## Brokers',
+    postgres ? '## Brokers' : `## Brokers: ${target.label}`,
     '',
-    ...machineFacts('npm run bench -- brokers', date),
-    `- PostgreSQL: ${pg.version} (${pg.durability})`,
+    ...machineFacts(`npm run bench -- ${name}`, date),
+    `- ${target.label}: ${facts.version} (${facts.durability})`,
     ...reports.map(
       (r) =>
         `- ${r.broker.label}: ${r.broker.version} at ${r.broker.name === 'rabbitmq' ? redact(AMQP_URL) : NATS_URL} (same machine and disk)`,
@@ -984,24 +896,38 @@ function render(
     `2. **Adapter alone**: the txoutbox adapter's \`publish()\` with the same windows and no database, to tell the adapter's cost from the relay's.`,
     `3. **Relay**: at the round's start the messages are enqueued with the library into this run's outbox table ` +
       `(${count(ENQUEUE_BATCH)} per transaction, not timed; the relay and in-memory tables are filled at the same time), the table ` +
-      `ANALYZEd and PostgreSQL CHECKPOINTed just before the run, then one relay (\`batchSize: ${WINDOW}, concurrency: ${WINDOWS_IN_FLIGHT}\`, other options ` +
+      `ANALYZEd and the database let settle (${settling(target)}) just before the run, then one relay (\`batchSize: ${WINDOW}, concurrency: ${WINDOWS_IN_FLIGHT}\`, other options ` +
       `default, its own pool of ${RELAY_POOL_SIZE} connections opened beforehand) with the real adapter is timed from \`start()\` ` +
       `until its \`published\` events have counted every message. The adapter is wrapped to time its \`publish()\` calls and the ` +
-      `pool's Kysely \`log\` times each statement (claim; the complete transaction; cleanup); both cost microseconds per batch.`,
+      `pool's Kysely \`log\` times each statement (claim; the complete transaction; cleanup); both cost microseconds per batch.` +
+      (postgres
+        ? ''
+        : ` BEGIN/COMMIT cannot be told apart by their text: each claim transaction is given 3 (SET TRANSACTION, BEGIN, COMMIT) ` +
+          `at the mean duration of such statements, the complete transactions the rest.`),
     `4. **Relay, in-memory broker**: the same relay on a table of the same messages with \`MemoryBroker\`, so only the database round-trips are left.`,
     '',
     `Per-batch figures are worker time (${WINDOWS_IN_FLIGHT} × elapsed) over batches published. A relay worker claims its next ` +
       `batch while one publishes and completes the last one meanwhile, so claim and complete overlap the publish: "cycle − publish" ` +
-      `is what did not overlap (database waits, CPU contention, the event loop). Raw and adapter runs also start right after a CHECKPOINT. Every run is checked afterwards: messages held by the ` +
+      `is what did not overlap (database waits, CPU contention, the event loop). Raw and adapter runs also start right after the database settled. Every run is checked afterwards: messages held by the ` +
       `queue/stream, rows left in the outbox table, retries and errors.`,
   ];
   for (const { report, f } of all) lines.push('', ...renderBroker(report, f));
-  lines.push('', ...explain(all));
+  if (!postgres) {
+    lines.push(
+      '',
+      `The RabbitMQ baseline (raw client, adapter alone) is the same measurement as in \`npm run bench -- brokers\`, taken again ` +
+        `in this run so that the ratio compares like with like on a machine whose speed drifts.`,
+    );
+  }
+  lines.push('', ...explain(target, all));
   return `${lines.join('\n')}\n`;
 }
 
+/** How the bench lets the database catch up before a timed run. */
+const settling = (target: Target): string => (target.dialect === 'postgres' ? 'CHECKPOINT' : 'InnoDB given up to 15 s to purge');
+
 function renderBroker(report: BrokerReport, f: Figures): string[] {
-  const { broker, runs } = report;
+  const { target, broker, runs } = report;
   const goal = GOALS[broker.name];
   const rounds = (kind: Kind) => runs[kind].map((run) => count(rate(run))).join(', ');
   const problems = (Object.keys(runs) as Kind[]).flatMap((kind) =>
@@ -1024,7 +950,7 @@ function renderBroker(report: BrokerReport, f: Figures): string[] {
   };
   const windowRow = (label: string, window: number) => `| ${label} | ${ms(window)} | ${ms(window)} | — | — | — | — |`;
   return [
-    `### PostgreSQL → ${broker.label}`,
+    `### ${target.label} → ${broker.label}`,
     '',
     `${broker.version} · N = ${count(report.messages)} messages per run (warm-up raw run: ${count(report.calibrationRate)} msg/s) · ` +
       `took ${report.seconds.toFixed(1)} s · raw client: ${broker.setup}`,
@@ -1047,14 +973,14 @@ function renderBroker(report: BrokerReport, f: Figures): string[] {
     cycleRow(`Relay → ${broker.label}`, f.real),
     cycleRow('Relay → in-memory broker', f.inMemory),
     '',
-    ...renderCpu(f),
+    ...renderCpu(target, f),
     '',
     `Checks: ${problems.length === 0 ? `every run acknowledged and stored exactly ${count(report.messages)} messages, no rows left, no retries or errors` : `**${problems.join('; ')}**`}. ` +
       `Raw vs relay message as stored: ${report.headerCheck}.`,
   ];
 }
 
-function renderCpu(f: Figures): string[] {
+function renderCpu(target: Target, f: Figures): string[] {
   const labels: Record<Kind, string> = {
     raw: 'Raw client',
     adapter: 'Adapter alone',
@@ -1064,26 +990,34 @@ function renderCpu(f: Figures): string[] {
   const rows = (Object.keys(labels) as Kind[]).flatMap((kind) => {
     const cpu = f.cpu[kind];
     if (cpu === null) return [];
-    const { bench, postgres, broker, other } = cpu.per100;
+    const { bench, database, broker, other } = cpu.per100;
     return [
-      `| ${labels[kind]} | ${ratio(bench)} | ${ratio(postgres)} | ${ratio(broker)} | ${ratio(bench + postgres + broker)} | ${ratio(other)} | ${Math.round(cpu.busy * 100)}% |`,
+      `| ${labels[kind]} | ${ratio(bench)} | ${ratio(database)} | ${ratio(broker)} | ${ratio(bench + database + broker)} | ${ratio(other)} | ${Math.round(cpu.busy * 100)}% |`,
     ];
   });
   if (rows.length === 0) return ['CPU per process: not measured (no /proc on this machine).'];
   return [
     `CPU ms per ${WINDOW} messages while the clock ran (user + system per process from /proc/<pid>/stat, all threads; ` +
-      `PostgreSQL is the relay pool's backends, found by application_name, plus its auxiliary processes; "other" is the ` +
-      `rest of the machine's busy time from /proc/stat: other processes and other clients' backends, i.e. noise, and ` +
+      (target.dialect === 'postgres'
+        ? `PostgreSQL is the relay pool's backends, found by application_name, plus its auxiliary processes; "other" is the ` +
+          `rest of the machine's busy time from /proc/stat: other processes and other clients' backends, i.e. noise, and `
+        : `${target.label} is the whole server process (one process whose threads serve every client, so other clients' ` +
+          `queries count here too); "other" is the rest of the machine's busy time from /proc/stat: other processes, i.e. noise, and `) +
       `processes that exited during the run), and how busy the machine's ${os.cpus().length} cores were:`,
     '',
-    '| Run | Bench process (node) | PostgreSQL | Broker | Sum of the three | Other processes | Machine busy |',
+    `| Run | Bench process (node) | ${target.label} | Broker | Sum of the three | Other processes | Machine busy |`,
     '|---|---:|---:|---:|---:|---:|---:|',
     ...rows,
   ];
 }
 
 /** Five lines on where the relay's time goes, computed from the figures above. */
-function explain(all: readonly { report: BrokerReport; f: Figures }[]): string[] {
+function explain(target: Target, all: readonly { report: BrokerReport; f: Figures }[]): string[] {
+  const label = target.label;
+  const claimShape =
+    target.dialect === 'postgres'
+      ? '1 autocommit UPDATE … RETURNING'
+      : 'a probe SELECT, then a transaction of SELECT … FOR UPDATE SKIP LOCKED and the lease UPDATE';
   /** One clause per broker, "RabbitMQ …; NATS JetStream …". */
   const each = (describe: (f: Figures, goal: number) => string) =>
     all.map(({ report, f }) => `${report.broker.label} ${describe(f, GOALS[report.broker.name])}`).join('; ');
@@ -1091,7 +1025,7 @@ function explain(all: readonly { report: BrokerReport; f: Figures }[]): string[]
   const db = (c: Cycle) => c.claim + c.complete;
   const cores = os.cpus().length;
   const total = (cpu: { per100: CpuTimes } | null) =>
-    cpu === null ? Number.NaN : cpu.per100.bench + cpu.per100.postgres + cpu.per100.broker;
+    cpu === null ? Number.NaN : cpu.per100.bench + cpu.per100.database + cpu.per100.broker;
   const measured = all.every(({ f }) => f.cpu.relay !== null && f.cpu.raw !== null);
   /** The most the cores could relay if every one of them did nothing but this relay's work (perfect overlap). */
   const ceiling = (f: Figures) => (cores * 1000 * WINDOW) / total(f.cpu.relay);
@@ -1103,14 +1037,14 @@ function explain(all: readonly { report: BrokerReport; f: Figures }[]): string[]
   });
   const slower = `the same claim + complete take ${each((f) => `${ratio(db(f.real) / db(f.inMemory))}×`)} their in-memory time next to the broker (shared CPU and disk)`;
   const cpuLine = measured
-    ? `- CPU: per ${WINDOW} messages the relay runs cost ${each((f) => `${ratio(total(f.cpu.relay))} ms (node ${ratio(f.cpu.relay!.per100.bench)}, PostgreSQL ${ratio(f.cpu.relay!.per100.postgres)}, broker ${ratio(f.cpu.relay!.per100.broker)}; the raw client ${ratio(total(f.cpu.raw))})`)}, ` +
+    ? `- CPU: per ${WINDOW} messages the relay runs cost ${each((f) => `${ratio(total(f.cpu.relay))} ms (node ${ratio(f.cpu.relay!.per100.bench)}, ${label} ${ratio(f.cpu.relay!.per100.database)}, broker ${ratio(f.cpu.relay!.per100.broker)}; the raw client ${ratio(total(f.cpu.raw))})`)}, ` +
       `so even with perfect overlap the ${cores} cores could relay at most ${each((f) => `${count(ceiling(f))} msg/s (${ratio(ceiling(f) / f.raw)} × raw; they were ${pct(f.cpu.relay!.busy)} busy)`)}; ${slower}.`
     : `- CPU was not measured (no /proc); ${slower}.`;
   return [
     `### Where the relay's time goes`,
     '',
     `- ${each((f, goal) => `relay/raw ${ratio(f.ratio)} against ≥ ${ratio(goal)} (${f.ratio >= goal ? 'met' : 'missed'}): a relay batch takes a worker ${ms(f.real.cycle)} ms where a raw window takes ${ms(f.rawWindowMs)} ms`)}; relay/raw ≈ raw window / relay cycle.`,
-    `- Database round-trips overlap publishing: each worker claims its next batch (1 autocommit UPDATE … RETURNING) while one ` +
+    `- Database round-trips overlap publishing: each worker claims its next batch (${claimShape}) while one ` +
       `publishes, and completes the last one (a read-committed transaction of ${each((f) => `${ratio(f.real.completeStatements)}`)} statements) ` +
       `while the next publishes; per batch they take ${each((f) => `${ms(db(f.real))} ms next to a ${ms(f.real.publish)} ms publish, and the cycle exceeds the publish by ${ms(f.real.beyondPublish)} ms`)}; ` +
       `without overlap the estimate from the in-memory rate would be ${each((f) => `${count(f.serial)} msg/s (measured ${count(f.relay)})`)}.`,
@@ -1118,10 +1052,10 @@ function explain(all: readonly { report: BrokerReport; f: Figures }[]): string[]
     `- The adapter alone reaches ${each((f) => `${ratio(f.adapter / f.raw)} × raw (window ${ms(f.adapterWindowMs)} vs ${ms(f.rawWindowMs)} ms` + (f.cpu.adapter !== null && f.cpu.raw !== null ? `, node CPU ${ratio(f.cpu.adapter.per100.bench)} vs ${ratio(f.cpu.raw.per100.bench)} ms per ${WINDOW})` : ')'))}; ` +
       `inside the relay its publish() takes ${each((f) => `${ms(f.real.publish)} ms (${pct(f.real.publish / f.real.cycle)} of the cycle)`)}.`,
     missed.length === 0
-      ? `- Both goals are met: the database round-trips fit in the time the raw client itself spends per window.`
+      ? `- ${all.length > 1 ? 'Both goals are' : 'The goal is'} met: the database round-trips fit in the time the raw client itself spends per window.`
       : `- Meeting the goals needs ${budgets.join('; ')}` +
         (cpuBound.length > 0
-          ? `; for ${cpuBound.map(({ report }) => report.broker.label).join(' and ')} no amount of overlap gets there on this machine, since the CPU ceiling is below the goal: claim and complete must cost PostgreSQL and node less per message (fewer statements per batch, cheaper updates).`
+          ? `; for ${cpuBound.map(({ report }) => report.broker.label).join(' and ')} no amount of overlap gets there on this machine, since the CPU ceiling is below the goal: claim and complete must cost ${label} and node less per message (fewer statements per batch, cheaper updates).`
           : `: fewer round-trips and cheaper statements per batch are what close that gap.`),
   ];
 }

@@ -13,7 +13,9 @@ import {
   type Relay,
   type RelayOptions,
 } from '../src/index.js';
+import { cdfPoints, lineChart, writePlot } from './plot.js';
 import {
+  analyze,
   connect,
   count,
   machineFacts,
@@ -24,6 +26,8 @@ import {
   ratio,
   redact,
   serverFacts,
+  settle,
+  stopRelay,
   sleep,
   sum,
   targets,
@@ -184,7 +188,7 @@ async function benchTarget(target: Target): Promise<DbReport> {
     const idle = await measureIdle(target, db, schema);
     const backlog = await measureBacklog(target, db, schema);
     // Leave the disk quiet for whatever runs next (the other database).
-    await settle(target, db);
+    await settle(target, db, progress);
     return { target, version, durability, settings, throughput, backlog, latency, idle, seconds: 0 };
   });
   report.seconds = (performance.now() - started) / 1000;
@@ -277,7 +281,7 @@ function startRelay(
     relay,
     errors: () => errors,
     stop: async () => {
-      await relay.stop();
+      await stopRelay(relay);
       await db.destroy();
     },
   };
@@ -363,12 +367,12 @@ async function measureThroughput(target: Target, db: Kysely<any>, schema: string
   const rounds: ThroughputRound[] = [];
   for (let round = 0; round < THROUGHPUT_ROUNDS; round++) {
     const first = round * THROUGHPUT_MESSAGES;
-    await settle(target, db);
+    await settle(target, db, progress);
     let rawMs = 0;
     for (let start = first; start < first + THROUGHPUT_MESSAGES; start += ENQUEUE_BATCH) rawMs += await rawBatch(start);
     const enqueueMs = await enqueueRange(db, outbox, first, THROUGHPUT_MESSAGES);
     await analyze(target, db, schema, table);
-    await settle(target, db);
+    await settle(target, db, progress);
     const broker = new MemoryBroker();
     const relay = await relayUntil(target, schema, table, broker, THROUGHPUT_MESSAGES);
     const delivery = checkDelivery(broker.accepted, await rowsIn(db, schema, table));
@@ -427,9 +431,9 @@ async function measureBacklog(target: Target, db: Kysely<any>, schema: string): 
   for (let round = 0; round < rounds; round++) {
     await enqueueRange(db, smallOutbox, round * BACKLOG_SMALL, BACKLOG_SMALL);
     await analyze(target, db, schema, 'backlog_small');
-    await settle(target, db);
+    await settle(target, db, progress);
     small.push(await relayUntil(target, schema, 'backlog_small', new MemoryBroker(), BACKLOG_MEASURED));
-    await settle(target, db);
+    await settle(target, db, progress);
     big.push(await relayUntil(target, schema, 'backlog_big', new MemoryBroker(), BACKLOG_MEASURED));
     progress(
       `${target.label}: round ${round + 1}/${rounds}: ${count(rate(small.at(-1)!))} msg/s out of ${count(BACKLOG_SMALL)}, ` +
@@ -439,36 +443,6 @@ async function measureBacklog(target: Target, db: Kysely<any>, schema: string): 
   // Free the space now, so the big table does not weigh on what runs next.
   await sql`TRUNCATE TABLE ${sql.id(schema, 'backlog_big')}`.execute(db);
   return { bigSize, bigEnqueueMs, small, big };
-}
-
-/**
- * Fresh statistics, as autovacuum would give a table that has grown this much in production; without them the
- * first plans on a just-loaded table are whatever the planner guesses.
- */
-async function analyze(target: Target, db: Kysely<any>, schema: string, table: string): Promise<void> {
-  const name = sql.id(schema, table);
-  await (target.dialect === 'postgres' ? sql`ANALYZE ${name}` : sql`ANALYZE TABLE ${name}`).execute(db);
-}
-
-/**
- * Lets the database catch up on work earlier phases left behind, so it does not land on the next timed run:
- * PostgreSQL writes its dirty buffers (CHECKPOINT); InnoDB gets up to 15 s to purge deleted rows' history.
- */
-async function settle(target: Target, db: Kysely<any>): Promise<void> {
-  if (target.dialect === 'postgres') {
-    try {
-      await sql`CHECKPOINT`.execute(db);
-    } catch (error) {
-      progress(`${target.label}: CHECKPOINT failed (${String(error)}); going on without it`);
-    }
-    return;
-  }
-  const deadline = performance.now() + 15_000;
-  while (performance.now() < deadline) {
-    const { rows } = await sql<{ Value: string }>`SHOW GLOBAL STATUS LIKE 'Innodb_history_list_length'`.execute(db);
-    if (Number(rows[0]?.Value ?? 0) < 1000) return;
-    await sleep(250);
-  }
 }
 
 async function memorySettings(target: Target, db: Kysely<any>): Promise<string> {
@@ -505,7 +479,7 @@ async function measureLatency(target: Target, db: Kysely<any>, schema: string): 
   const broker = new RecordingBroker();
   const listen = target.dialect === 'postgres';
   const mode = listen ? 'LISTEN/NOTIFY (`listen: <url>`), other options default' : 'adaptive polling, default options';
-  await settle(target, db);
+  await settle(target, db, progress);
   let claims = 0;
   const running = startRelay(target, { schema, table, broker, ...(listen ? { listen: target.url } : {}) }, (event) => {
     if (statementKind(event.query.sql) === 'claim: select due heads') claims++;
@@ -655,6 +629,7 @@ function render(date: Date, reports: readonly DbReport[], seconds: number, load:
       `(Kysely's \`log\` option, from \`start()\`, BEGIN/COMMIT included; the LISTEN connection is a separate pg client and not counted).`,
   ];
   for (const report of reports) lines.push('', ...renderDb(report));
+  lines.push('', ...renderLatencyPlot(date, reports));
   return `${lines.join('\n')}\n`;
 }
 
@@ -788,6 +763,45 @@ function renderDb(report: DbReport): string[] {
       `and statements sent, over all ${backlog.small.length} rounds of ${count(BACKLOG_MEASURED)} messages each side):`,
     '',
     ...renderStatements(backlog),
+  ];
+}
+
+/** The commit→ack latency distributions of all databases as one CDF plot (log-scale latency axis), written to bench/results. */
+function renderLatencyPlot(date: Date, reports: readonly DbReport[]): string[] {
+  const withData = reports.filter((report) => report.latency.latencies.length > 0);
+  if (withData.length === 0) return [];
+  const all = withData.flatMap((report) => [report.latency.latencies[0]!, report.latency.latencies.at(-1)!]);
+  const plot = writePlot(
+    'relay-latency-cdf.svg',
+    lineChart({
+      title: `Relay commit→ack latency at ${1000 / LATENCY_INTERVAL_MS} msg/s (cumulative distribution)`,
+      subtitle: `${count(withData[0]!.latency.measured)} single-message transactions per database, one relay, in-memory broker · ${date.toISOString().slice(0, 10)}`,
+      xLabel: 'commit → broker ack, ms (log scale)',
+      yLabel: 'share of messages acknowledged within',
+      xLog: true,
+      legend: 'bottom-right',
+      xMin: Math.max(0.1, Math.min(...all) * 0.9),
+      xMax: Math.max(...all) * 1.1,
+      yMin: 0,
+      yMax: 1,
+      yGuides: [
+        { y: 0.5, label: 'p50' },
+        { y: 0.99, label: 'p99' },
+      ],
+      series: withData.map((report) => ({
+        name:
+          `${report.target.label} (${report.latency.mode.split(' (')[0]!.split(',')[0]}): p50 ${ms(percentile(report.latency.latencies, 0.5))} ms, ` +
+          `p99 ${ms(percentile(report.latency.latencies, 0.99))} ms`,
+        points: cdfPoints(report.latency.latencies),
+      })),
+    }),
+  );
+  return [
+    '### Commit→ack latency distribution',
+    '',
+    `Every measured message's commit→ack latency, as a cumulative distribution per database (written by this bench):`,
+    '',
+    `![Commit→ack latency CDF](${plot})`,
   ];
 }
 

@@ -1,7 +1,9 @@
-import { benchBrokers } from './brokers.js';
+import { benchBrokers, benchBrokersMysql } from './brokers.js';
 import { benchEnqueue } from './enqueue.js';
 import { benchInbox } from './inbox.js';
+import { benchPgBoss } from './pgboss.js';
 import { benchRelay } from './relay.js';
+import { benchScaling } from './scaling.js';
 
 /**
  * Entry point for `npm run bench [-- name...]`. Each bench returns a Markdown section (printed to stdout, ready to
@@ -12,6 +14,9 @@ const BENCHES: Readonly<Record<string, () => Promise<string>>> = {
   relay: benchRelay,
   brokers: benchBrokers,
   inbox: benchInbox,
+  'brokers-mysql': benchBrokersMysql,
+  scaling: benchScaling,
+  pgboss: benchPgBoss,
 };
 
 async function main(args: readonly string[]): Promise<number> {
@@ -24,7 +29,16 @@ async function main(args: readonly string[]): Promise<number> {
     return 2;
   }
   let failed = 0;
+  let current = '';
+  // A bench waiting on a promise that nothing can settle any more (every socket closed under it, e.g. by another
+  // suite's rabbitmqctl close_all_connections) would otherwise end the process silently with code 0.
+  process.on('beforeExit', () => {
+    if (current === '') return;
+    process.stderr.write(`Bench "${current}" stalled: nothing left that could finish it (connections closed under it?).\n`);
+    process.exit(1);
+  });
   for (const name of names) {
+    current = name;
     try {
       const section = await BENCHES[name]!();
       process.stdout.write(`${section.trimEnd()}\n\n`);

@@ -124,6 +124,55 @@ export const ms = (value: number): string => value.toFixed(3);
 export const ratio = (value: number): string => value.toFixed(2);
 export const count = (value: number): string => Math.round(value).toLocaleString('en-US');
 
+/**
+ * Fresh statistics, as autovacuum would give a table that has grown this much in production; without them the
+ * first plans on a just-loaded table are whatever the planner guesses.
+ */
+export async function analyze(target: Target, db: Kysely<any>, schema: string, table: string): Promise<void> {
+  const name = sql.id(schema, table);
+  await (target.dialect === 'postgres' ? sql`ANALYZE ${name}` : sql`ANALYZE TABLE ${name}`).execute(db);
+}
+
+/**
+ * Lets the database catch up on work earlier phases left behind, so it does not land on the next timed run:
+ * PostgreSQL writes its dirty buffers (CHECKPOINT); InnoDB gets up to 15 s to purge deleted rows' history.
+ */
+export async function settle(target: Target, db: Kysely<any>, progress: (line: string) => void): Promise<void> {
+  if (target.dialect === 'postgres') {
+    try {
+      await sql`CHECKPOINT`.execute(db);
+    } catch (error) {
+      // CHECKPOINT needs superuser or pg_checkpoint; without it, go on.
+      progress(`${target.label}: CHECKPOINT failed (${String(error)}); going on without it`);
+    }
+    return;
+  }
+  const deadline = performance.now() + 15_000;
+  while (performance.now() < deadline) {
+    const { rows } = await sql<{ Value: string }>`SHOW GLOBAL STATUS LIKE 'Innodb_history_list_length'`.execute(db);
+    if (Number(rows[0]?.Value ?? 0) < 1000) return;
+    await sleep(250);
+  }
+}
+
+/**
+ * Stops a relay, kicking it every 20 ms meanwhile. Relay.stop() wakes the workers asleep at that moment, but a worker
+ * still finishing its last completion or an empty claim goes to sleep afterwards without a timeout (only the first
+ * worker polls) and stop() then waits for it forever. Kicks wake it. (A library bug, reported; the benches stop
+ * relays right at the last ack, which hits that window.)
+ */
+export async function stopRelay(relay: { stop(): Promise<void>; kick(): void }): Promise<void> {
+  const kicker = setInterval(() => relay.kick(), 20);
+  try {
+    await relay.stop();
+  } finally {
+    clearInterval(kicker);
+  }
+}
+
+/** The load average (1, 5, 15 min) as printed in the reports. */
+export const loadavg = (values: readonly number[]): string => values.map((value) => value.toFixed(2)).join(' ');
+
 /** Keeps a password in the URL out of the logs. */
 export function redact(url: string): string {
   try {
