@@ -42,7 +42,6 @@ import {
   redact,
   serverFacts,
   settle,
-  stopRelay,
   targets,
   withScratchSchema,
   type Target,
@@ -576,7 +575,7 @@ async function relayRun(
     const ownAfter = await ownDatabasePids(target, db);
     if (ownDb !== 'all' && ownAfter !== 'all') for (const pid of ownAfter) ownDb.add(pid);
     const cpu = cpuBetween(span, ownDb);
-    await stopRelay(relay);
+    await relay.stop();
     shareOutControl(stats, target.dialect);
     const rowsLeft = await rowsIn(db, schema, table);
     return finishRun(destination, {

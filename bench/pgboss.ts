@@ -20,7 +20,6 @@ import {
   redact,
   serverFacts,
   settle,
-  stopRelay,
   targets,
   withScratchSchema,
   type Target,
@@ -281,7 +280,7 @@ async function drainTxoutbox(
     relay.start();
     const inTime = await within(finished, RUN_TIMEOUT_MS);
     const elapsed = (inTime ? ended : performance.now()) - began;
-    await stopRelay(relay);
+    await relay.stop();
     return {
       side,
       wanted: messages.length,

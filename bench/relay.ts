@@ -27,7 +27,6 @@ import {
   redact,
   serverFacts,
   settle,
-  stopRelay,
   sleep,
   sum,
   targets,
@@ -281,7 +280,7 @@ function startRelay(
     relay,
     errors: () => errors,
     stop: async () => {
-      await stopRelay(relay);
+      await relay.stop();
       await db.destroy();
     },
   };

@@ -17,7 +17,6 @@ import {
   redact,
   serverFacts,
   settle,
-  stopRelay,
   targets,
   withScratchSchema,
   type Target,
@@ -153,7 +152,7 @@ async function runOnce(
     clearTimeout(timer);
     const elapsed = (finished ? ended : performance.now()) - began;
     const cpu = cpuBetween({ before: cpuBefore, after: cpuAfter ?? cpuSnapshot() }, ownDb);
-    await Promise.all(instances.map(({ relay }) => stopRelay(relay)));
+    await Promise.all(instances.map(({ relay }) => relay.stop()));
 
     const ids = messages.map((m) => m.id);
     const arrivals =
@@ -177,7 +176,7 @@ async function runOnce(
     };
   } finally {
     for (const { relay, db: relayDb, broker } of instances) {
-      await stopRelay(relay).catch(noop);
+      await relay.stop().catch(noop);
       await broker.close?.().catch(noop);
       await relayDb.destroy().catch(noop);
     }

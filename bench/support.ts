@@ -155,21 +155,6 @@ export async function settle(target: Target, db: Kysely<any>, progress: (line: s
   }
 }
 
-/**
- * Stops a relay, kicking it every 20 ms meanwhile. Relay.stop() wakes the workers asleep at that moment, but a worker
- * still finishing its last completion or an empty claim goes to sleep afterwards without a timeout (only the first
- * worker polls) and stop() then waits for it forever. Kicks wake it. (A library bug, reported; the benches stop
- * relays right at the last ack, which hits that window.)
- */
-export async function stopRelay(relay: { stop(): Promise<void>; kick(): void }): Promise<void> {
-  const kicker = setInterval(() => relay.kick(), 20);
-  try {
-    await relay.stop();
-  } finally {
-    clearInterval(kicker);
-  }
-}
-
 /** The load average (1, 5, 15 min) as printed in the reports. */
 export const loadavg = (values: readonly number[]): string => values.map((value) => value.toFixed(2)).join(' ');
 
