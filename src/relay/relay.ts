@@ -42,6 +42,8 @@ const NOTHING: CycleResult = { claimed: 0, published: 0, retried: 0, dead: 0 };
 interface Claim {
   messages: ClaimedMessage[];
   token: string;
+  /** performance.now() before the claim was sent: its lease cannot have started earlier. */
+  sentAt: number;
 }
 
 /**
@@ -156,11 +158,18 @@ export class Relay extends EventEmitter<RelayEvents> {
     let prefetched: Promise<Claim> | null = null;
     let settling: Promise<unknown> = Promise.resolve();
     while (this.running) {
-      const { messages, token } = await (prefetched ?? this.claim());
+      const ahead = prefetched !== null;
+      const { messages, token, sentAt } = await (prefetched ?? this.claim());
       prefetched = null;
       if (!this.running) {
         await this.giveBack(messages, token);
         break;
+      }
+      // A batch claimed ahead waited for the publish before it. If its lease could run out before its own publish
+      // deadline, another relay could take it over while it is still being sent: give it back and claim afresh.
+      if (ahead && messages.length > 0 && performance.now() - sentAt + this.options.publishTimeoutMs >= this.options.leaseMs) {
+        await this.giveBack(messages, token);
+        continue;
       }
       if (messages.length > 0) {
         const full = messages.length === this.options.batchSize;
@@ -191,11 +200,12 @@ export class Relay extends EventEmitter<RelayEvents> {
   /** A claim that reports a failing database and yields nothing, so the worker simply tries again later. */
   private async claim(): Promise<Claim> {
     const token = this.nextToken();
+    const sentAt = performance.now();
     try {
-      return { messages: await this.store.claim(this.options.batchSize, token, this.options.leaseMs), token };
+      return { messages: await this.store.claim(this.options.batchSize, token, this.options.leaseMs), token, sentAt };
     } catch (error) {
       this.report(error);
-      return { messages: [], token };
+      return { messages: [], token, sentAt };
     }
   }
 

@@ -287,6 +287,28 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
     expect(new Set(ids(broker)).size).toBe(25);
   });
 
+  it('gives back a batch claimed ahead whose lease could run out during its publish, and claims it afresh', async () => {
+    // Each publish takes 500 ms; a batch claimed ahead waits that long, and 500 + publishTimeoutMs 600 exceeds the
+    // 1000 ms lease: published on that claim, it could be taken over by another relay while still being sent.
+    const broker = new MemoryBroker().fail({ kind: 'slow', ms: 500 });
+    const relay = testRelay(h, broker, { batchSize: 2, concurrency: 1, leaseMs: 1000, publishTimeoutMs: 600 });
+    const claimed: number[] = [];
+    const worker = relay as unknown as { claim(): Promise<{ messages: unknown[] }> };
+    const claim = worker.claim.bind(relay);
+    worker.claim = async () => {
+      const result = await claim();
+      if (result.messages.length > 0) claimed.push(result.messages.length);
+      return result;
+    };
+    await commit(Array.from({ length: 4 }, (_, i) => ({ id: `m${i}`, topic: 't', payload: i })));
+    relay.start();
+    started.push(relay);
+    await waitFor(() => broker.accepted.length === 4, 10_000, 'all four published');
+    // The first batch, the second claimed ahead, then the second again after it was given back.
+    expect(claimed).toEqual([2, 2, 2]);
+    expect(ids(broker).sort()).toEqual(['m0', 'm1', 'm2', 'm3']);
+  });
+
   it('stop() returns when it lands while workers are still marking their last batches (20 times)', async () => {
     // Stopping right at the last ack catches workers between marking a batch and going to sleep; a worker that
     // went to sleep after stop() woke the sleepers would wait forever, and so would stop().
