@@ -6,28 +6,13 @@ import {
   type NatsInboxConsumer,
   type NatsInboxConsumerOptions,
 } from '../../src/dedupe/consumers/nats.js';
-import { ConfigError, type Inbox, type InboxMessage, type NewDeadLetter } from '../../src/index.js';
+import { ConfigError, type Inbox } from '../../src/index.js';
 import { adminConnection, createStream, NATS_URL, randomSuffix } from '../support/brokers/nats-fixture.js';
 import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
-import { applyEffect, clearInbox, effects, setUpInbox } from '../support/inbox-helpers.js';
+import { applyEffect, observe, clearInbox, effects, setUpInbox } from '../support/inbox-helpers.js';
 import { waitFor } from '../support/relay-helpers.js';
 
 const noop = () => {};
-
-function observe(consumer: NatsInboxConsumer<any>) {
-  const seen = {
-    processed: [] as InboxMessage[],
-    duplicate: [] as InboxMessage[],
-    retrying: [] as string[],
-    dead: [] as NewDeadLetter[],
-  };
-  consumer.on('processed', (m) => seen.processed.push(m));
-  consumer.on('duplicate', (m) => seen.duplicate.push(m));
-  consumer.on('retrying', (e) => seen.retrying.push(e.message.id));
-  consumer.on('dead', (letter) => seen.dead.push(letter));
-  consumer.on('error', noop);
-  return seen;
-}
 
 describe.each(DIALECTS)('NATS JetStream inbox consumer on %s', (dialect) => {
   let h: Harness;

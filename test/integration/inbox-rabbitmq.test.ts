@@ -5,10 +5,10 @@ import {
   type RabbitMqInboxConsumer,
   type RabbitMqInboxConsumerOptions,
 } from '../../src/dedupe/consumers/rabbitmq.js';
-import type { Inbox, InboxMessage, NewDeadLetter } from '../../src/index.js';
+import type { Inbox, InboxMessage } from '../../src/index.js';
 import { AMQP_URL, randomName, withChannel } from '../support/brokers/rabbitmq-fixture.js';
 import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
-import { applyEffect, clearInbox, effects, gate, inboxRows, setUpInbox } from '../support/inbox-helpers.js';
+import { applyEffect, observe, clearInbox, effects, gate, inboxRows, setUpInbox } from '../support/inbox-helpers.js';
 import { waitFor } from '../support/relay-helpers.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js';
 
@@ -38,21 +38,6 @@ async function publish(queue: string, messages: { id?: string; body: unknown; he
 const messagesIn = (queue: string) => withChannel(async (channel) => (await channel.checkQueue(queue)).messageCount);
 
 /** Records everything a consumer reports. */
-function observe(consumer: RabbitMqInboxConsumer<any>) {
-  const seen = {
-    processed: [] as InboxMessage[],
-    duplicate: [] as InboxMessage[],
-    retrying: [] as string[],
-    dead: [] as NewDeadLetter[],
-  };
-  consumer.on('processed', (m) => seen.processed.push(m));
-  consumer.on('duplicate', (m) => seen.duplicate.push(m));
-  consumer.on('retrying', (e) => seen.retrying.push(e.message.id));
-  consumer.on('dead', (letter) => seen.dead.push(letter));
-  consumer.on('error', noop);
-  return seen;
-}
-
 describe.each(DIALECTS)('RabbitMQ inbox consumer on %s', (dialect) => {
   let h: Harness;
   let inbox: Inbox;

@@ -1,28 +1,7 @@
-import { ROOT_CONTEXT, context, trace, type Context, type ContextManager } from '@opentelemetry/api';
+import { ROOT_CONTEXT, context, trace } from '@opentelemetry/api';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createHarness, type Harness } from '../support/harness.js';
-
-/** A synchronous context manager: enqueue reads the active context before its first await. */
-class StackContextManager implements ContextManager {
-  private stack: Context[] = [];
-  active = () => this.stack[this.stack.length - 1] ?? ROOT_CONTEXT;
-  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(
-    ctx: Context,
-    fn: F,
-    thisArg?: ThisParameterType<F>,
-    ...args: A
-  ) {
-    this.stack.push(ctx);
-    try {
-      return fn.call(thisArg, ...args);
-    } finally {
-      this.stack.pop();
-    }
-  }
-  bind = <T>(_ctx: Context, target: T) => target;
-  enable = () => this;
-  disable = () => ((this.stack = []), this);
-}
+import { StackContextManager } from '../support/otel-context.js';
 
 describe('enqueue stores the active traceparent', () => {
   let h: Harness;

@@ -1,5 +1,7 @@
 import { sql, type Kysely } from 'kysely';
-import { createInbox, migrateInbox, type Inbox } from '../../src/index.js';
+import type { EventEmitter } from 'node:events';
+import type { InboxConsumerEvents } from '../../src/dedupe/consumers/core.js';
+import { createInbox, migrateInbox, type Inbox, type InboxMessage, type NewDeadLetter } from '../../src/index.js';
 import type { Harness } from './harness.js';
 import { waitFor } from './relay-helpers.js';
 
@@ -75,4 +77,20 @@ export function gate(): { opened: Promise<void>; open: () => void } {
   let open!: () => void;
   const opened = new Promise<void>((resolve) => (open = resolve));
   return { opened, open };
+}
+
+/** Records what a consumer helper reports, event by event (errors are swallowed: the tests provoke them). */
+export function observe(consumer: EventEmitter<InboxConsumerEvents>) {
+  const seen = {
+    processed: [] as InboxMessage[],
+    duplicate: [] as InboxMessage[],
+    retrying: [] as string[],
+    dead: [] as NewDeadLetter[],
+  };
+  consumer.on('processed', (m) => seen.processed.push(m));
+  consumer.on('duplicate', (m) => seen.duplicate.push(m));
+  consumer.on('retrying', (e) => seen.retrying.push(e.message.id));
+  consumer.on('dead', (letter) => seen.dead.push(letter));
+  consumer.on('error', () => undefined);
+  return seen;
 }

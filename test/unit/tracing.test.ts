@@ -1,40 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import {
-  ROOT_CONTEXT,
-  context,
-  trace,
-  type Context,
-  type ContextManager,
-  type Span,
-  type SpanContext,
-  type Tracer,
-} from '@opentelemetry/api';
+import { ROOT_CONTEXT, context, trace, type Context, type Span, type SpanContext, type Tracer } from '@opentelemetry/api';
+import { StackContextManager } from '../support/otel-context.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryBroker, type OutgoingMessage } from '../../src/index.js';
 import { activeTraceparent } from '../../src/outbox/trace-context.js';
 import { traceBroker } from '../../src/relay/tracing.js';
-
-/** The smallest synchronous context manager: enough for code that reads the context before its first await. */
-class StackContextManager implements ContextManager {
-  private stack: Context[] = [];
-  active = () => this.stack[this.stack.length - 1] ?? ROOT_CONTEXT;
-  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(
-    ctx: Context,
-    fn: F,
-    thisArg?: ThisParameterType<F>,
-    ...args: A
-  ) {
-    this.stack.push(ctx);
-    try {
-      return fn.call(thisArg, ...args);
-    } finally {
-      this.stack.pop();
-    }
-  }
-  bind = <T>(_ctx: Context, target: T) => target;
-  enable = () => this;
-  disable = () => ((this.stack = []), this);
-}
 
 /** A recording tracer: each span gets a fresh id and remembers its parent. */
 function recordingTracer(started: { name: string; parent: SpanContext | undefined; own: SpanContext; ended: boolean }[]): Tracer {
