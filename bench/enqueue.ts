@@ -1,5 +1,5 @@
 import { sql, type Kysely, type RawBuilder } from 'kysely';
-import { monotonicFactory } from 'ulid';
+import { createUlidGenerator } from '../src/outbox/ids.js';
 import { createOutbox, migrate, type Outbox, type OutboxMessage } from '../src/index.js';
 import {
   machineFacts,
@@ -182,7 +182,7 @@ async function measureSingle(target: Target, bench: BenchDb): Promise<SingleResu
   const { db, schema, outbox } = bench;
   let sequence = 0;
   // ULIDs like the outbox's own ids, so the bare row pays for making one too.
-  const bareId = monotonicFactory();
+  const bareId = createUlidGenerator();
 
   async function transaction(kind: Kind): Promise<number> {
     const n = sequence++;

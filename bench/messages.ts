@@ -1,5 +1,5 @@
 import { sql, type Kysely } from 'kysely';
-import { monotonicFactory } from 'ulid';
+import { createUlidGenerator } from '../src/outbox/ids.js';
 import { createOutbox, migrate, type OutboxMessage, type OutgoingMessage } from '../src/index.js';
 import type { Target } from './support.js';
 
@@ -43,7 +43,7 @@ export function orderEvent(n: number): OrderEvent {
 
 /** The round's messages: fresh monotonic ULIDs (the library's own default ids), keys round-robin over KEYS. */
 export function roundMessages(round: number, total: number): BenchMessage[] {
-  const newId = monotonicFactory();
+  const newId = createUlidGenerator();
   const createdAt = new Date();
   return Array.from({ length: total }, (_, i) => {
     const body = orderEvent(round * total + i);

@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { sql, type Kysely, type LogEvent } from 'kysely';
-import { monotonicFactory } from 'ulid';
+import { createUlidGenerator } from '../src/outbox/ids.js';
 import {
   createOutbox,
   createRelay,
@@ -336,7 +336,7 @@ async function measureThroughput(target: Target, db: Kysely<any>, schema: string
       content_type VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, headers JSON NOT NULL,
       created_at DATETIME(6) NOT NULL) ENGINE=InnoDB`.execute(db);
   }
-  const newId = monotonicFactory();
+  const newId = createUlidGenerator();
   const now = target.dialect === 'postgres' ? sql`statement_timestamp()` : sql`UTC_TIMESTAMP(6)`;
   let payloadBytes = 0;
   /** One multi-row INSERT ... VALUES of the rows the outbox would store for these messages. */
