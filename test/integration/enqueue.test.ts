@@ -294,6 +294,52 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
     expect(atRow!.nextAttemptAt.toISOString()).toBe(at.toISOString());
   });
 
+  it('stores a message enqueued alone exactly as the same message in a batch', async () => {
+    // A single message takes a statement of its own (cheaper to plan); both must write the same row.
+    const at = new Date(Date.UTC(2030, 0, 2, 3, 4, 5, 678));
+    const messages = (prefix: string) => [
+      { id: `${prefix}-plain`, topic: 't.x', payload: { a: 1 }, headers: { h: 'v' } },
+      { id: `${prefix}-head`, topic: 't.x', key: `${prefix}-k`, payload: [1, 2] },
+      { id: `${prefix}-next`, topic: 't.x', key: `${prefix}-k`, payload: 'x', contentType: 'text/plain' },
+      { id: `${prefix}-later`, topic: 't.x', payload: 1, delayMs: 60_000 },
+      { id: `${prefix}-at`, topic: 't.x', key: `${prefix}-j`, payload: new Uint8Array([0, 255]), availableAt: at },
+    ];
+    await h.db.transaction().execute(async (trx) => {
+      for (const message of messages('one')) expect(await h.outbox.enqueue(trx, message)).toEqual({ id: message.id, duplicate: false });
+    });
+    await h.db.transaction().execute((trx) => h.outbox.enqueue(trx, messages('many')));
+    const rows = await h.rows();
+    const shape = (row: (typeof rows)[number]) => ({
+      topic: row.topic,
+      key: row.key?.replace(/^(one|many)-/, ''),
+      payload: row.payload.toString('hex'),
+      contentType: row.contentType,
+      headers: row.headers,
+      ready: row.ready,
+      delayed: row.nextAttemptAt.getTime() - row.createdAt.getTime() >= 59_999,
+      at: row.nextAttemptAt.getTime() === at.getTime(),
+    });
+    const alone = rows.filter((row) => row.id.startsWith('one-'));
+    const batched = rows.filter((row) => row.id.startsWith('many-'));
+    expect(alone.map(shape)).toEqual(batched.map(shape));
+    expect(alone.map((row) => row.ready)).toEqual([true, true, false, true, true]);
+    expect(alone.map(shape).map((row) => [row.delayed, row.at])).toEqual([
+      [false, false],
+      [false, false],
+      [false, false],
+      [true, false],
+      [true, true],
+    ]);
+    expect(await h.keyCounts()).toEqual(
+      new Map([
+        ['one-j', 1],
+        ['one-k', 2],
+        ['many-j', 1],
+        ['many-k', 2],
+      ]),
+    );
+  });
+
   it('keeps the order given within one batch and heads only the first of each key', async () => {
     const messages = Array.from({ length: 200 }, (_, i) => ({
       id: `b-${i}`,

@@ -439,8 +439,15 @@ describe('relay wake-ups', () => {
       relay.start();
       started.push(relay);
       await new Promise((resolve) => setTimeout(resolve, 300));
+      // One message and a batch take different statements; each must notify.
       await commit([{ id: 'notified', topic: 't', payload: 1 }]);
       await waitFor(() => broker.accepted.length === 1, 3000, 'the notified publish');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await commit([
+        { id: 'notified-batch-1', topic: 't', key: 'k', payload: 2 },
+        { id: 'notified-batch-2', topic: 't', payload: 3 },
+      ]);
+      await waitFor(() => broker.accepted.length === 3, 3000, 'the notified batch');
       expect(errors).toEqual([]);
     });
   });

@@ -1,9 +1,12 @@
-import { sql } from 'kysely';
-import type { BatchPlan } from '../../outbox/batch.js';
+import { sql, type RawBuilder } from 'kysely';
+import type { BatchPlan, PlannedMessage } from '../../outbox/batch.js';
 import type { EnqueueOptions } from '../dialect.js';
 import type { SqlExecutor } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
 import { compiler, notifyChannel, qualified } from './compiler.js';
+
+/** What the enqueue statements return for each row they wrote. */
+type WrittenRow = { id: string; seq: string; msg_key: string | null; ready: boolean };
 
 /**
  * One statement, one round-trip:
@@ -15,10 +18,10 @@ import { compiler, notifyChannel, qualified } from './compiler.js';
  * 3. `ready` marks the head of each key (no unsent message of the key before it): the count in the key row was 0.
  * Duplicate ids are skipped by ON CONFLICT, which waits for a concurrent writer of the same id instead of failing.
  */
-function insertStatement(names: TableNames, plan: BatchPlan, notify: boolean) {
+function batchInsertStatement(names: TableNames, plan: BatchPlan, notify: boolean) {
   const m = plan.messages;
   const column = <T>(pick: (message: (typeof m)[number]) => T) => m.map(pick);
-  return sql<{ id: string; seq: string; msg_key: string | null; ready: boolean }>`
+  return sql<WrittenRow>`
     WITH input AS (
       SELECT * FROM unnest(
         ${column((x) => x.id)}::text[], ${column((x) => x.topic)}::text[], ${column((x) => x.key)}::text[],
@@ -45,14 +48,44 @@ function insertStatement(names: TableNames, plan: BatchPlan, notify: boolean) {
     RETURNING id, seq, msg_key, ready`;
 }
 
+/**
+ * The same write for a single message, the common case, without the arrays: PostgreSQL plans every statement
+ * Kysely sends afresh, and planning the batch form costs more than the insert itself. For a keyed message the
+ * key row is upserted first (its lock held to commit, as above) and the row is its key's head when the count
+ * it just raised is 1. pg_notify sits in RETURNING, so it runs only when a row was written: a duplicate wakes no one.
+ */
+function singleInsertStatement(names: TableNames, message: PlannedMessage, notify: boolean) {
+  const m = message;
+  const wake = notify ? sql`, pg_notify(${notifyChannel(names)}, '') IS NULL AS woke` : sql``;
+  const row = (ready: RawBuilder<unknown>) => sql`
+    ${m.id}::text, ${m.topic}::text, ${m.key}::text, ${m.payload}::bytea, ${m.contentType}::text, ${m.headers}::jsonb,
+    ${ready}, coalesce(${m.availableAt}::timestamptz, statement_timestamp() + ${m.delayMs}::int8 * interval '1 millisecond')`;
+  const into = sql`INSERT INTO ${qualified(names, names.table)}
+      (id, topic, msg_key, payload, content_type, headers, ready, next_attempt_at)`;
+  const tail = sql`ON CONFLICT (id) DO NOTHING RETURNING id, seq, msg_key, ready${wake}`;
+  if (m.key === null) return sql<WrittenRow>`${into} VALUES (${row(sql`true`)}) ${tail}`;
+  return sql<WrittenRow>`
+    WITH locked_key AS (
+      INSERT INTO ${qualified(names, names.keys)} AS k (msg_key, pending) VALUES (${m.key}::text, 1)
+      ON CONFLICT (msg_key) DO UPDATE SET pending = k.pending + 1
+      RETURNING k.pending
+    )
+    ${into} SELECT ${row(sql`locked_key.pending = 1`)} FROM locked_key ${tail}`;
+}
+
 export async function enqueuePostgres(
   run: SqlExecutor,
   names: TableNames,
   plan: BatchPlan,
   options: EnqueueOptions,
 ): Promise<Set<string>> {
-  const { rows } = await run(insertStatement(names, plan, options.notify).compile(compiler));
-  const written = rows as { id: string; seq: string; msg_key: string | null; ready: boolean }[];
+  const [only] = plan.messages;
+  const statement =
+    plan.messages.length === 1 && only !== undefined
+      ? singleInsertStatement(names, only, options.notify)
+      : batchInsertStatement(names, plan, options.notify);
+  const { rows } = await run(statement.compile(compiler));
+  const written = rows as WrittenRow[];
   const writtenIds = new Set(written.map((row) => row.id));
   if (writtenIds.size < plan.messages.length) await repairKeyCounts(run, names, plan, written);
   return writtenIds;
@@ -67,7 +100,7 @@ async function repairKeyCounts(
   run: SqlExecutor,
   names: TableNames,
   plan: BatchPlan,
-  written: { id: string; seq: string; msg_key: string | null; ready: boolean }[],
+  written: WrittenRow[],
 ): Promise<void> {
   const writtenIds = new Set(written.map((row) => row.id));
   const dropped = new Map<string, number>();
