@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { NotInTransactionError, TxOutboxError } from '../../src/index.js';
+import { NotInTransactionError, SchemaError, TxOutboxError } from '../../src/index.js';
 import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
 
 const ULID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
@@ -436,5 +436,25 @@ describe('enqueue in a failed Kysely transaction on postgres', () => {
     });
     await trx.rollback().execute();
     expect(await h.rows()).toEqual([]);
+  });
+});
+
+describe('enqueue on mysql without its key lock rows', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness('mysql');
+    await sql`DELETE FROM ${sql.id(h.schema, 'txoutbox_key_locks')}`.execute(h.db);
+  });
+  afterAll(async () => h?.destroy());
+
+  it.each([
+    ['one keyed message', [{ topic: 't', key: 'k', payload: 1 }]],
+    ['a batch of two keys', [{ topic: 't', key: 'k', payload: 1 }, { topic: 't', key: 'j', payload: 2 }]],
+  ])('refuses %s with a SchemaError that says what is missing, and writes nothing', async (_what, messages) => {
+    const failure = h.db.transaction().execute((trx) => h.outbox.enqueue(trx, messages));
+    await expect(failure).rejects.toBeInstanceOf(SchemaError);
+    await expect(failure).rejects.toThrow(/key lock table .*missing rows/);
+    expect(await h.rows()).toEqual([]);
+    expect(await h.keyCounts()).toEqual(new Map());
   });
 });

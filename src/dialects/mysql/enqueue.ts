@@ -1,10 +1,11 @@
 import { sql } from 'kysely';
+import { SchemaError } from '../../errors.js';
 import { planBatch, type BatchPlan, type PlannedMessage } from '../../outbox/batch.js';
 import type { SqlExecutor } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
 import { compiler, qualified, utcDatetime } from './compiler.js';
 import { decrementKeyCounts } from './key-counts.js';
-import { lockKeyStripes } from './key-locks.js';
+import { keyStripe, lockKeyStripes } from './key-locks.js';
 
 const ER_DUP_ENTRY = 1062;
 /** How many times a batch is re-planned after a concurrent writer committed one of its ids first. */
@@ -57,15 +58,36 @@ function isDuplicateKeyError(error: unknown): boolean {
   return (error as { errno?: number } | null)?.errno === ER_DUP_ENTRY;
 }
 
-export async function enqueueMysql(run: SqlExecutor, names: TableNames, plan: BatchPlan): Promise<Set<string>> {
-  if (plan.keys.length > 0) {
-    await lockKeyStripes(
-      run,
-      names,
-      plan.keys.map(({ key }) => key),
-    );
-    await run(countKeysStatement(names, plan.keys).compile(compiler));
+/**
+ * For a batch with one key (a single keyed message, most often): takes the key's stripe lock and adds to its count
+ * in one statement. The locking read of the stripe row comes first, as in lockKeyStripes, so the lock order is the
+ * same; if the stripe row is missing, nothing is inserted.
+ */
+function lockAndCountKeyStatement(names: TableNames, { key, count }: { key: string; count: number }) {
+  return sql`
+    INSERT INTO ${qualified(names, names.keys)} (msg_key, pending)
+    SELECT ${Buffer.from(key)}, ${count} FROM ${qualified(names, names.keyLocks)} WHERE stripe = ${keyStripe(key)} FOR UPDATE
+    ON DUPLICATE KEY UPDATE pending = pending + VALUES(pending)`;
+}
+
+/** Locks the batch's keys until the caller commits and counts its messages in their rows. */
+async function lockAndCountKeys(run: SqlExecutor, names: TableNames, keys: { key: string; count: number }[]): Promise<void> {
+  const [only] = keys;
+  if (keys.length === 1 && only !== undefined) {
+    const { affectedRows } = await run(lockAndCountKeyStatement(names, only).compile(compiler));
+    if (affectedRows === 0) throw new SchemaError(`The key lock table ${names.keyLocks} is missing rows (stripe ${keyStripe(only.key)}).`);
+    return;
   }
+  await lockKeyStripes(
+    run,
+    names,
+    keys.map(({ key }) => key),
+  );
+  await run(countKeysStatement(names, keys).compile(compiler));
+}
+
+export async function enqueueMysql(run: SqlExecutor, names: TableNames, plan: BatchPlan): Promise<Set<string>> {
+  if (plan.keys.length > 0) await lockAndCountKeys(run, names, plan.keys);
   let messages = plan.messages;
   for (let round = 1; ; round++) {
     if (messages.length === 0) return new Set();
