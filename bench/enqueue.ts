@@ -230,10 +230,11 @@ async function measureSingle(target: Target, bench: BenchDb): Promise<SingleResu
 
   for (let round = 0; round < SINGLE_ROUNDS; round++) {
     const roundTotals = byKind(() => 0);
-    // Rotate which variant goes first, so a drift within a round (autovacuum, a checkpoint) hits each equally.
-    for (let k = 0; k < KINDS.length; k++) {
-      const kind = KINDS[(round + k) % KINDS.length]!;
-      for (let i = 0; i < SINGLE_PER_ROUND; i++) {
+    // Interleave the variants one transaction at a time, rotating which goes first, so that a slow spell of the
+    // machine (a checkpoint, a stalled fsync, a noisy neighbour) falls on every variant alike.
+    for (let i = 0; i < SINGLE_PER_ROUND; i++) {
+      for (let k = 0; k < KINDS.length; k++) {
+        const kind = KINDS[(round + i + k) % KINDS.length]!;
         const ms = await transaction(kind);
         latencies[kind][round * SINGLE_PER_ROUND + i] = ms;
         roundTotals[kind] += ms;
@@ -334,7 +335,7 @@ function render(date: Date, reports: readonly DbReport[]): string {
     ...reports.map((r) => `- ${r.target.label}: ${r.version} (${r.durability})`),
     '',
     `Single-row transactions run one at a time on a pool: ${SINGLE_WARMUP} warm-up of each variant, then ${SINGLE_ROUNDS} rounds of ` +
-      `${SINGLE_PER_ROUND} baseline, ${SINGLE_PER_ROUND} bare-INSERT, ${SINGLE_PER_ROUND} keyed and ${SINGLE_PER_ROUND} keyless transactions (order rotated per round). ` +
+      `${SINGLE_PER_ROUND} baseline, ${SINGLE_PER_ROUND} bare-INSERT, ${SINGLE_PER_ROUND} keyed and ${SINGLE_PER_ROUND} keyless transactions, interleaved one transaction at a time with the order rotated, so a slow spell of the machine falls on every variant alike. ` +
       `Baseline: \`db.transaction()\` inserting one \`orders\` row. Bare INSERT: the baseline plus one plain single-row INSERT of the row the keyed message ` +
       `would store (ULID id, topic, key, the same JSON payload as bytes, content type, headers) into \`bare_outbox\`, a table with only a bigint identity ` +
       `primary key and a unique index on id: the cheapest way to write that row, and the floor for any outbox that writes one. ` +
