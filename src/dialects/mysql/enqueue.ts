@@ -61,7 +61,8 @@ function isDuplicateKeyError(error: unknown): boolean {
 /**
  * For a batch with one key (a single keyed message, most often): takes the key's stripe lock and adds to its count
  * in one statement. The locking read of the stripe row comes first, as in lockKeyStripes, so the lock order is the
- * same; if the stripe row is missing, nothing is inserted.
+ * same; if the stripe row is missing, nothing is inserted. (Under binlog_format=STATEMENT the server calls this form
+ * unsafe and logs a warning; the ROW and MIXED defaults replicate it as rows.)
  */
 function lockAndCountKeyStatement(names: TableNames, { key, count }: { key: string; count: number }) {
   return sql`
