@@ -55,8 +55,29 @@ export interface DeadLetterRow {
 }
 
 /**
+ * A key whose bookkeeping is off: messages wait but nothing heads the key (it would never move again), or
+ * several messages head it (its order is at risk). Neither arises from txoutbox's own statements; a hand-edited
+ * row, a restored backup or an older relay can leave one, and `txoutbox doctor` finds and repairs it.
+ */
+export interface HeadProblem {
+  key: string;
+  kind: 'no-head' | 'several-heads';
+  heads: number;
+  waiting: number;
+}
+
+export function headProblem(key: string, heads: number, waiting: number): HeadProblem {
+  return { key, kind: heads === 0 ? 'no-head' : 'several-heads', heads, waiting };
+}
+
+/** The distinct keys among these, each mapped to no arrival: the form the head bookkeeping takes. */
+export function keyMap(keys: readonly (string | null)[]): Map<string, null> {
+  return new Map(keys.flatMap((key) => (key === null ? [] : [[key, null] as const])));
+}
+
+/**
  * What operators do to an outbox table: look at it, and act on dead letters. Retry and discard keep the table's
- * invariants: per-key order, one head per key, and `<table>_keys` counting every unsent message of its key.
+ * invariants: per-key order, and exactly one head for every key with unsent messages.
  */
 export interface AdminStore {
   status(): Promise<TableStatus>;
@@ -66,6 +87,10 @@ export interface AdminStore {
   retryDead(seqs: readonly string[]): Promise<number>;
   /** Deletes these dead letters, moving each key on to its next message; returns how many were still dead. */
   discardDead(seqs: readonly string[]): Promise<number>;
+  /** Keys whose head bookkeeping is off (none, or several heads). A scan of the unsent rows. */
+  headProblems(): Promise<HeadProblem[]>;
+  /** Repairs these keys: one head each (the first waiting message), under the relays' key locks. Returns heads made. */
+  repairHeads(keys: readonly string[]): Promise<number>;
 }
 
 export function adminStoreFor<DB>(dialect: DialectName, db: Kysely<DB>, names: TableNames): AdminStore {

@@ -17,6 +17,25 @@ export interface ClaimedMessage {
   /** Attempts so far, this one included. */
   attempts: number;
   createdAt: Date;
+  /**
+   * The claim token whose lease on this message ran out before it was settled (that relay crashed or stalled
+   * mid-publish), or null for a message nobody held.
+   */
+  takenOverFrom: string | null;
+}
+
+/** How much one claim may take: at most `count` messages, and no more payload bytes than `bytes` (but always one). */
+export interface ClaimLimits {
+  count: number;
+  bytes: number;
+}
+
+/** What a completion did. */
+export interface Completion {
+  /** The messages that were still leased to the token and are now sent (the others were taken over). */
+  sent: ClaimedMessage[];
+  /** How many keys got a new head, ready to be claimed at once. */
+  promoted: number;
 }
 
 export interface RetryPlan {
@@ -32,19 +51,25 @@ export interface DeadLetter {
 
 /**
  * The relay's view of the outbox tables. Every call that changes a claimed row checks the claim token, so a
- * relay whose lease was taken over (it stalled, the other relay published) cannot undo the other's work.
+ * relay whose lease was taken over (it stalled, the other relay published) cannot undo the other's work. Nothing
+ * here waits for a producer's open transaction: producers only insert, and relays lock keys among themselves.
  */
 export interface RelayStore {
-  /** Leases up to `limit` due heads to `token` for `leaseMs`, counting an attempt for each. */
-  claim(limit: number, token: string, leaseMs: number): Promise<ClaimedMessage[]>;
-  /** After the broker's persisted ack: deletes (or, retaining, marks sent) and moves each key on to its next message. Returns how many were still ours. */
-  complete(messages: readonly ClaimedMessage[], token: string, retain: boolean): Promise<number>;
+  /**
+   * Sequences newly committed keyed messages (each becomes its key's head, or waits behind it), then leases due
+   * heads to `token` for `leaseMs`, counting an attempt for each.
+   */
+  claim(limits: ClaimLimits, token: string, leaseMs: number): Promise<ClaimedMessage[]>;
+  /** After the broker's persisted ack: deletes (or, retaining, marks sent) and makes each key's next message its head. */
+  complete(messages: readonly ClaimedMessage[], token: string, retain: boolean): Promise<Completion>;
   retry(plans: readonly RetryPlan[], token: string): Promise<void>;
-  /** Dead-letters; with `releaseKey` the key moves on to its next message (policy 'skip'), otherwise it waits. */
-  bury(letters: readonly DeadLetter[], token: string, releaseKey: boolean): Promise<void>;
+  /** Dead-letters; with `releaseKey` the key moves on to its next message (policy 'skip'), otherwise it waits. Returns heads made. */
+  bury(letters: readonly DeadLetter[], token: string, releaseKey: boolean): Promise<number>;
   /** Gives leases back untouched (the attempt is not counted), for a relay that stops mid-publish. */
   release(messages: readonly ClaimedMessage[], token: string): Promise<void>;
-  /** Deletes up to `limit` sent rows older than `retainMs`, and key rows no message needs any more. */
+  /** Moves a message's lease from one token to another, renewed for `leaseMs`; false when it is no longer leased to `from`. */
+  handOver(message: ClaimedMessage, from: string, to: string, leaseMs: number): Promise<boolean>;
+  /** Deletes up to `limit` sent rows older than `retainMs`. */
   cleanup(retainMs: number, limit: number): Promise<number>;
 }
 
@@ -58,7 +83,7 @@ export interface RelayStoreOptions {
 }
 
 export interface EnqueueOptions {
-  /** PostgreSQL: NOTIFY listening relays on commit. */
+  /** PostgreSQL: NOTIFY listening relays on commit (opt-in: PostgreSQL lets one notifying transaction commit at a time). */
   notify: boolean;
 }
 

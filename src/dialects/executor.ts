@@ -77,6 +77,29 @@ export function readCommittedTransaction<DB>(db: Kysely<DB>) {
       .execute((trx) => work(kyselyExecutor(trx)));
 }
 
+/**
+ * Runs single statements of the relay's own at READ COMMITTED. Without a transaction a statement runs at the
+ * server's default level, and a REPEATABLE READ default would turn SKIP LOCKED contention into serialization
+ * failures; so the default is asked once, and only when it is not READ COMMITTED does each statement get a
+ * transaction of its own (two round-trips more).
+ */
+export function readCommittedStatements<DB>(db: Kysely<DB>, defaultLevel: CompiledQuery): SqlExecutor {
+  const plain = kyselyExecutor(db);
+  const transaction = readCommittedTransaction(db);
+  let mode: Promise<'plain' | 'transaction'> | null = null;
+  const detect = async () => {
+    const { rows } = await plain(defaultLevel);
+    return String(Object.values(rows[0] ?? {})[0] ?? '').toLowerCase() === 'read committed' ? 'plain' : 'transaction';
+  };
+  return async (query) => {
+    mode ??= detect().catch((error: unknown) => {
+      mode = null;
+      throw error;
+    });
+    return (await mode) === 'plain' ? plain(query) : transaction((trx) => trx(query));
+  };
+}
+
 export function isKyselyLike(value: unknown): value is KyselyTransactionLike {
   const candidate = value as Partial<KyselyTransactionLike> | null;
   return typeof candidate?.executeQuery === 'function' && typeof candidate.isTransaction === 'boolean';

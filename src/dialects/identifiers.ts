@@ -23,12 +23,10 @@ export interface TableNames {
   schema: string | null;
   /** The outbox table. */
   table: string;
-  /** One row per ordering key: its count of unsent messages (and, on PostgreSQL, its lock). */
-  keys: string;
-  /** MySQL only: the fixed lock stripes that serialize producers of a key. */
+  /** MySQL only: the fixed lock stripes relays take so that two relays never sequence one key at once. */
   keyLocks: string;
 }
 
 export function tableNames(table: string, schema: string | null): TableNames {
-  return { schema, table, keys: `${table}_keys`, keyLocks: `${table}_key_locks` };
+  return { schema, table, keyLocks: `${table}_key_locks` };
 }

@@ -18,7 +18,11 @@ export interface OutboxOptions {
   maxBatch?: number;
   /** Makes ids for messages that bring none. Default: monotonic ULIDs. */
   generateId?: IdGenerator;
-  /** PostgreSQL: wake listening relays with NOTIFY when the transaction commits. Default true. */
+  /**
+   * PostgreSQL: wake listening relays with NOTIFY when the transaction commits. Default false: PostgreSQL lets
+   * only one notifying transaction commit at a time, which caps how fast your service commits. Relays find new
+   * messages by adaptive polling instead (or call `relay.kick()` after a commit when the relay runs in-process).
+   */
   notify?: boolean;
 }
 
@@ -36,7 +40,7 @@ const schema = z.object({
     .max(1024 * 1024 * 1024)
     .default(1024 * 1024),
   maxBatch: z.number().int().positive().max(MAX_BATCH_CEILING).default(1000),
-  notify: z.boolean().default(true),
+  notify: z.boolean().default(false),
   generateId: z.custom<IdGenerator>((value) => typeof value === 'function', 'generateId must be a function').optional(),
 });
 

@@ -42,7 +42,8 @@ export function createOutbox(options: OutboxOptions): Outbox {
       withTraceparent(validateMessage(message, single ? '' : `messages[${index}]`, limits, newId), traceparent),
     );
     const run = await transactionExecutor(trx, resolved.dialect);
-    const written = await dialect.enqueue(run, names, planBatch(messages), { notify: resolved.notify });
+    const callerIds = input.some((message) => (message as { id?: unknown } | null)?.id !== undefined);
+    const written = await dialect.enqueue(run, names, planBatch(messages, callerIds), { notify: resolved.notify });
     const reported = new Set<string>();
     return messages.map(({ id }) => {
       const duplicate = !written.has(id) || reported.has(id);

@@ -5,6 +5,7 @@ import { DIALECT_NAMES, type DialectName } from '../dialects/dialect-name.js';
 import { assertPlainIdentifier } from '../dialects/identifiers.js';
 import { DEFAULT_TABLE_NAME } from '../dialects/migrator.js';
 import type { ListenSource } from './pg-listener.js';
+import type { RelayStore } from '../dialects/dialect.js';
 import { parseOptions } from '../config.js';
 
 export type DeadLetterPolicy = 'block-key' | 'skip';
@@ -18,6 +19,11 @@ export interface RelayOptions<DB = unknown> {
   broker: Broker;
   /** Messages claimed per round-trip. Default 100. */
   batchSize?: number;
+  /**
+   * Payload bytes one claim may take (a larger message is still claimed, alone). With concurrency and the batch
+   * claimed ahead, the relay holds at most about 2 × concurrency × maxBatchBytes of payloads. Default 8 MiB.
+   */
+  maxBatchBytes?: number;
   /** Batches in flight at once; memory stays bounded by batchSize × concurrency. Default 2. */
   concurrency?: number;
   /** How long a claim is exclusive; a relay that dies is taken over after it. Default 30 s. */
@@ -50,6 +56,8 @@ export interface RelayOptions<DB = unknown> {
   instanceId?: string;
   /** Randomness for backoff jitter; injectable for tests. */
   random?: () => number;
+  /** @internal The store the relay works on; tests of the loop pass an in-memory one. Default: the dialect's. */
+  store?: RelayStore;
 }
 
 const schema = z
@@ -66,6 +74,11 @@ const schema = z
       'broker must have a publish(messages) method',
     ),
     batchSize: z.number().int().min(1).max(10_000).default(100),
+    maxBatchBytes: z
+      .number()
+      .int()
+      .min(1)
+      .default(8 * 1024 * 1024),
     concurrency: z.number().int().min(1).max(64).default(2),
     leaseMs: z.number().int().min(100).default(30_000),
     publishTimeoutMs: z.number().int().min(10).default(10_000),
@@ -91,6 +104,9 @@ const schema = z
     asyncCommit: z.boolean().default(true),
     instanceId: z.string().min(1).max(200).optional(),
     random: z.function().optional(),
+    store: z
+      .custom<RelayStore>((value) => typeof (value as { claim?: unknown })?.claim === 'function', 'store must be a RelayStore')
+      .optional(),
   })
   .strict()
   .refine((options) => options.leaseMs > options.publishTimeoutMs, {

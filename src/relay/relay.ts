@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { OutgoingMessage, PublishOutcome } from '../brokers/broker.js';
-import type { ClaimedMessage, DeadLetter, RelayStore, RetryPlan } from '../dialects/dialect.js';
+import type { ClaimedMessage, ClaimLimits, DeadLetter, RelayStore, RetryPlan } from '../dialects/dialect.js';
 import { tableNames } from '../dialects/identifiers.js';
 import { dialectFor } from '../dialects/index.js';
 import { backoffDelay } from './backoff.js';
@@ -37,6 +37,20 @@ export interface CycleResult {
 }
 
 const NOTHING: CycleResult = { claimed: 0, published: 0, retried: 0, dead: 0 };
+const add = (a: CycleResult, b: CycleResult): CycleResult => ({
+  claimed: a.claimed + b.claimed,
+  published: a.published + b.published,
+  retried: a.retried + b.retried,
+  dead: a.dead + b.dead,
+});
+
+/**
+ * Marks the claim token of a message published on its own after a lost lease. If that lease is lost too (the
+ * process died again), the message is the one that kills the relay: it goes last, and dead after its budget.
+ */
+const ALONE = '#alone';
+/** How long stop() waits past drainMs for workers stuck in a database call before it returns anyway. */
+const STOP_GRACE_MS = 1000;
 
 /** Messages leased under one claim token. */
 interface Claim {
@@ -61,6 +75,9 @@ export class Relay extends EventEmitter<RelayEvents> {
   private running = false;
   private stopping = false;
   private claims = 0;
+  /** Makes this relay's claim tokens unique even when two relays are given the same instanceId. */
+  private readonly nonce = randomBytes(4).toString('hex');
+  private cleaning: Promise<number> | null = null;
   private listener: { close(): Promise<void> } | null = null;
   private cleanupTimer: NodeJS.Timeout | null = null;
 
@@ -68,7 +85,9 @@ export class Relay extends EventEmitter<RelayEvents> {
     super();
     this.options = resolveRelayOptions(options);
     const names = tableNames(this.options.table, this.options.schema);
-    this.store = dialectFor(this.options.dialect).relayStore(this.options.db, names, { asyncCommit: this.options.asyncCommit });
+    this.store =
+      this.options.store ??
+      dialectFor(this.options.dialect).relayStore(this.options.db, names, { asyncCommit: this.options.asyncCommit });
     this.instanceId = this.options.instanceId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   }
 
@@ -112,8 +131,16 @@ export class Relay extends EventEmitter<RelayEvents> {
       new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), drainMs))),
     ]);
     clearTimeout(timer);
-    if (!drained) for (const controller of this.inFlight) controller.abort(new Error('the relay is stopping'));
-    await workers;
+    if (!drained) {
+      for (const controller of this.inFlight) controller.abort(new Error('the relay is stopping'));
+      // Aborted publishes settle at once; a worker still inside a database call after the grace is left to finish
+      // on its own (its leases run out if it never does), so stop() keeps its promise whatever the database does.
+      const finished = await Promise.race([workers.then(() => true), sleep(STOP_GRACE_MS).then(() => false)]);
+      if (!finished)
+        this.report(
+          new Error(`stop: workers were still in a database call ${drainMs + STOP_GRACE_MS} ms after stop(); returning anyway`),
+        );
+    }
     this.workers = [];
   }
 
@@ -125,12 +152,18 @@ export class Relay extends EventEmitter<RelayEvents> {
   /** Claims and handles one batch; for tests and cron-style use without `start()`. */
   async runOnce(): Promise<CycleResult> {
     const token = this.nextToken();
-    const claimed = await this.store.claim(this.options.batchSize, token, this.options.leaseMs);
+    const claimed = await this.store.claim(this.limits(), token, this.options.leaseMs);
     return claimed.length === 0 ? NOTHING : this.handle(claimed, token);
   }
 
   /** Deletes sent rows past the retention window, in small batches, off the publish path. */
-  async cleanup(): Promise<number> {
+  cleanup(): Promise<number> {
+    // One cleanup at a time: a slow one must not pile up behind the interval.
+    this.cleaning ??= this.cleanupRounds().finally(() => (this.cleaning = null));
+    return this.cleaning;
+  }
+
+  private async cleanupRounds(): Promise<number> {
     let deleted = 0;
     try {
       for (let round = 0; round < 10; round++) {
@@ -178,9 +211,12 @@ export class Relay extends EventEmitter<RelayEvents> {
           prefetched = this.claim();
           this.waker.wake();
         }
-        const outcomes = await this.publish(messages.map(toOutgoing));
+        const { batch, settle } = await this.triage(messages, token);
+        const outcomes = await this.publish(batch.map(toOutgoing));
         await settling; // One completion at a time per worker keeps memory and connections bounded.
-        settling = this.settle(messages, outcomes, token).catch((error: unknown) => this.report(error));
+        settling = this.settle(batch, outcomes, token)
+          .then(settle)
+          .catch((error: unknown) => this.report(error));
         idleMs = adaptive ? this.options.minPollIntervalMs : this.options.pollIntervalMs;
         continue;
       }
@@ -202,7 +238,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     const token = this.nextToken();
     const sentAt = performance.now();
     try {
-      return { messages: await this.store.claim(this.options.batchSize, token, this.options.leaseMs), token, sentAt };
+      return { messages: await this.store.claim(this.limits(), token, this.options.leaseMs), token, sentAt };
     } catch (error) {
       this.report(error);
       return { messages: [], token, sentAt };
@@ -216,7 +252,51 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 
   private async handle(claimed: ClaimedMessage[], token: string): Promise<CycleResult> {
-    return this.settle(claimed, await this.publish(claimed.map(toOutgoing)), token);
+    const { batch, settle } = await this.triage(claimed, token);
+    const result = await this.settle(batch, await this.publish(batch.map(toOutgoing)), token);
+    return add(result, await settle());
+  }
+
+  private limits(): ClaimLimits {
+    return { count: this.options.batchSize, bytes: this.options.maxBatchBytes };
+  }
+
+  /**
+   * Sorts a claim by what happened to its messages before. A message whose previous lease ran out unsettled was
+   * being published when its relay died or stalled, and may be what kills the relay: it is published on its own,
+   * under a token of its own, so a crash takes only it down and marks it; one marked so goes after the others; and
+   * one claimed more than maxAttempts times is dead without another try. The rest go out as one batch. Returns the
+   * batch and a step, run after the batch is settled, that deals with the others one at a time.
+   */
+  private async triage(claimed: ClaimedMessage[], token: string) {
+    const { maxAttempts } = this.options;
+    const exhausted = claimed.filter((m) => m.attempts > maxAttempts);
+    const suspects = claimed.filter((m) => m.attempts <= maxAttempts && m.takenOverFrom !== null);
+    const batch = claimed.filter((m) => m.attempts <= maxAttempts && m.takenOverFrom === null);
+    const culprit = (m: ClaimedMessage) => (m.takenOverFrom?.endsWith(ALONE) ? 1 : 0);
+    suspects.sort((a, b) => culprit(a) - culprit(b));
+    const settle = async (): Promise<CycleResult> => {
+      let result = NOTHING;
+      if (exhausted.length > 0) {
+        const dead = exhausted.map((message) => ({
+          message,
+          error: `gave up after ${message.attempts - 1} attempts: the relay publishing it lost its lease each time (it crashed or stalled mid-publish)`,
+        }));
+        await this.bury(dead, token);
+        result = add(result, { ...NOTHING, claimed: dead.length, dead: dead.length });
+      }
+      for (const message of suspects) {
+        if (this.stopping) {
+          await this.giveBack([message], token);
+          continue;
+        }
+        const alone = `${this.nextToken()}${ALONE}`;
+        if (!(await this.store.handOver(message, token, alone, this.options.leaseMs))) continue;
+        result = add(result, await this.settle([message], await this.publish([toOutgoing(message)]), alone));
+      }
+      return result;
+    };
+    return { batch, settle };
   }
 
   /** Records the outcomes: completes what the broker acknowledged, schedules retries, buries, or gives back. */
@@ -243,8 +323,10 @@ export class Relay extends EventEmitter<RelayEvents> {
       }
     });
 
-    const published = await this.store.complete(ok, token, this.options.retainSentMs > 0);
-    if (ok.length > 0) this.emit('published', ok.map(toOutgoing));
+    const { sent, promoted } = await this.store.complete(ok, token, this.options.retainSentMs > 0);
+    // A key whose head was just sent has its next message ready now: claim it without waiting for a poll.
+    if (promoted > 0) this.waker.wake();
+    if (sent.length > 0) this.emit('published', sent.map(toOutgoing));
     await this.store.retry(retries, token);
     if (retries.length > 0) {
       this.emit(
@@ -252,14 +334,19 @@ export class Relay extends EventEmitter<RelayEvents> {
         retries.map(({ message, error, delayMs }) => ({ message: toOutgoing(message), error, delayMs })),
       );
     }
-    await this.store.bury(dead, token, this.options.deadLetterPolicy === 'skip');
-    if (dead.length > 0)
-      this.emit(
-        'dead',
-        dead.map(({ message, error }) => ({ message: toOutgoing(message), error })),
-      );
+    await this.bury(dead, token);
     await this.store.release(abandoned, token);
-    return { claimed: claimed.length, published, retried: retries.length, dead: dead.length };
+    return { claimed: claimed.length, published: sent.length, retried: retries.length, dead: dead.length };
+  }
+
+  private async bury(dead: DeadLetter[], token: string): Promise<void> {
+    if (dead.length === 0) return;
+    const promoted = await this.store.bury(dead, token, this.options.deadLetterPolicy === 'skip');
+    if (promoted > 0) this.waker.wake();
+    this.emit(
+      'dead',
+      dead.map(({ message, error }) => ({ message: toOutgoing(message), error })),
+    );
   }
 
   /**
@@ -268,6 +355,7 @@ export class Relay extends EventEmitter<RelayEvents> {
    */
   private async publish(messages: OutgoingMessage[]): Promise<PublishOutcome[]> {
     const { broker, publishTimeoutMs } = this.options;
+    if (messages.length === 0) return [];
     const controller = new AbortController();
     this.inFlight.add(controller);
     let timer: NodeJS.Timeout | undefined;
@@ -296,7 +384,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 
   private nextToken(): string {
-    return `${this.instanceId}:${++this.claims}`;
+    return `${this.instanceId}:${this.nonce}:${++this.claims}`;
   }
 
   private report(error: unknown): void {
@@ -304,6 +392,10 @@ export class Relay extends EventEmitter<RelayEvents> {
     if (this.listenerCount('error') > 0) this.emit('error', wrapped);
     else console.error(`[txoutbox relay ${this.instanceId}]`, wrapped);
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 function toOutgoing(message: ClaimedMessage): OutgoingMessage {

@@ -123,7 +123,9 @@ describe('txoutbox relay (the CLI as a child process, PostgreSQL + MariaDB, Rabb
     expect(first.stderr).toBe('');
     expect(first.code).toBe(0);
     for (const t of tables)
-      expect(first.stdout).toContain(`${t.database}/${t.schema}.${t.table}: outbox applied 001_create_outbox`);
+      expect(first.stdout).toContain(
+        `${t.database}/${t.schema}.${t.table}: outbox applied 001_create_outbox, 002_relay_sequences_keys`,
+      );
     const second = await cli.run(['migrate'], env());
     expect(second.code).toBe(0);
     expect(second.stdout.match(/up to date/g)).toHaveLength(4);

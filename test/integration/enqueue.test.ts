@@ -12,7 +12,7 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
   });
   afterAll(async () => h?.destroy());
   beforeEach(async () => {
-    for (const table of ['txoutbox', 'txoutbox_keys', 'orders']) await sql`DELETE FROM ${sql.id(h.schema, table)}`.execute(h.db);
+    for (const table of ['txoutbox', 'orders']) await sql`DELETE FROM ${sql.id(h.schema, table)}`.execute(h.db);
   });
 
   it('stores every field of a message whose transaction commits', async () => {
@@ -38,7 +38,8 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
       contentType: 'application/json',
       headers: { 'x-tenant': 'acme', traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' },
       state: 'pending',
-      ready: true,
+      // A keyed message arrives unsequenced: the relay, not the producer, makes it its key's head.
+      ready: null,
       attempts: 0,
       leaseOwner: null,
       leaseUntil: null,
@@ -56,7 +57,8 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
     expect(row!.nextAttemptAt.getTime()).toBeLessThanOrEqual(after.getTime() + 1);
     expect(row!.seq).toBeGreaterThan(0n);
     expect(await h.orderIds()).toEqual(['o-1']);
-    expect(await h.keyCounts()).toEqual(new Map([['order-1', 1]]));
+    await h.sequence();
+    expect(await h.heads()).toEqual(new Map([['order-1', 1]]));
   });
 
   it('stores a bytes payload byte for byte as application/octet-stream', async () => {
@@ -82,7 +84,6 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
     ).rejects.toThrow('business rule failed');
     expect(await h.rows()).toEqual([]);
     expect(await h.orderIds()).toEqual([]);
-    expect([...(await h.keyCounts()).values()].every((pending) => pending === 0)).toBe(true);
   });
 
   it('drops the messages of a rolled-back savepoint and keeps the rest of the transaction', async () => {
@@ -94,10 +95,10 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
     const c = await h.outbox.enqueue(trx, { topic: 't', key: 'k', payload: 'c' });
     await trx.commit().execute();
 
+    await h.sequence();
     const rows = await h.rows();
     expect(rows.map((row) => row.id)).toEqual([a.id, c.id]);
     expect(rows.map((row) => row.ready)).toEqual([true, false]);
-    expect(await h.keyCounts()).toEqual(new Map([['k', 2]]));
   });
 
   it('keeps exactly the messages of the committed ones among 50 concurrent transactions', async () => {
@@ -122,64 +123,35 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
     const rows = await h.rows();
     expect(rows.map((row) => row.id).sort()).toEqual(committed.flatMap((i) => [`m-${i}`, `audit-${i}`]).sort());
     expect(await h.orderIds()).toEqual(committed.map((i) => `o-${i}`).sort());
-    // Per key: the count of unsent messages is exact and only the earliest message is the head.
-    const counts = await h.keyCounts();
+    // Once sequenced, only the earliest message of each key is its head.
+    await h.sequence();
+    const sequenced = await h.rows();
     for (let k = 0; k < 5; k++) {
-      const ofKey = rows.filter((row) => row.key === `customer-${k}`);
-      expect(counts.get(`customer-${k}`)).toBe(ofKey.length);
+      const ofKey = sequenced.filter((row) => row.key === `customer-${k}`);
       expect(ofKey.map((row) => row.ready)).toEqual(ofKey.map((_, index) => index === 0));
     }
-    expect(rows.filter((row) => row.key === null).every((row) => row.ready)).toBe(true);
+    expect(sequenced.filter((row) => row.key === null).every((row) => row.ready)).toBe(true);
   });
 
-  it('gives messages of one key seqs in the order their transactions commit', async () => {
-    const counter = sql.id(h.schema, 'commit_counter');
-    await sql`CREATE TABLE IF NOT EXISTS ${counter} (id INT PRIMARY KEY, n INT NOT NULL)`.execute(h.db);
-    await sql`DELETE FROM ${counter}`.execute(h.db);
-    await sql`INSERT INTO ${counter} (id, n) VALUES (1, 0)`.execute(h.db);
-
-    const commitRank = new Map<string, number>();
-    await Promise.all(
-      Array.from({ length: 30 }, (_, i) =>
-        h.db.transaction().execute(async (trx) => {
-          const { id } = await h.outbox.enqueue(trx, { topic: 't', key: 'hot', payload: i });
-          // Random work after the enqueue, so that without the key lock commits would overtake each other.
-          await new Promise((resolve) => setTimeout(resolve, Math.random() * 15));
-          // The counter row lock is held to commit, so the value read is this transaction's commit rank.
-          const { rows } = await sql<{ n: number }>`SELECT n FROM ${counter} WHERE id = 1 FOR UPDATE`.execute(trx);
-          await sql`UPDATE ${counter} SET n = n + 1 WHERE id = 1`.execute(trx);
-          commitRank.set(id, Number(rows[0]!.n));
-        }),
-      ),
-    );
-    const rows = await h.rows();
-    expect(rows).toHaveLength(30);
-    expect(rows.map((row) => commitRank.get(row.id))).toEqual(Array.from({ length: 30 }, (_, i) => i));
-    expect(rows.map((row) => row.ready)).toEqual(rows.map((_, index) => index === 0));
-    expect(await h.keyCounts()).toEqual(new Map([['hot', 30]]));
-  });
-
-  it('makes a transaction enqueueing for a key wait for an open one with that key, but not keyless ones', async () => {
+  it('never makes a transaction wait for another one enqueueing the same keys, in any order', async () => {
+    // Two open transactions take keys A and B in opposite orders, in separate calls: with producer-side key locks
+    // this waited, then deadlocked. Producers now only insert, so both finish at once and both commit.
     const first = await h.db.startTransaction().execute();
-    const a = await h.outbox.enqueue(first, { topic: 't', key: 'shared', payload: 'a' });
-
-    const keyless = await h.db.transaction().execute((trx) => h.outbox.enqueue(trx, { topic: 't', payload: 'free' }));
-    expect(keyless.duplicate).toBe(false);
-
-    let secondDone = false;
-    const second = h.db.transaction().execute(async (trx) => {
-      const result = await h.outbox.enqueue(trx, { topic: 't', key: 'shared', payload: 'b' });
-      secondDone = true;
-      return result;
-    });
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    expect(secondDone).toBe(false);
+    const second = await h.db.startTransaction().execute();
+    const settled = await Promise.race([
+      (async () => {
+        await h.outbox.enqueue(first, { id: 'first-A', topic: 't', key: 'A', payload: 1 });
+        await h.outbox.enqueue(second, { id: 'second-B', topic: 't', key: 'B', payload: 2 });
+        await h.outbox.enqueue(first, { id: 'first-B', topic: 't', key: 'B', payload: 3 });
+        await h.outbox.enqueue(second, { id: 'second-A', topic: 't', key: 'A', payload: 4 });
+        return 'enqueued';
+      })(),
+      new Promise((resolve) => setTimeout(() => resolve('waited'), 3000)),
+    ]);
+    expect(settled).toBe('enqueued');
+    await second.commit().execute();
     await first.commit().execute();
-    const b = await second;
-
-    const rows = (await h.rows()).filter((row) => row.key === 'shared');
-    expect(rows.map((row) => row.id)).toEqual([a.id, b.id]);
-    expect(rows.map((row) => row.ready)).toEqual([true, false]);
+    expect((await h.rows()).map((row) => row.id).sort()).toEqual(['first-A', 'first-B', 'second-A', 'second-B']);
   });
 
   it('reports a duplicate of a committed id, writes nothing for it, and leaves the transaction usable', async () => {
@@ -196,7 +168,6 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
     expect(rows).toHaveLength(1);
     expect(rows[0]!.payload.toString()).toBe('"first"');
     expect(await h.orderIds()).toEqual(['after-duplicate']);
-    expect(await h.keyCounts()).toEqual(new Map([['a', 1]]));
   });
 
   it('treats ids as exact: case and trailing spaces make different ids', async () => {
@@ -224,11 +195,11 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
       { id: 'y', duplicate: false },
       { id: 'x', duplicate: true },
     ]);
+    await h.sequence();
     expect((await h.rows()).map((row) => [row.id, row.payload.toString(), row.ready])).toEqual([
       ['x', '1', true],
       ['y', '2', false],
     ]);
-    expect(await h.keyCounts()).toEqual(new Map([['k', 2]]));
   });
 
   it('makes the next message head its key when the message meant to head it was a duplicate', async () => {
@@ -240,18 +211,13 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
         { id: 'z', topic: 't', key: 'B', payload: 3 },
       ]),
     );
+    await h.sequence();
     const rows = await h.rows();
     expect(rows.map((row) => [row.id, row.key, row.ready])).toEqual([
       ['x', 'A', true],
       ['y', 'B', true],
       ['z', 'B', false],
     ]);
-    expect(await h.keyCounts()).toEqual(
-      new Map([
-        ['A', 1],
-        ['B', 2],
-      ]),
-    );
   });
 
   it('lets two transactions race on one id: the second waits, then reports a duplicate without failing', async () => {
@@ -267,7 +233,6 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
     expect(await second).toEqual({ id: 'race', duplicate: true });
     expect((await h.rows()).map((row) => row.payload.toString())).toEqual(['"first"']);
     expect(await h.orderIds()).toEqual(['second-committed']);
-    expect(await h.keyCounts()).toEqual(new Map([['r', 1]]));
   });
 
   it('writes the second of two racing writers of one id when the first rolls back', async () => {
@@ -305,9 +270,12 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
       { id: `${prefix}-at`, topic: 't.x', key: `${prefix}-j`, payload: new Uint8Array([0, 255]), availableAt: at },
     ];
     await h.db.transaction().execute(async (trx) => {
-      for (const message of messages('one')) expect(await h.outbox.enqueue(trx, message)).toEqual({ id: message.id, duplicate: false });
+      for (const message of messages('one'))
+        expect(await h.outbox.enqueue(trx, message)).toEqual({ id: message.id, duplicate: false });
     });
     await h.db.transaction().execute((trx) => h.outbox.enqueue(trx, messages('many')));
+    expect((await h.rows()).map((row) => row.ready)).toEqual([true, null, null, true, null, true, null, null, true, null]);
+    await h.sequence();
     const rows = await h.rows();
     const shape = (row: (typeof rows)[number]) => ({
       topic: row.topic,
@@ -330,12 +298,12 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
       [true, false],
       [true, true],
     ]);
-    expect(await h.keyCounts()).toEqual(
+    expect(await h.heads()).toEqual(
       new Map([
         ['one-j', 1],
-        ['one-k', 2],
+        ['one-k', 1],
         ['many-j', 1],
-        ['many-k', 2],
+        ['many-k', 1],
       ]),
     );
   });
@@ -348,6 +316,7 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
       payload: i,
     }));
     await h.db.transaction().execute((trx) => h.outbox.enqueue(trx, messages));
+    await h.sequence();
     const rows = await h.rows();
     expect(rows.map((row) => row.id)).toEqual(messages.map((m) => m.id));
     const firstOfKey = new Set<string>();
@@ -439,7 +408,7 @@ describe('enqueue in a failed Kysely transaction on postgres', () => {
   });
 });
 
-describe('enqueue on mysql without its key lock rows', () => {
+describe('a relay on mysql without its key lock rows', () => {
   let h: Harness;
   beforeAll(async () => {
     h = await createHarness('mysql');
@@ -447,14 +416,16 @@ describe('enqueue on mysql without its key lock rows', () => {
   });
   afterAll(async () => h?.destroy());
 
-  it.each([
-    ['one keyed message', [{ topic: 't', key: 'k', payload: 1 }]],
-    ['a batch of two keys', [{ topic: 't', key: 'k', payload: 1 }, { topic: 't', key: 'j', payload: 2 }]],
-  ])('refuses %s with a SchemaError that says what is missing, and writes nothing', async (_what, messages) => {
-    const failure = h.db.transaction().execute((trx) => h.outbox.enqueue(trx, messages));
+  it('leaves producers alone, and says what is missing when it sequences, changing nothing', async () => {
+    await h.db.transaction().execute((trx) =>
+      h.outbox.enqueue(trx, [
+        { topic: 't', key: 'k', payload: 1 },
+        { topic: 't', key: 'j', payload: 2 },
+      ]),
+    );
+    const failure = h.sequence();
     await expect(failure).rejects.toBeInstanceOf(SchemaError);
     await expect(failure).rejects.toThrow(/key lock table .*missing rows/);
-    expect(await h.rows()).toEqual([]);
-    expect(await h.keyCounts()).toEqual(new Map());
+    expect((await h.rows()).map((row) => row.ready)).toEqual([null, null]);
   });
 });

@@ -43,7 +43,6 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
     expect(JSON.parse(json!.payload.toString())).toEqual({ total: 5 });
     expect([...broker.received().find((m) => m.key === null)!.payload]).toEqual([1, 2, 3]);
     expect(await h.rows()).toEqual([]);
-    expect([...(await h.keyCounts()).values()].every((n) => n === 0)).toBe(true);
   });
 
   it('never publishes a rolled-back message', async () => {
@@ -138,7 +137,7 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
     const rows = await h.rows();
     expect(rows.map((r) => [r.id, r.state, r.attempts, r.ready])).toEqual([['p1', 'dead', 1, false]]);
     expect(rows[0]!.lastError).toContain('no such exchange');
-    expect(await h.keyCounts()).toEqual(new Map([['k', 0]]));
+    expect(await h.heads()).toEqual(new Map([['k', 0]]));
   });
 
   it('claims only the head of each key, so a key never has two messages in flight', async () => {
@@ -179,7 +178,7 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
     const store = storeFor(h);
     const [result] = await commit([{ topic: 't', key: 'k', payload: 1 }]);
     // The crashed relay claimed, reached the broker, and died before marking the row sent.
-    const crashed = await store.claim(10, 'crashed-relay:1', 300);
+    const crashed = await store.claim({ count: 10, bytes: 1e6 }, 'crashed-relay:1', 300);
     await broker.publish(
       crashed.map((m) => ({ ...m, attempt: m.attempts })),
       { signal: new AbortController().signal },
@@ -199,18 +198,18 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
       { id: 'm', topic: 't', key: 'k', payload: 1 },
       { id: 'm2', topic: 't', key: 'k', payload: 2 },
     ]);
-    const stale = await store.claim(10, 'slow-relay:1', 100);
+    const stale = await store.claim({ count: 10, bytes: 1e6 }, 'slow-relay:1', 100);
     await new Promise((resolve) => setTimeout(resolve, 150));
-    const fresh = await store.claim(10, 'other-relay:1', 5000);
-    expect(fresh.map((m) => m.id)).toEqual(['m']);
-    expect(await store.complete(stale, 'slow-relay:1', false)).toBe(0);
+    const fresh = await store.claim({ count: 10, bytes: 1e6 }, 'other-relay:1', 5000);
+    expect(fresh.map((m) => [m.id, m.takenOverFrom])).toEqual([['m', 'slow-relay:1']]);
+    expect(await store.complete(stale, 'slow-relay:1', false)).toEqual({ sent: [], promoted: 0 });
     await store.retry([{ message: stale[0]!, error: 'late', delayMs: 0 }], 'slow-relay:1');
     await store.bury([{ message: stale[0]!, error: 'late' }], 'slow-relay:1', true);
     expect((await h.rows()).map((r) => [r.id, r.state, r.leaseOwner, r.ready])).toEqual([
       ['m', 'pending', 'other-relay:1', true],
       ['m2', 'pending', null, false],
     ]);
-    expect(await store.complete(fresh, 'other-relay:1', false)).toBe(1);
+    expect(await store.complete(fresh, 'other-relay:1', false)).toEqual({ sent: fresh, promoted: 1 });
     expect((await h.rows()).map((r) => [r.id, r.ready])).toEqual([['m2', true]]);
   });
 
@@ -220,21 +219,35 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
     // A keyless message takes its seq first but commits last: it is published late, not skipped.
     const slow = await h.db.startTransaction().execute();
     await h.outbox.enqueue(slow, { id: 'early-seq', topic: 't', payload: 'first seq, last commit' });
+    // k1 takes its seq before k2, but its transaction commits after k2's: the relay sees k2 first and publishes it,
+    // then k1 once it commits. Neither waited for the other; the order is the order they became visible.
     const keyed = await h.db.startTransaction().execute();
     await h.outbox.enqueue(keyed, { id: 'k1', topic: 't', key: 'K', payload: 1 });
-    // A second writer of key K waits for the first; it cannot take a seq ahead of k1 and commit before it.
-    const second = h.db.transaction().execute((trx) => h.outbox.enqueue(trx, { id: 'k2', topic: 't', key: 'K', payload: 2 }));
+    await h.db.transaction().execute((trx) => h.outbox.enqueue(trx, { id: 'k2', topic: 't', key: 'K', payload: 2 }));
     await commit([{ id: 'later-seq', topic: 't', payload: 'committed first' }]);
     await drain(relay);
-    expect(ids(broker)).toEqual(['later-seq']);
+    expect(ids(broker).sort()).toEqual(['k2', 'later-seq']);
     await keyed.commit().execute();
-    await second;
+    // A transaction that starts after k1 committed comes after it, whatever its seq.
+    await h.db.transaction().execute((trx) => h.outbox.enqueue(trx, { id: 'k3', topic: 't', key: 'K', payload: 3 }));
     await slow.commit().execute();
     await drain(relay);
-    // Across keys there is no order promise; within key K, k1 then k2; and the late committer is not skipped.
-    expect(ids(broker).sort()).toEqual(['early-seq', 'k1', 'k2', 'later-seq']);
-    expect(ids(broker, 'K')).toEqual(['k1', 'k2']);
-    expect(ids(broker)[0]).toBe('later-seq');
+    expect(ids(broker).sort()).toEqual(['early-seq', 'k1', 'k2', 'k3', 'later-seq']);
+    expect(ids(broker, 'K')).toEqual(['k2', 'k1', 'k3']);
+  });
+
+  it('publishes the messages of one transaction in enqueue order, also when they were enqueued in separate calls', async () => {
+    const broker = new MemoryBroker();
+    const relay = testRelay(h, broker);
+    await h.db.transaction().execute(async (trx) => {
+      for (let i = 0; i < 5; i++) await h.outbox.enqueue(trx, { id: `t-${i}`, topic: 't', key: 'K', payload: i });
+      await h.outbox.enqueue(
+        trx,
+        [5, 6, 7].map((i) => ({ id: `t-${i}`, topic: 't', key: 'K', payload: i })),
+      );
+    });
+    await drain(relay);
+    expect(ids(broker, 'K')).toEqual(Array.from({ length: 8 }, (_, i) => `t-${i}`));
   });
 
   it('keeps memory bounded: batchSize × concurrency messages at the broker and as many claimed ahead, whatever the backlog', async () => {
@@ -359,7 +372,7 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
     await new Promise((resolve) => setTimeout(resolve, 400));
     expect(await relay.cleanup()).toBe(1);
     expect((await h.rows()).map((r) => r.id)).toEqual(['dead']);
-    expect(await h.keyCounts()).toEqual(new Map());
+    expect(await h.heads()).toEqual(new Map());
   });
 
   it('with 3 relays on one table and 10k messages: every message published, none twice, per-key order kept', async () => {
@@ -429,16 +442,16 @@ describe('relay wake-ups', () => {
       h = await createHarness('postgres');
     });
     afterAll(async () => h?.destroy());
-    const commit = (messages: OutboxMessage[]) => h.db.transaction().execute((trx) => h.outbox.enqueue(trx, messages));
-
     it('wakes on LISTEN/NOTIFY when a producer commits, with polling all but off', async () => {
       const broker = new MemoryBroker();
       const relay = testRelay(h, broker, { listen: inject('pgUrl'), pollIntervalMs: 60_000 });
+      const notifying = h.createOutbox({ notify: true });
       const errors: Error[] = [];
       relay.on('error', (error) => errors.push(error));
       relay.start();
       started.push(relay);
       await new Promise((resolve) => setTimeout(resolve, 300));
+      const commit = (messages: OutboxMessage[]) => h.db.transaction().execute((trx) => notifying.enqueue(trx, messages));
       // One message and a batch take different statements; each must notify.
       await commit([{ id: 'notified', topic: 't', payload: 1 }]);
       await waitFor(() => broker.accepted.length === 1, 3000, 'the notified publish');

@@ -4,6 +4,8 @@ import mysql from 'mysql2';
 import mysqlPromise from 'mysql2/promise';
 import pg from 'pg';
 import { inject } from 'vitest';
+import { dialectFor } from '../../src/dialects/index.js';
+import { tableNames } from '../../src/dialects/identifiers.js';
 import { createOutbox, migrate, type DialectName, type Outbox, type OutboxOptions } from '../../src/index.js';
 
 /** An outbox row as both databases return it, normalized for assertions. */
@@ -16,7 +18,8 @@ export interface OutboxRow {
   contentType: string;
   headers: Record<string, string>;
   state: string;
-  ready: boolean;
+  /** Heads its key (true), waits behind the head (false), or is not sequenced by a relay yet (null). */
+  ready: boolean | null;
   attempts: number;
   nextAttemptAt: Date;
   leaseOwner: string | null;
@@ -46,7 +49,10 @@ export interface Harness {
   /** A second outbox on the same tables with other options. */
   createOutbox(options?: Omit<OutboxOptions, 'dialect' | 'schema'>): Outbox;
   rows(): Promise<OutboxRow[]>;
-  keyCounts(): Promise<Map<string, number>>;
+  /** Per key with unsent (or dead) messages: how many head it. The relay keeps this at one. */
+  heads(): Promise<Map<string, number>>;
+  /** Sequences arrivals the way a relay's claim does, leasing nothing. */
+  sequence(): Promise<void>;
   /** Inserts a business row (`orders`) in the given Kysely transaction. */
   insertOrder(trx: Kysely<any>, id: string): Promise<void>;
   orderIds(): Promise<string[]>;
@@ -80,10 +86,8 @@ async function postgresHarness(schema: string, poolSize: number): Promise<Harnes
       const { rows } = await sql<Record<string, unknown>>`SELECT * FROM ${table('txoutbox')} ORDER BY seq`.execute(db);
       return rows.map((row) => normalize(row));
     },
-    async keyCounts() {
-      const { rows } = await sql<{ msg_key: string; pending: string }>`SELECT * FROM ${table('txoutbox_keys')}`.execute(db);
-      return new Map(rows.map((row) => [row.msg_key, Number(row.pending)]));
-    },
+    heads: () => headsOf(db, table('txoutbox')),
+    sequence: () => sequenceArrivals('postgres', db, schema),
     async insertOrder(trx, id) {
       await sql`INSERT INTO ${table('orders')} (id) VALUES (${id})`.execute(trx);
     },
@@ -128,10 +132,8 @@ async function mysqlHarness(schema: string, poolSize: number): Promise<Harness> 
       const { rows } = await sql<Record<string, unknown>>`SELECT * FROM ${table('txoutbox')} ORDER BY seq`.execute(db);
       return rows.map((row) => normalize(row));
     },
-    async keyCounts() {
-      const { rows } = await sql<{ msg_key: Buffer; pending: number }>`SELECT * FROM ${table('txoutbox_keys')}`.execute(db);
-      return new Map(rows.map((row) => [row.msg_key.toString('utf8'), Number(row.pending)]));
-    },
+    heads: () => headsOf(db, table('txoutbox')),
+    sequence: () => sequenceArrivals('mysql', db, schema),
     async insertOrder(trx, id) {
       await sql`INSERT INTO ${table('orders')} (id) VALUES (${id})`.execute(trx);
     },
@@ -169,6 +171,17 @@ async function mysqlHarness(schema: string, poolSize: number): Promise<Harness> 
   };
 }
 
+async function headsOf(db: Kysely<any>, table: ReturnType<typeof sql.id>): Promise<Map<string, number>> {
+  const { rows } = await sql<{ msg_key: unknown; heads: unknown }>`
+    SELECT msg_key, SUM(CASE WHEN ready THEN 1 ELSE 0 END) AS heads FROM ${table}
+    WHERE msg_key IS NOT NULL AND state IN ('pending', 'dead') GROUP BY msg_key`.execute(db);
+  return new Map(rows.map((row) => [text(row.msg_key)!, Number(row.heads)]));
+}
+
+async function sequenceArrivals(dialect: DialectName, db: Kysely<any>, schema: string): Promise<void> {
+  await dialectFor(dialect).relayStore(db, tableNames('txoutbox', schema)).claim({ count: 0, bytes: 0 }, 'sequencer', 1000);
+}
+
 const text = (value: unknown): string | null =>
   value === null || value === undefined ? null : Buffer.isBuffer(value) ? value.toString('utf8') : String(value);
 
@@ -183,7 +196,7 @@ function normalize(row: Record<string, unknown>): OutboxRow {
     contentType: text(row.content_type)!,
     headers: headers as Record<string, string>,
     state: text(row.state)!,
-    ready: row.ready === true || row.ready === 1,
+    ready: row.ready === null ? null : row.ready === true || row.ready === 1,
     attempts: Number(row.attempts),
     nextAttemptAt: row.next_attempt_at as Date,
     leaseOwner: text(row.lease_owner),

@@ -35,13 +35,13 @@ export async function settle(h: Harness, relays: Relay[], timeoutMs = 20_000): P
   while (Date.now() < deadline) {
     for (const relay of relays) await drain(relay);
     const { rows } = await sql<{ n: number | string }>`
-      SELECT count(*) AS n FROM ${sql.id(h.schema, 'txoutbox')} WHERE state = 'pending' AND ready = ${h.dialect === 'postgres' ? sql`true` : sql`1`}`.execute(
+      SELECT count(*) AS n FROM ${sql.id(h.schema, 'txoutbox')} WHERE state = 'pending' AND (ready IS NULL OR ready = ${h.dialect === 'postgres' ? sql`true` : sql`1`})`.execute(
       h.db,
     );
     if (Number(rows[0]!.n) === 0) return;
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-  throw new Error('messages were still pending and ready when settle() timed out');
+  throw new Error('messages were still pending and ready (or unsequenced) when settle() timed out');
 }
 
 /** The relay store on a harness's tables, to act out what a crashed relay leaves behind. */
@@ -62,5 +62,5 @@ export async function waitFor(
 }
 
 export async function clearTables(h: Harness): Promise<void> {
-  for (const table of ['txoutbox', 'txoutbox_keys', 'orders']) await sql`DELETE FROM ${sql.id(h.schema, table)}`.execute(h.db);
+  for (const table of ['txoutbox', 'orders']) await sql`DELETE FROM ${sql.id(h.schema, table)}`.execute(h.db);
 }

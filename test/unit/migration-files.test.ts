@@ -34,6 +34,19 @@ describe('shipped migration files', () => {
     ]);
   });
 
+  it("qualify what the upgrade to relay-side sequencing drops, so it drops the configured table's objects", async () => {
+    const [, file] = await migrationFiles({ dialect: 'postgres', component: 'outbox' });
+    const statements = renderStatements(await readFile(file!, 'utf8'), {
+      dialect: 'postgres',
+      component: 'outbox',
+      table: 'orders_outbox',
+      schema: 'shop',
+    });
+    expect(statements).toContain('DROP INDEX IF EXISTS "shop"."orders_outbox_key_idx"');
+    expect(statements).toContain('DROP TABLE IF EXISTS "shop"."orders_outbox_keys"');
+    expect(statements.join('\n')).not.toMatch(/txoutbox/);
+  });
+
   it('are numbered and ordered the same way for both dialects', async () => {
     for (const component of ['outbox', 'inbox'] as const) {
       const names = async (dialect: 'postgres' | 'mysql') =>

@@ -6,7 +6,7 @@ import type { ValidMessage } from '../../src/outbox/message.js';
 describe('createOutbox options', () => {
   it('uses the documented defaults', () => {
     const outbox = createOutbox({ dialect: 'postgres' });
-    expect(outbox.names).toMatchObject({ schema: null, table: 'txoutbox', keys: 'txoutbox_keys' });
+    expect(outbox.names).toMatchObject({ schema: null, table: 'txoutbox', keyLocks: 'txoutbox_key_locks' });
   });
 
   it.each([
@@ -45,17 +45,16 @@ describe('batch planning', () => {
     delayMs: 0,
   });
 
-  it('drops repeated ids, ranks messages within their key and sorts keys by bytes', () => {
-    const plan = planBatch([message('1', 'b'), message('2', 'a'), message('1', 'b'), message('3', 'b'), message('4', null)]);
-    expect(plan.messages.map((m) => [m.id, m.keyRank, m.keyCount])).toEqual([
-      ['1', 1, 2],
-      ['2', 1, 1],
-      ['3', 2, 2],
-      ['4', null, null],
-    ]);
-    expect(plan.keys).toEqual([
-      { key: 'a', count: 1 },
-      { key: 'b', count: 2 },
+  it('drops repeated ids and keeps the order given', () => {
+    const plan = planBatch(
+      [message('1', 'b'), message('2', 'a'), message('1', 'b'), message('3', 'b'), message('4', null)],
+      false,
+    );
+    expect(plan.messages.map((m) => [m.id, m.key])).toEqual([
+      ['1', 'b'],
+      ['2', 'a'],
+      ['3', 'b'],
+      ['4', null],
     ]);
   });
 });

@@ -1,10 +1,17 @@
 import { sql, type Kysely, type RawBuilder } from 'kysely';
-import { countKeys, likePattern, type AdminStore, type DeadLetterFilter, type DeadLetterRow } from '../admin.js';
+import {
+  countKeys,
+  headProblem,
+  keyMap,
+  likePattern,
+  type AdminStore,
+  type DeadLetterFilter,
+  type DeadLetterRow,
+} from '../admin.js';
 import { kyselyExecutor, readCommittedTransaction, type SqlExecutor } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
 import { compiler, qualified } from './compiler.js';
-import { decrementKeyCounts } from './key-counts.js';
-import { lockKeyStripes } from './key-locks.js';
+import { mysqlHeads } from './heads.js';
 
 interface DeadRow {
   seq: string;
@@ -21,7 +28,7 @@ const inSeqs = (seqs: readonly string[]) => sql.join(seqs.map((seq) => sql`${Big
 
 export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminStore {
   const table = qualified(names, names.table);
-  const keys = qualified(names, names.keys);
+  const heads = mysqlHeads(names);
   const run = kyselyExecutor(db);
   const transaction = readCommittedTransaction(db);
 
@@ -109,38 +116,18 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
       if (seqs.length === 0) return 0;
       const keyNames = await keysOf(seqs);
       return transaction(async (trx) => {
-        await lockKeyStripes(trx, names, keyNames);
+        await heads.lock(trx, keyNames);
         const dead = await lockDead(trx, seqs);
         if (dead.length === 0) return 0;
-        // As on PostgreSQL: a row still holding its key is its head already; one that gave its key up is counted
-        // again and heads its key only when nothing else of the key is unsent.
-        const released = countKeys(dead.filter((row) => row.key !== null && !row.ready).map((row) => row.key));
-        const heads = new Set<string>();
-        if (released.size > 0) {
-          const values = [...released.entries()].map(([key, n]) => sql`(${Buffer.from(key)}, ${n})`);
-          await trx(
-            sql`INSERT INTO ${keys} (msg_key, pending) VALUES ${sql.join(values)}
-                ON DUPLICATE KEY UPDATE pending = pending + VALUES(pending)`.compile(compiler),
-          );
-          const { rows } = await trx(
-            sql`SELECT msg_key, pending FROM ${keys} WHERE msg_key IN (${sql.join([...released.keys()].map((k) => Buffer.from(k)))})`.compile(
-              compiler,
-            ),
-          );
-          for (const row of rows) {
-            const key = text(row.msg_key)!;
-            if (Number(row.pending) !== released.get(key)) continue;
-            const first = dead.find((d) => d.key === key && !d.ready);
-            if (first !== undefined) heads.add(first.seq);
-          }
-        }
-        const ready = dead.filter((row) => row.key === null || row.ready || heads.has(row.seq)).map((row) => row.seq);
+        // As on PostgreSQL: a row still holding its key is its head already; one that gave its key up waits behind
+        // the key's head, or becomes the head if the key has none.
         const { affectedRows } = await trx(
           sql`
           UPDATE ${table} SET state = 'pending', attempts = 0, next_attempt_at = UTC_TIMESTAMP(6), lease_owner = NULL,
-            lease_until = NULL, ready = ${ready.length === 0 ? sql`0` : sql`seq IN (${inSeqs(ready)})`}
+            lease_until = NULL, ready = (msg_key IS NULL OR ready = 1)
           WHERE seq IN (${inSeqs(dead.map((row) => row.seq))}) AND state = 'dead'`.compile(compiler),
         );
+        await heads.promote(trx, keyMap(dead.map((row) => row.key)), []);
         return affectedRows;
       });
     },
@@ -149,28 +136,51 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
       if (seqs.length === 0) return 0;
       const keyNames = await keysOf(seqs);
       return transaction(async (trx) => {
-        await lockKeyStripes(trx, names, keyNames);
+        await heads.lock(trx, keyNames);
         const dead = await lockDead(trx, seqs);
         if (dead.length === 0) return 0;
         const { affectedRows } = await trx(
           sql`DELETE FROM ${table} WHERE seq IN (${inSeqs(dead.map((row) => row.seq))}) AND state = 'dead'`.compile(compiler),
         );
-        // A discarded head that held its key: count it off and make the key's next pending message its head.
-        const holding = countKeys(dead.filter((row) => row.key !== null && row.ready).map((row) => row.key));
-        if (holding.size > 0) {
-          await decrementKeyCounts(trx, names, holding);
-          const { rows } = await trx(
-            sql`
-            SELECT (SELECT o.seq FROM ${table} AS o WHERE o.msg_key = k.msg_key AND o.state = 'pending' ORDER BY o.seq LIMIT 1) AS head
-            FROM ${keys} AS k
-            WHERE k.msg_key IN (${sql.join([...holding.keys()].map((key) => Buffer.from(key)))}) AND k.pending > 0`.compile(
-              compiler,
-            ),
-          );
-          const heads = rows.flatMap((row) => (row.head === null ? [] : [String(row.head)]));
-          if (heads.length > 0) await trx(sql`UPDATE ${table} SET ready = 1 WHERE seq IN (${inSeqs(heads)})`.compile(compiler));
-        }
+        // A discarded head that held its key: the key's next waiting message becomes its head.
+        await heads.promote(trx, keyMap(dead.map((row) => row.key)), []);
         return affectedRows;
+      });
+    },
+
+    async headProblems() {
+      const { rows } = await run(
+        sql`
+        SELECT msg_key, SUM(ready = 1) AS heads, SUM(state = 'pending' AND ready = 0) AS waiting
+        FROM ${table}
+        WHERE msg_key IS NOT NULL AND state IN ('pending', 'dead') AND ready IS NOT NULL
+        GROUP BY msg_key
+        HAVING SUM(ready = 1) > 1 OR (SUM(ready = 1) = 0 AND SUM(state = 'pending' AND ready = 0) > 0)
+        ORDER BY msg_key`.compile(compiler),
+      );
+      return rows.map((row) => headProblem(text(row.msg_key)!, Number(row.heads), Number(row.waiting)));
+    },
+
+    async repairHeads(keyNames) {
+      if (keyNames.length === 0) return 0;
+      return transaction(async (trx) => {
+        await heads.lock(trx, keyNames);
+        // Of several heads, the first stays (or any in flight, which cannot be recalled); the others wait.
+        const { rows } = await trx(
+          sql`
+          SELECT seq, msg_key, lease_until > UTC_TIMESTAMP(6) AS in_flight FROM ${table}
+          WHERE msg_key IN (${sql.join(keyNames.map((key) => Buffer.from(key)))}) AND ready = 1 AND state = 'pending'
+          ORDER BY seq`.compile(compiler),
+        );
+        const first = new Set<string>();
+        const demote: string[] = [];
+        for (const row of rows) {
+          const key = text(row.msg_key)!;
+          if (!first.has(key)) first.add(key);
+          else if (Number(row.in_flight) !== 1) demote.push(String(row.seq));
+        }
+        if (demote.length > 0) await trx(sql`UPDATE ${table} SET ready = 0 WHERE seq IN (${inSeqs(demote)})`.compile(compiler));
+        return heads.promote(trx, keyMap(keyNames), []);
       });
     },
   };

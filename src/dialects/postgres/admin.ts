@@ -1,8 +1,17 @@
 import { sql, type Kysely, type RawBuilder } from 'kysely';
-import { countKeys, likePattern, type AdminStore, type DeadLetterFilter, type DeadLetterRow } from '../admin.js';
+import {
+  countKeys,
+  headProblem,
+  keyMap,
+  likePattern,
+  type AdminStore,
+  type DeadLetterFilter,
+  type DeadLetterRow,
+} from '../admin.js';
 import { kyselyExecutor, readCommittedTransaction, type SqlExecutor } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
 import { compiler, qualified } from './compiler.js';
+import { postgresHeads } from './heads.js';
 
 interface DeadRow {
   seq: string;
@@ -12,7 +21,7 @@ interface DeadRow {
 
 export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminStore {
   const table = qualified(names, names.table);
-  const keys = qualified(names, names.keys);
+  const heads = postgresHeads(names);
   const run = kyselyExecutor(db);
   const transaction = readCommittedTransaction(db);
 
@@ -25,20 +34,6 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames): Admin
     if (filter.newerThanMs !== undefined) parts.push(sql`created_at >= now() - ${filter.newerThanMs} * interval '1 millisecond'`);
     if (filter.ids !== undefined) parts.push(sql`id = ANY(${[...filter.ids]}::text[])`);
     return sql.join(parts, sql` AND `);
-  };
-
-  /**
-   * Locks the key rows in the order producers lock them (creating a missing one at 0, as a producer would), so
-   * no producer or relay changes these keys' counts or heads until the transaction ends.
-   */
-  const lockKeys = async (trx: SqlExecutor, keyNames: string[]) => {
-    if (keyNames.length === 0) return;
-    await trx(
-      sql`
-      INSERT INTO ${keys} AS k (msg_key, pending)
-      SELECT msg_key, 0 FROM unnest(${keyNames}::text[]) AS d(msg_key) ORDER BY msg_key COLLATE "C"
-      ON CONFLICT (msg_key) DO UPDATE SET pending = k.pending`.compile(compiler),
-    );
   };
 
   /** Reads the dead rows again, locked, after the key locks: only those still dead are acted on. */
@@ -111,34 +106,18 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames): Admin
       if (seqs.length === 0) return 0;
       const keyNames = await keysOf(seqs);
       return transaction(async (trx) => {
-        await lockKeys(trx, keyNames);
+        await heads.lock(trx, keyNames);
         const dead = await lockDead(trx, seqs);
-        // A dead row that still holds its key (block-key) is counted in <table>_keys and is its key's head: it
-        // simply becomes pending again. One that gave its key up (skip) is counted again, and heads its key only
-        // when nothing else of the key is unsent; otherwise it waits its turn by seq like any later message.
-        const released = countKeys(dead.filter((row) => row.msg_key !== null && !row.ready).map((row) => row.msg_key));
-        const heads = new Set<string>();
-        if (released.size > 0) {
-          const { rows } = await trx(
-            sql`
-            UPDATE ${keys} AS k SET pending = k.pending + d.n
-            FROM unnest(${[...released.keys()]}::text[], ${[...released.values()]}::int8[]) AS d(msg_key, n)
-            WHERE k.msg_key = d.msg_key
-            RETURNING k.msg_key, k.pending, d.n`.compile(compiler),
-          );
-          for (const row of rows) {
-            if (Number(row.pending) !== Number(row.n)) continue;
-            const first = dead.find((d) => d.msg_key === row.msg_key && !d.ready);
-            if (first !== undefined) heads.add(first.seq);
-          }
-        }
-        const ready = dead.filter((row) => row.msg_key === null || row.ready || heads.has(row.seq)).map((row) => row.seq);
+        if (dead.length === 0) return 0;
+        // A dead row that still holds its key (block-key) is its key's head and simply becomes pending again. One
+        // that gave its key up (skip) waits behind the key's head, or becomes the head if the key has none.
         const { affectedRows } = await trx(
           sql`
           UPDATE ${table} SET state = 'pending', attempts = 0, next_attempt_at = now(), lease_owner = NULL,
-            lease_until = NULL, ready = (seq = ANY(${ready}::int8[]))
+            lease_until = NULL, ready = (msg_key IS NULL OR ready)
           WHERE seq = ANY(${dead.map((row) => row.seq)}::int8[]) AND state = 'dead'`.compile(compiler),
         );
+        await heads.promote(trx, keyMap(dead.map((row) => row.msg_key)), []);
         return affectedRows;
       });
     },
@@ -147,32 +126,51 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames): Admin
       if (seqs.length === 0) return 0;
       const keyNames = await keysOf(seqs);
       return transaction(async (trx) => {
-        await lockKeys(trx, keyNames);
+        await heads.lock(trx, keyNames);
         const dead = await lockDead(trx, seqs);
         if (dead.length === 0) return 0;
-        const { affectedRows } = await trx(
-          sql`DELETE FROM ${table} WHERE seq = ANY(${dead.map((row) => row.seq)}::int8[]) AND state = 'dead'`.compile(compiler),
+        // A discarded head that held its key: the key's next waiting message becomes its head.
+        const { finished } = await heads.promote(
+          trx,
+          keyMap(dead.map((row) => row.msg_key)),
+          [],
+          sql`DELETE FROM ${table} WHERE seq = ANY(${dead.map((row) => row.seq)}::int8[]) AND state = 'dead' RETURNING seq`,
         );
-        // A discarded head that held its key: count it off and make the key's next pending message its head, in
-        // a statement of its own so that it sees every producer that committed before the key lock was granted.
-        const holding = countKeys(dead.filter((row) => row.msg_key !== null && row.ready).map((row) => row.msg_key));
-        if (holding.size > 0) {
-          await trx(
-            sql`
-            WITH freed AS (
-              UPDATE ${keys} AS k SET pending = k.pending - d.n
-              FROM unnest(${[...holding.keys()]}::text[], ${[...holding.values()]}::int8[]) AS d(msg_key, n)
-              WHERE k.msg_key = d.msg_key
-              RETURNING k.msg_key, k.pending
-            )
-            UPDATE ${table} SET ready = true
-            WHERE seq IN (
-              SELECT (SELECT o.seq FROM ${table} AS o WHERE o.msg_key = freed.msg_key AND o.state = 'pending' ORDER BY o.seq LIMIT 1)
-              FROM freed WHERE freed.pending > 0
-            )`.compile(compiler),
-          );
-        }
-        return affectedRows;
+        return finished.length;
+      });
+    },
+
+    async headProblems() {
+      const { rows } = await run(
+        sql`
+        SELECT msg_key, count(*) FILTER (WHERE ready) AS heads,
+               count(*) FILTER (WHERE state = 'pending' AND NOT ready) AS waiting
+        FROM ${table}
+        WHERE msg_key IS NOT NULL AND state IN ('pending', 'dead') AND ready IS NOT NULL
+        GROUP BY msg_key
+        HAVING count(*) FILTER (WHERE ready) > 1
+            OR (count(*) FILTER (WHERE ready) = 0 AND count(*) FILTER (WHERE state = 'pending' AND NOT ready) > 0)
+        ORDER BY msg_key COLLATE "C"`.compile(compiler),
+      );
+      return rows.map((row) => headProblem(row.msg_key as string, Number(row.heads), Number(row.waiting)));
+    },
+
+    async repairHeads(keyNames) {
+      if (keyNames.length === 0) return 0;
+      return transaction(async (trx) => {
+        await heads.lock(trx, keyNames);
+        // Of several heads, the first stays (or any in flight, which cannot be recalled); the others wait.
+        await trx(
+          sql`
+          UPDATE ${table} AS t SET ready = false
+          FROM (
+            SELECT seq, row_number() OVER (PARTITION BY msg_key ORDER BY seq) AS place
+            FROM ${table} WHERE msg_key = ANY(${[...keyNames]}::text[]) AND ready AND state = 'pending'
+          ) AS extra
+          WHERE t.seq = extra.seq AND extra.place > 1 AND (t.lease_until IS NULL OR t.lease_until < now())`.compile(compiler),
+        );
+        const { promoted } = await heads.promote(trx, new Map(keyNames.map((key) => [key, null])), []);
+        return promoted;
       });
     },
   };

@@ -1,8 +1,10 @@
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { ClaimedMessage, DeadLetter, RelayStore, RelayStoreOptions } from '../dialect.js';
-import { kyselyExecutor, readCommittedTransaction, type SqlExecutor } from '../executor.js';
+import { readCommittedStatements, readCommittedTransaction } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
+import { sequencedClaim, type ClaimSteps } from '../sequenced-claim.js';
 import { compiler, qualified } from './compiler.js';
+import { postgresHeads } from './heads.js';
 
 interface ClaimedRow {
   seq: string;
@@ -14,15 +16,8 @@ interface ClaimedRow {
   headers: Record<string, string>;
   attempts: number;
   created_at: Date;
-}
-
-const byKey = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));
-
-/** Counts per key of the given rows, keys in the order every producer and relay locks them. */
-function countByKey(rows: readonly { msg_key: string | null }[]): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const { msg_key: key } of rows) if (key !== null) counts.set(key, (counts.get(key) ?? 0) + 1);
-  return new Map([...counts.entries()].sort(([a], [b]) => byKey(a, b)));
+  previous_owner: string | null;
+  arrivals: boolean;
 }
 
 export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, options: RelayStoreOptions = {}): RelayStore {
@@ -36,95 +31,98 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
     (options.asyncCommit ?? true)
       ? sql`(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit`
       : sql`(SELECT NULL) AS async_commit`;
-  const keys = qualified(names, names.keys);
-  const run = kyselyExecutor(db);
+  const run = readCommittedStatements(db, sql`SELECT current_setting('transaction_isolation') AS level`.compile(compiler));
   const transaction = readCommittedTransaction(db);
-
-  /** Locks the key rows, in the same order producers lock them, until the relay's transaction ends. */
-  const lockKeys = async (trx: SqlExecutor, keyNames: string[]) => {
-    if (keyNames.length === 0) return;
-    await trx(
-      sql`SELECT msg_key FROM ${keys} WHERE msg_key = ANY(${keyNames}::text[]) ORDER BY msg_key COLLATE "C" FOR UPDATE`.compile(
-        compiler,
-      ),
-    );
-  };
+  const heads = postgresHeads(names);
+  const seqs = (messages: readonly ClaimedMessage[]) => messages.map((m) => m.seq);
+  const keysOf = (messages: readonly ClaimedMessage[]) =>
+    new Map(messages.flatMap((m) => (m.key === null ? [] : [[m.key, null] as const])));
 
   /**
-   * The keys' heads are gone (sent, or dead under 'skip'): count them off and make each key's next pending
-   * message its head. This is a statement of its own, run after the key rows were locked, so its snapshot sees
-   * every producer that committed a message for these keys before the lock was granted — a head promoted from
-   * an older snapshot could miss that message and leave its key stuck.
+   * Finishes heads this relay holds (`finish` returns the seqs that were still its own) and, when they had keys,
+   * makes each key's next message its head, under the keys' relay locks, in one statement.
    */
-  const freeKeys = async (trx: SqlExecutor, counts: Map<string, number>) => {
-    if (counts.size === 0) return;
-    await trx(
-      sql`
-      WITH freed AS (
-        UPDATE ${keys} AS k SET pending = k.pending - d.n
-        FROM unnest(${[...counts.keys()]}::text[], ${[...counts.values()]}::int8[]) AS d(msg_key, n)
-        WHERE k.msg_key = d.msg_key
-        RETURNING k.msg_key, k.pending
-      )
-      UPDATE ${table} AS t SET ready = true
-      FROM freed CROSS JOIN LATERAL (
-        SELECT o.seq FROM ${table} AS o WHERE o.msg_key = freed.msg_key AND o.state = 'pending' ORDER BY o.seq LIMIT 1
-      ) AS head
-      WHERE freed.pending > 0 AND t.seq = head.seq`.compile(compiler),
-    );
+  const finishHeads = async (messages: readonly ClaimedMessage[], finish: RawBuilder<unknown>) => {
+    const keys = keysOf(messages);
+    if (keys.size === 0) {
+      const { rows } = await run(sql`${finish}`.compile(compiler));
+      return { finished: rows.map((row) => String(row.seq)), promoted: 0 };
+    }
+    return transaction(async (trx) => {
+      await heads.lock(trx, keys.keys());
+      return heads.promote(trx, keys, [], finish);
+    });
   };
 
-  const seqs = (messages: readonly ClaimedMessage[]) => messages.map((m) => m.seq);
-
-  return {
-    async claim(limit, token, leaseMs) {
+  const steps: ClaimSteps = {
+    async claimDue(limits, token, leaseMs) {
+      // Due heads, oldest first, as many as fit the byte budget (the first always does). The one-row `probe`
+      // says in the same round-trip whether keyed arrivals wait to be sequenced.
       const { rows } = await run(
         sql<ClaimedRow>`
         WITH due AS (
-          SELECT seq FROM ${table}
+          SELECT seq, lease_owner AS previous_owner, next_attempt_at, octet_length(payload) AS bytes FROM ${table}
           WHERE state = 'pending' AND ready AND next_attempt_at <= now()
           ORDER BY next_attempt_at, seq
-          LIMIT ${limit}
+          LIMIT ${limits.count}
           FOR UPDATE SKIP LOCKED
-        )
-        UPDATE ${table} AS t
-        SET lease_owner = ${token},
-            lease_until = now() + ${leaseMs} * interval '1 millisecond',
-            next_attempt_at = now() + ${leaseMs} * interval '1 millisecond',
-            attempts = t.attempts + 1
-        FROM due, ${asyncCommit} WHERE t.seq = due.seq
-        RETURNING t.seq::text AS seq, t.id, t.topic, t.msg_key, t.payload, t.content_type, t.headers, t.attempts, t.created_at`.compile(
-          compiler,
         ),
+        fitting AS (
+          SELECT seq, previous_owner FROM (
+            SELECT seq, previous_owner, bytes,
+                   sum(bytes) OVER (ORDER BY next_attempt_at, seq ROWS UNBOUNDED PRECEDING) - bytes AS before
+            FROM due) AS running
+          WHERE before = 0 OR before + bytes <= ${limits.bytes}::int8
+        ),
+        claimed AS (
+          UPDATE ${table} AS t
+          SET lease_owner = ${token},
+              lease_until = now() + ${leaseMs} * interval '1 millisecond',
+              next_attempt_at = now() + ${leaseMs} * interval '1 millisecond',
+              attempts = t.attempts + 1
+          FROM fitting, ${asyncCommit} WHERE t.seq = fitting.seq
+          RETURNING t.seq::text AS seq, t.id, t.topic, t.msg_key, t.payload, t.content_type, t.headers, t.attempts,
+                    t.created_at, fitting.previous_owner
+        ),
+        probe AS (SELECT EXISTS (SELECT 1 FROM ${table} WHERE ready IS NULL) AS arrivals)
+        SELECT claimed.*, probe.arrivals FROM probe LEFT JOIN claimed ON true`.compile(compiler),
       );
-      return (rows as unknown as ClaimedRow[])
-        .sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : 1))
-        .map((row) => ({
-          seq: row.seq,
-          id: row.id,
-          topic: row.topic,
-          key: row.msg_key,
-          payload: row.payload,
-          contentType: row.content_type,
-          headers: row.headers,
-          attempts: row.attempts,
-          createdAt: row.created_at,
-        }));
+      const claimed = (rows as unknown as ClaimedRow[]).filter((row) => row.seq !== null);
+      return {
+        arrivals: (rows[0] as unknown as ClaimedRow | undefined)?.arrivals === true,
+        messages: claimed
+          .sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : 1))
+          .map((row) => ({
+            seq: row.seq,
+            id: row.id,
+            topic: row.topic,
+            key: row.msg_key,
+            payload: row.payload,
+            contentType: row.content_type,
+            headers: row.headers,
+            attempts: row.attempts,
+            createdAt: row.created_at,
+            takenOverFrom: row.previous_owner,
+          })),
+      };
     },
 
+    sequence: (limit) => transaction((trx) => heads.sequence(trx, limit)),
+  };
+
+  return {
+    claim: (limits, token, leaseMs) => sequencedClaim(steps, limits, token, leaseMs),
+
     async complete(messages, token, retain) {
-      if (messages.length === 0) return 0;
-      return transaction(async (trx) => {
-        await lockKeys(trx, [...countByKey(messages.map((m) => ({ msg_key: m.key }))).keys()]);
-        const finish = retain
-          ? // A sent row keeps the claim token in lease_owner: it tells which relay sent it.
-            sql`UPDATE ${table} SET state = 'sent', sent_at = now(), ready = false, lease_until = NULL
-                FROM ${asyncCommit} WHERE seq = ANY(${seqs(messages)}::int8[]) AND lease_owner = ${token} RETURNING seq, msg_key`
-          : sql`DELETE FROM ${table} USING ${asyncCommit} WHERE seq = ANY(${seqs(messages)}::int8[]) AND lease_owner = ${token} RETURNING seq, msg_key`;
-        const { rows } = await trx(finish.compile(compiler));
-        await freeKeys(trx, countByKey(rows as { msg_key: string | null }[]));
-        return rows.length;
-      });
+      if (messages.length === 0) return { sent: [], promoted: 0 };
+      const finish = retain
+        ? // A sent row keeps the claim token in lease_owner: it tells which relay sent it.
+          sql`UPDATE ${table} SET state = 'sent', sent_at = now(), ready = false, lease_until = NULL
+              FROM ${asyncCommit} WHERE seq = ANY(${seqs(messages)}::int8[]) AND lease_owner = ${token} RETURNING seq`
+        : sql`DELETE FROM ${table} USING ${asyncCommit} WHERE seq = ANY(${seqs(messages)}::int8[]) AND lease_owner = ${token} RETURNING seq`;
+      const { finished, promoted } = await finishHeads(messages, finish);
+      const sent = new Set(finished);
+      return { sent: messages.filter((m) => sent.has(m.seq)), promoted };
     },
 
     async retry(plans, token) {
@@ -141,27 +139,21 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
     },
 
     async bury(letters: readonly DeadLetter[], token, releaseKey) {
-      if (letters.length === 0) return;
-      const dead = (trx: SqlExecutor) =>
-        trx(
-          sql`
-          UPDATE ${table} AS t
-          SET state = 'dead', last_error = d.error, lease_until = NULL,
-              ready = ${releaseKey ? sql`false` : sql`t.ready`}
-          FROM unnest(${seqs(letters.map((l) => l.message))}::int8[], ${letters.map((l) => l.error)}::text[]) AS d(seq, error), ${asyncCommit}
-          WHERE t.seq = d.seq AND t.lease_owner = ${token} AND t.state = 'pending'
-          RETURNING t.seq, t.msg_key`.compile(compiler),
-        );
+      if (letters.length === 0) return 0;
+      const messages = letters.map((l) => l.message);
+      // A dead row keeps the claim token in lease_owner: it tells which relay buried it.
+      const dead = sql`
+        UPDATE ${table} AS t
+        SET state = 'dead', last_error = d.error, lease_until = NULL, ready = ${releaseKey ? sql`t.msg_key IS NULL` : sql`t.ready`}
+        FROM unnest(${seqs(messages)}::int8[], ${letters.map((l) => l.error)}::text[]) AS d(seq, error), ${asyncCommit}
+        WHERE t.seq = d.seq AND t.lease_owner = ${token} AND t.state = 'pending'
+        RETURNING t.seq`;
+      // Under 'block-key' the dead head keeps its key: later messages of the key wait until a person acts.
       if (!releaseKey) {
-        // The dead head keeps its key: later messages of the key wait until a person retries or discards it.
-        await dead(run);
-        return;
+        await run(dead.compile(compiler));
+        return 0;
       }
-      await transaction(async (trx) => {
-        await lockKeys(trx, [...countByKey(letters.map((l) => ({ msg_key: l.message.key }))).keys()]);
-        const { rows } = await dead(trx);
-        await freeKeys(trx, countByKey(rows as { msg_key: string | null }[]));
-      });
+      return (await finishHeads(messages, dead)).promoted;
     },
 
     async release(messages, token) {
@@ -173,18 +165,22 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
       );
     },
 
+    async handOver(message, from, to, leaseMs) {
+      const { affectedRows } = await run(
+        sql`
+        UPDATE ${table} SET lease_owner = ${to}, lease_until = now() + ${leaseMs} * interval '1 millisecond',
+          next_attempt_at = now() + ${leaseMs} * interval '1 millisecond'
+        FROM ${asyncCommit} WHERE seq = ${message.seq}::int8 AND lease_owner = ${from} AND state = 'pending'`.compile(compiler),
+      );
+      return affectedRows === 1;
+    },
+
     async cleanup(retainMs, limit) {
       const sent = await run(
         sql`
         DELETE FROM ${table} WHERE seq IN (
           SELECT seq FROM ${table} WHERE state = 'sent' AND sent_at < now() - ${retainMs} * interval '1 millisecond'
           ORDER BY sent_at LIMIT ${limit})`.compile(compiler),
-      );
-      // A key row at zero is only a lock nobody holds; a producer that needs it again simply re-creates it.
-      await run(
-        sql`
-        DELETE FROM ${keys} WHERE pending = 0 AND msg_key IN (
-          SELECT msg_key FROM ${keys} WHERE pending = 0 LIMIT ${limit} FOR UPDATE SKIP LOCKED)`.compile(compiler),
       );
       return sent.affectedRows;
     },
