@@ -70,9 +70,9 @@ export function headProblem(key: string, heads: number, waiting: number): HeadPr
   return { key, kind: heads === 0 ? 'no-head' : 'several-heads', heads, waiting };
 }
 
-/** The distinct keys among these, each mapped to no arrival: the form the head bookkeeping takes. */
-export function keyMap(keys: readonly (string | null)[]): Map<string, null> {
-  return new Map(keys.flatMap((key) => (key === null ? [] : [[key, null] as const])));
+/** The distinct keys among these. */
+export function distinctKeys(keys: readonly (string | null)[]): Set<string> {
+  return new Set(keys.flatMap((key) => (key === null ? [] : [key])));
 }
 
 /**

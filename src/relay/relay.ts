@@ -264,23 +264,25 @@ export class Relay extends EventEmitter<RelayEvents> {
   /**
    * Sorts a claim by what happened to its messages before. A message whose previous lease ran out unsettled was
    * being published when its relay died or stalled, and may be what kills the relay: it is published on its own,
-   * under a token of its own, so a crash takes only it down and marks it; one marked so goes after the others; and
-   * one claimed more than maxAttempts times is dead without another try. The rest go out as one batch. Returns the
+   * under a token of its own, so a crash takes only it down and marks it; one marked so goes after the others, and
+   * is dead once this claim is its maxAttempts-th (any message is, past maxAttempts claims) without another try. The rest go out as one batch. Returns the
    * batch and a step, run after the batch is settled, that deals with the others one at a time.
    */
   private async triage(claimed: ClaimedMessage[], token: string) {
     const { maxAttempts } = this.options;
-    const exhausted = claimed.filter((m) => m.attempts > maxAttempts);
-    const suspects = claimed.filter((m) => m.attempts <= maxAttempts && m.takenOverFrom !== null);
-    const batch = claimed.filter((m) => m.attempts <= maxAttempts && m.takenOverFrom === null);
-    const culprit = (m: ClaimedMessage) => (m.takenOverFrom?.endsWith(ALONE) ? 1 : 0);
-    suspects.sort((a, b) => culprit(a) - culprit(b));
+    const culprit = (m: ClaimedMessage) => m.takenOverFrom?.endsWith(ALONE) === true;
+    // This claim is an attempt too; a proven culprit would only kill the relay once more with its last one.
+    const isExhausted = (m: ClaimedMessage) => m.attempts > maxAttempts || (culprit(m) && m.attempts >= maxAttempts);
+    const exhausted = claimed.filter(isExhausted);
+    const suspects = claimed.filter((m) => !isExhausted(m) && m.takenOverFrom !== null);
+    const batch = claimed.filter((m) => !isExhausted(m) && m.takenOverFrom === null);
+    suspects.sort((a, b) => Number(culprit(a)) - Number(culprit(b)));
     const settle = async (): Promise<CycleResult> => {
       let result = NOTHING;
       if (exhausted.length > 0) {
         const dead = exhausted.map((message) => ({
           message,
-          error: `gave up after ${message.attempts - 1} attempts: the relay publishing it lost its lease each time (it crashed or stalled mid-publish)`,
+          error: `gave up after ${message.attempts} attempts: the relay publishing it lost its lease (it crashed or stalled mid-publish)`,
         }));
         await this.bury(dead, token);
         result = add(result, { ...NOTHING, claimed: dead.length, dead: dead.length });

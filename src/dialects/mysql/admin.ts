@@ -2,7 +2,7 @@ import { sql, type Kysely, type RawBuilder } from 'kysely';
 import {
   countKeys,
   headProblem,
-  keyMap,
+  distinctKeys,
   likePattern,
   type AdminStore,
   type DeadLetterFilter,
@@ -10,7 +10,7 @@ import {
 } from '../admin.js';
 import { kyselyExecutor, readCommittedTransaction, type SqlExecutor } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
-import { compiler, qualified } from './compiler.js';
+import { compiler, qualified, rowsBySeq } from './compiler.js';
 import { mysqlHeads } from './heads.js';
 
 interface DeadRow {
@@ -55,7 +55,7 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
   /** After the stripe locks: the rows still dead, locked. */
   const lockDead = async (trx: SqlExecutor, seqs: readonly string[]): Promise<DeadRow[]> => {
     const { rows } = await trx(
-      sql`SELECT seq, msg_key, ready FROM ${table} WHERE seq IN (${inSeqs(seqs)}) AND state = 'dead' ORDER BY seq FOR UPDATE`.compile(
+      sql`SELECT t.seq, t.msg_key, t.ready FROM ${rowsBySeq(table, seqs)} WHERE t.state = 'dead' ORDER BY t.seq FOR UPDATE`.compile(
         compiler,
       ),
     );
@@ -123,11 +123,15 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
         // the key's head, or becomes the head if the key has none.
         const { affectedRows } = await trx(
           sql`
-          UPDATE ${table} SET state = 'pending', attempts = 0, next_attempt_at = UTC_TIMESTAMP(6), lease_owner = NULL,
-            lease_until = NULL, ready = (msg_key IS NULL OR ready = 1)
-          WHERE seq IN (${inSeqs(dead.map((row) => row.seq))}) AND state = 'dead'`.compile(compiler),
+          UPDATE ${rowsBySeq(
+            table,
+            dead.map((row) => row.seq),
+          )}
+          SET t.state = 'pending', t.attempts = 0, t.next_attempt_at = UTC_TIMESTAMP(6), t.lease_owner = NULL,
+            t.lease_until = NULL, t.ready = (t.msg_key IS NULL OR t.ready = 1)
+          WHERE t.state = 'dead'`.compile(compiler),
         );
-        await heads.promote(trx, keyMap(dead.map((row) => row.key)), []);
+        await heads.promote(trx, distinctKeys(dead.map((row) => row.key)), []);
         return affectedRows;
       });
     },
@@ -140,10 +144,13 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
         const dead = await lockDead(trx, seqs);
         if (dead.length === 0) return 0;
         const { affectedRows } = await trx(
-          sql`DELETE FROM ${table} WHERE seq IN (${inSeqs(dead.map((row) => row.seq))}) AND state = 'dead'`.compile(compiler),
+          sql`DELETE t FROM ${rowsBySeq(
+            table,
+            dead.map((row) => row.seq),
+          )} WHERE t.state = 'dead'`.compile(compiler),
         );
         // A discarded head that held its key: the key's next waiting message becomes its head.
-        await heads.promote(trx, keyMap(dead.map((row) => row.key)), []);
+        await heads.promote(trx, distinctKeys(dead.map((row) => row.key)), []);
         return affectedRows;
       });
     },
@@ -179,8 +186,8 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
           if (!first.has(key)) first.add(key);
           else if (Number(row.in_flight) !== 1) demote.push(String(row.seq));
         }
-        if (demote.length > 0) await trx(sql`UPDATE ${table} SET ready = 0 WHERE seq IN (${inSeqs(demote)})`.compile(compiler));
-        return heads.promote(trx, keyMap(keyNames), []);
+        if (demote.length > 0) await trx(sql`UPDATE ${rowsBySeq(table, demote)} SET t.ready = 0`.compile(compiler));
+        return heads.promote(trx, distinctKeys(keyNames), []);
       });
     },
   };

@@ -20,3 +20,17 @@ export function qualified(names: TableNames, table: string): RawBuilder<unknown>
 export function utcDatetime(date: Date): string {
   return date.toISOString().replace('T', ' ').replace('Z', '');
 }
+
+/**
+ * `(the seqs) STRAIGHT_JOIN <table> AS t`: the rows with these seqs, each found by a primary-key lookup, for an
+ * UPDATE, DELETE or locking read of exactly those rows. A plain `WHERE seq IN (...)` may be run as a range or a
+ * full scan, and a DELETE or locking read waits for every row it passes that another transaction holds, a
+ * producer's uncommitted insert included; the relay must never wait for a producer.
+ */
+export function rowsBySeq(table: RawBuilder<unknown>, seqs: readonly string[]): RawBuilder<unknown> {
+  const picked = sql.join(
+    seqs.map((seq, index) => (index === 0 ? sql`SELECT ${BigInt(seq)} AS seq` : sql`SELECT ${BigInt(seq)}`)),
+    sql` UNION ALL `,
+  );
+  return sql`(${picked}) AS picked STRAIGHT_JOIN ${table} AS t ON t.seq = picked.seq`;
+}

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import type { SqlExecutor } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
-import { compiler, qualified } from './compiler.js';
+import { compiler, qualified, rowsBySeq } from './compiler.js';
 import { lockKeyStripes } from './key-locks.js';
 
 const text = (value: unknown) => (Buffer.isBuffer(value) ? value.toString('utf8') : String(value));
@@ -17,10 +17,11 @@ const seqList = (seqs: Iterable<string>) => sql.join([...seqs].map((seq) => sql`
 export interface MysqlHeads {
   lock(trx: SqlExecutor, keys: Iterable<string>): Promise<void>;
   /**
-   * Gives each key without a head its head: the first of its waiting messages or of the given arrivals (key →
-   * first arrival's seq, or null), and puts the other arrivals behind it. Returns how many heads it made.
+   * Gives each of these keys without a head its head: its first message that is waiting or among the given
+   * arrivals (never one after an earlier arrival another relay is still sequencing), and puts the other arrivals
+   * behind it. Returns how many heads it made.
    */
-  promote(trx: SqlExecutor, keys: ReadonlyMap<string, string | null>, arrivals: readonly string[]): Promise<number>;
+  promote(trx: SqlExecutor, keys: Iterable<string>, arrivals: readonly string[]): Promise<number>;
   /** Sequences up to `limit` arrivals, oldest first (skipping those another relay is sequencing). Returns heads made. */
   sequence(trx: SqlExecutor, limit: number): Promise<number>;
 }
@@ -31,34 +32,38 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
 
   const promote: MysqlHeads['promote'] = async (trx, keys, arrivals) => {
     const newHeads: string[] = [];
-    if (keys.size > 0) {
+    const keyList = [...new Set(keys)];
+    const ours = new Set(arrivals);
+    if (keyList.length > 0) {
       const keyRows = sql.join(
-        [...keys.keys()].map((key, index) =>
-          index === 0 ? sql`SELECT ${Buffer.from(key)} AS msg_key` : sql`SELECT ${Buffer.from(key)}`,
-        ),
+        keyList.map((key, index) => (index === 0 ? sql`SELECT ${Buffer.from(key)} AS msg_key` : sql`SELECT ${Buffer.from(key)}`)),
         sql` UNION ALL `,
       );
+      // Two index seeks per key (key_idx: msg_key, state, ready, seq): its first waiting and first unsequenced message.
       const { rows } = await trx(
         sql`
         SELECT k.msg_key,
           EXISTS (SELECT 1 FROM ${table} AS h WHERE h.msg_key = k.msg_key AND h.state IN ('pending', 'dead') AND h.ready = 1) AS has_head,
-          (SELECT w.seq FROM ${table} AS w WHERE w.msg_key = k.msg_key AND w.state = 'pending' AND w.ready = 0 ORDER BY w.seq LIMIT 1) AS waiting
+          (SELECT w.seq FROM ${table} AS w WHERE w.msg_key = k.msg_key AND w.state = 'pending' AND w.ready = 0 ORDER BY w.seq LIMIT 1) AS waiting,
+          (SELECT u.seq FROM ${table} AS u WHERE u.msg_key = k.msg_key AND u.state = 'pending' AND u.ready IS NULL ORDER BY u.seq LIMIT 1) AS unsequenced
         FROM (${keyRows}) AS k`.compile(compiler),
       );
       for (const row of rows) {
         if (Number(row.has_head) === 1) continue;
-        const candidates = [row.waiting, keys.get(text(row.msg_key))]
+        const first = [row.waiting, row.unsequenced]
           .filter((seq) => seq !== null && seq !== undefined)
-          .map((seq) => BigInt(seq as string));
-        if (candidates.length > 0) newHeads.push(String(candidates.reduce((a, b) => (a < b ? a : b))));
+          .map((seq) => BigInt(seq as string))
+          .reduce<bigint | null>((a, b) => (a === null || b < a ? b : a), null);
+        if (first === null) continue;
+        const seq = String(first);
+        // The first message is waiting, or one of ours; an unsequenced one of another relay's is left to it.
+        if (String(row.waiting) === seq || ours.has(seq)) newHeads.push(seq);
       }
     }
     const touched = new Set([...arrivals, ...newHeads]);
     if (touched.size === 0) return 0;
-    const heads = newHeads.length === 0 ? sql`0` : sql`seq IN (${seqList(newHeads)})`;
-    await trx(
-      sql`UPDATE ${table} SET ready = (msg_key IS NULL OR ${heads}) WHERE seq IN (${seqList(touched)})`.compile(compiler),
-    );
+    const heads = newHeads.length === 0 ? sql`0` : sql`t.seq IN (${seqList(newHeads)})`;
+    await trx(sql`UPDATE ${rowsBySeq(table, [...touched])} SET t.ready = (t.msg_key IS NULL OR ${heads})`.compile(compiler));
     return newHeads.length;
   };
 
@@ -72,15 +77,12 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
         ),
       );
       if (rows.length === 0) return 0;
-      const firstArrival = new Map<string, string | null>();
-      for (const row of rows) {
-        // A keyless arrival (written by an older producer) simply becomes ready.
-        if (row.msg_key !== null && !firstArrival.has(text(row.msg_key))) firstArrival.set(text(row.msg_key), String(row.seq));
-      }
-      await lock(trx, firstArrival.keys());
+      // A keyless arrival (written by an older producer) simply becomes ready.
+      const keys = new Set(rows.flatMap((row) => (row.msg_key === null ? [] : [text(row.msg_key)])));
+      await lock(trx, keys);
       return promote(
         trx,
-        firstArrival,
+        keys,
         rows.map((row) => String(row.seq)),
       );
     },

@@ -1,9 +1,9 @@
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { ClaimedMessage, DeadLetter, RelayStore } from '../dialect.js';
-import { kyselyExecutor, readCommittedTransaction, type SqlExecutor } from '../executor.js';
+import { kyselyExecutor, readCommittedTransaction } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
 import { sequencedClaim, type ClaimSteps } from '../sequenced-claim.js';
-import { compiler, qualified } from './compiler.js';
+import { compiler, qualified, rowsBySeq } from './compiler.js';
 import { mysqlHeads } from './heads.js';
 
 interface ClaimedRow {
@@ -23,54 +23,47 @@ const text = (value: Buffer | string) => (Buffer.isBuffer(value) ? value.toStrin
 const utc = (value: Date | string) => (value instanceof Date ? value : new Date(`${value.replace(' ', 'T')}Z`));
 const now = sql`UTC_TIMESTAMP(6)`;
 const msFromNow = (ms: number) => sql`UTC_TIMESTAMP(6) + INTERVAL ${Math.round(ms) * 1000} MICROSECOND`;
-const byKey = (messages: readonly ClaimedMessage[]) =>
-  new Map(messages.flatMap((m) => (m.key === null ? [] : [[m.key, null] as const])));
+const keysOf = (messages: readonly ClaimedMessage[]) => new Set(messages.flatMap((m) => (m.key === null ? [] : [m.key])));
 
 export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelayStore {
   const table = qualified(names, names.table);
   const run = kyselyExecutor(db);
   const transaction = readCommittedTransaction(db);
   const heads = mysqlHeads(names);
-  // Integers, not text: compared with text, InnoDB cannot seek the primary key and locks every row it scans.
-  const seqsOf = (seqs: readonly string[]) => sql.join(seqs.map((seq) => sql`${BigInt(seq)}`));
-  const inSeqs = (messages: readonly ClaimedMessage[]) => seqsOf(messages.map((m) => m.seq));
+  const rowsOf = (messages: readonly ClaimedMessage[]) =>
+    rowsBySeq(
+      table,
+      messages.map((m) => m.seq),
+    );
 
   /**
-   * Applies `change` (an UPDATE or DELETE guarded by `lease_owner = token`) and returns the messages it touched,
-   * i.e. those still leased to us. A guarded UPDATE/DELETE (READ COMMITTED: semi-consistent reads) never waits on
-   * rows it does not match, unlike a locking SELECT. Only when fewer rows changed than were claimed (a lease was
-   * taken over) is the table read to tell which.
+   * Finishes heads this relay holds (`change` is an UPDATE or DELETE guarded by `lease_owner = token`) and moves
+   * their keys on to their next messages, under the keys' relay locks. A guarded UPDATE/DELETE (READ COMMITTED:
+   * semi-consistent reads) never waits on rows it does not match, unlike a locking SELECT, whose range scan locks
+   * every row it passes, a producer's uncommitted insert included. When it changes fewer rows than were claimed (a
+   * lease was taken over), its count cannot tell which were ours, so it is undone and redone one message at a time.
    */
-  const applyToOurs = async (
-    trx: SqlExecutor,
-    messages: readonly ClaimedMessage[],
-    change: RawBuilder<unknown>,
-    readBack: { query: RawBuilder<unknown>; oursAre: 'listed' | 'missing' },
-  ) => {
-    const { affectedRows } = await trx(change.compile(compiler));
-    if (affectedRows === messages.length) return [...messages];
-    const { rows } = await trx(readBack.query.compile(compiler));
-    const listed = new Set(rows.map((row) => String(row.seq)));
-    return messages.filter((m) => listed.has(m.seq) === (readBack.oursAre === 'listed'));
-  };
-
-  /** Finishes heads this relay holds and moves their keys on to their next messages, under the keys' relay locks. */
-  const finishHeads = (
-    messages: readonly ClaimedMessage[],
-    change: RawBuilder<unknown>,
-    readBack: { query: RawBuilder<unknown>; oursAre: 'listed' | 'missing' },
-  ) =>
+  const finishHeads = (messages: readonly ClaimedMessage[], change: (rows: RawBuilder<unknown>) => RawBuilder<unknown>) =>
     transaction(async (trx) => {
-      const keys = byKey(messages);
-      await heads.lock(trx, keys.keys());
-      const ours = await applyToOurs(trx, messages, change, readBack);
-      // Keys whose head was taken over are another relay's to move on; promoting them is harmless but needless.
-      const promoted = await heads.promote(trx, byKey(ours), []);
-      return { ours, promoted };
+      await heads.lock(trx, keysOf(messages));
+      const several = messages.length > 1;
+      if (several) await trx(sql`SAVEPOINT txoutbox_finish`.compile(compiler));
+      let ours = [...messages];
+      const { affectedRows } = await trx(change(rowsOf(messages)).compile(compiler));
+      if (affectedRows !== messages.length) {
+        ours = [];
+        if (several) {
+          await trx(sql`ROLLBACK TO SAVEPOINT txoutbox_finish`.compile(compiler));
+          for (const message of messages) {
+            if ((await trx(change(rowsOf([message])).compile(compiler))).affectedRows === 1) ours.push(message);
+          }
+        }
+      }
+      return { ours, promoted: await heads.promote(trx, keysOf(ours), []) };
     });
 
   const perMessage = (messages: readonly ClaimedMessage[], value: (m: ClaimedMessage) => RawBuilder<unknown>) =>
-    sql`CASE seq ${sql.join(
+    sql`CASE t.seq ${sql.join(
       messages.map((m) => sql`WHEN ${BigInt(m.seq)} THEN ${value(m)}`),
       sql` `,
     )} END`;
@@ -103,18 +96,20 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
           fitting.push({ seq: String(row.seq), previousOwner: row.lease_owner === null ? null : String(row.lease_owner) });
         }
         if (fitting.length === 0) return [];
-        const claimedSeqs = seqsOf(fitting.map((f) => f.seq));
+        const claimed = rowsBySeq(
+          table,
+          fitting.map((f) => f.seq),
+        );
         await trx(
           sql`
-            UPDATE ${table}
-            SET lease_owner = ${token}, lease_until = ${msFromNow(leaseMs)}, next_attempt_at = ${msFromNow(leaseMs)},
-                attempts = attempts + 1
-            WHERE seq IN (${claimedSeqs})`.compile(compiler),
+            UPDATE ${claimed}
+            SET t.lease_owner = ${token}, t.lease_until = ${msFromNow(leaseMs)}, t.next_attempt_at = ${msFromNow(leaseMs)},
+                t.attempts = t.attempts + 1`.compile(compiler),
         );
         const { rows } = await trx(
           sql<ClaimedRow>`
-            SELECT seq, id, topic, msg_key, payload, content_type, headers, attempts, created_at FROM ${table}
-            WHERE seq IN (${claimedSeqs}) ORDER BY seq`.compile(compiler),
+            SELECT t.seq, t.id, t.topic, t.msg_key, t.payload, t.content_type, t.headers, t.attempts, t.created_at
+            FROM ${claimed} ORDER BY t.seq`.compile(compiler),
         );
         const previousOwner = new Map(fitting.map((f) => [f.seq, f.previousOwner]));
         return (rows as unknown as ClaimedRow[]).map((row): ClaimedMessage => ({
@@ -141,23 +136,13 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
 
     async complete(messages, token, retain) {
       if (messages.length === 0) return { sent: [], promoted: 0 };
-      // A sent row keeps the claim token in lease_owner: it tells which relay sent it, and which rows were ours.
-      const { ours, promoted } = retain
-        ? await finishHeads(
-            messages,
-            sql`UPDATE ${table} SET state = 'sent', sent_at = ${now}, ready = 0, lease_until = NULL
-                WHERE seq IN (${inSeqs(messages)}) AND lease_owner = ${token}`,
-            {
-              query: sql`SELECT seq FROM ${table} WHERE seq IN (${inSeqs(messages)}) AND lease_owner = ${token} AND state = 'sent'`,
-              oursAre: 'listed',
-            },
-          )
-        : await finishHeads(
-            messages,
-            sql`DELETE FROM ${table} WHERE seq IN (${inSeqs(messages)}) AND lease_owner = ${token}`,
-            // Ours are gone; whatever is still there was taken over by another relay.
-            { query: sql`SELECT seq FROM ${table} WHERE seq IN (${inSeqs(messages)})`, oursAre: 'missing' },
-          );
+      const { ours, promoted } = await finishHeads(messages, (rows) =>
+        retain
+          ? // A sent row keeps the claim token in lease_owner: it tells which relay sent it.
+            sql`UPDATE ${rows} SET t.state = 'sent', t.sent_at = ${now}, t.ready = 0, t.lease_until = NULL
+                WHERE t.lease_owner = ${token} AND t.state = 'pending'`
+          : sql`DELETE t FROM ${rows} WHERE t.lease_owner = ${token} AND t.state = 'pending'`,
+      );
       return { sent: ours, promoted };
     },
 
@@ -167,11 +152,11 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
       const messages = plans.map((p) => p.message);
       await run(
         sql`
-          UPDATE ${table}
-          SET next_attempt_at = ${perMessage(messages, (m) => msFromNow(delays.get(m.seq)!.delayMs))},
-              last_error = ${perMessage(messages, (m) => sql`${delays.get(m.seq)!.error}`)},
-              lease_owner = NULL, lease_until = NULL
-          WHERE seq IN (${inSeqs(messages)}) AND lease_owner = ${token}`.compile(compiler),
+          UPDATE ${rowsOf(messages)}
+          SET t.next_attempt_at = ${perMessage(messages, (m) => msFromNow(delays.get(m.seq)!.delayMs))},
+              t.last_error = ${perMessage(messages, (m) => sql`${delays.get(m.seq)!.error}`)},
+              t.lease_owner = NULL, t.lease_until = NULL
+          WHERE t.lease_owner = ${token}`.compile(compiler),
       );
     },
 
@@ -179,38 +164,36 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
       if (letters.length === 0) return 0;
       const errors = new Map(letters.map((l) => [l.message.seq, l.error]));
       const messages = letters.map((l) => l.message);
-      // A dead row keeps the claim token in lease_owner: it tells which relay buried it, and which rows were ours.
-      const bury = sql`
-        UPDATE ${table}
-        SET state = 'dead', last_error = ${perMessage(messages, (m) => sql`${errors.get(m.seq)!}`)},
-            lease_until = NULL, ready = ${releaseKey ? sql`msg_key IS NULL` : sql`ready`}
-        WHERE seq IN (${inSeqs(messages)}) AND lease_owner = ${token} AND state = 'pending'`;
+      // A dead row keeps the claim token in lease_owner: it tells which relay buried it.
+      const bury = (rows: RawBuilder<unknown>) => sql`
+        UPDATE ${rows}
+        SET t.state = 'dead', t.last_error = ${perMessage(messages, (m) => sql`${errors.get(m.seq)!}`)},
+            t.lease_until = NULL, t.ready = ${releaseKey ? sql`t.msg_key IS NULL` : sql`t.ready`}
+        WHERE t.lease_owner = ${token} AND t.state = 'pending'`;
       // Under 'block-key' the dead head keeps its key: later messages of the key wait until a person acts.
       if (!releaseKey) {
-        await run(bury.compile(compiler));
+        await run(bury(rowsOf(messages)).compile(compiler));
         return 0;
       }
-      const { promoted } = await finishHeads(messages, bury, {
-        query: sql`SELECT seq FROM ${table} WHERE seq IN (${inSeqs(messages)}) AND lease_owner = ${token} AND state = 'dead'`,
-        oursAre: 'listed',
-      });
-      return promoted;
+      return (await finishHeads(messages, bury)).promoted;
     },
 
     async release(messages, token) {
       if (messages.length === 0) return;
       await run(
         sql`
-          UPDATE ${table} SET next_attempt_at = ${now}, lease_owner = NULL, lease_until = NULL, attempts = GREATEST(attempts - 1, 0)
-          WHERE seq IN (${inSeqs(messages)}) AND lease_owner = ${token}`.compile(compiler),
+          UPDATE ${rowsOf(messages)}
+          SET t.next_attempt_at = ${now}, t.lease_owner = NULL, t.lease_until = NULL, t.attempts = GREATEST(t.attempts - 1, 0)
+          WHERE t.lease_owner = ${token}`.compile(compiler),
       );
     },
 
     async handOver(message, from, to, leaseMs) {
       const { affectedRows } = await run(
         sql`
-          UPDATE ${table} SET lease_owner = ${to}, lease_until = ${msFromNow(leaseMs)}, next_attempt_at = ${msFromNow(leaseMs)}
-          WHERE seq = ${BigInt(message.seq)} AND lease_owner = ${from} AND state = 'pending'`.compile(compiler),
+          UPDATE ${rowsOf([message])}
+          SET t.lease_owner = ${to}, t.lease_until = ${msFromNow(leaseMs)}, t.next_attempt_at = ${msFromNow(leaseMs)}
+          WHERE t.lease_owner = ${from} AND t.state = 'pending'`.compile(compiler),
       );
       return affectedRows === 1;
     },

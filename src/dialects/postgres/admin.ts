@@ -2,7 +2,7 @@ import { sql, type Kysely, type RawBuilder } from 'kysely';
 import {
   countKeys,
   headProblem,
-  keyMap,
+  distinctKeys,
   likePattern,
   type AdminStore,
   type DeadLetterFilter,
@@ -117,7 +117,7 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames): Admin
             lease_until = NULL, ready = (msg_key IS NULL OR ready)
           WHERE seq = ANY(${dead.map((row) => row.seq)}::int8[]) AND state = 'dead'`.compile(compiler),
         );
-        await heads.promote(trx, keyMap(dead.map((row) => row.msg_key)), []);
+        await heads.promote(trx, distinctKeys(dead.map((row) => row.msg_key)), []);
         return affectedRows;
       });
     },
@@ -132,7 +132,7 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames): Admin
         // A discarded head that held its key: the key's next waiting message becomes its head.
         const { finished } = await heads.promote(
           trx,
-          keyMap(dead.map((row) => row.msg_key)),
+          distinctKeys(dead.map((row) => row.msg_key)),
           [],
           sql`DELETE FROM ${table} WHERE seq = ANY(${dead.map((row) => row.seq)}::int8[]) AND state = 'dead' RETURNING seq`,
         );
@@ -169,7 +169,7 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames): Admin
           ) AS extra
           WHERE t.seq = extra.seq AND extra.place > 1 AND (t.lease_until IS NULL OR t.lease_until < now())`.compile(compiler),
         );
-        const { promoted } = await heads.promote(trx, new Map(keyNames.map((key) => [key, null])), []);
+        const { promoted } = await heads.promote(trx, keyNames, []);
         return promoted;
       });
     },

@@ -15,14 +15,14 @@ export interface Heads {
   /** Locks the keys for this relay transaction (advisory locks no producer takes), in one agreed order. */
   lock(trx: SqlExecutor, keys: Iterable<string>): Promise<void>;
   /**
-   * Gives each key without a head its head: the first of its waiting messages or of the given arrivals, and puts
-   * the other arrivals behind it. `finish` (a DELETE or UPDATE ... RETURNING seq of heads this relay is done
-   * with) runs in the same statement, and the rows it returns no longer count as heads. Returns the seqs finished
-   * and how many heads were made.
+   * Gives each of these keys without a head its head: its first message that is waiting or among the given
+   * arrivals (never one after an earlier arrival another relay is still sequencing), and puts the other arrivals
+   * behind it. `finish` (a DELETE or UPDATE ... RETURNING seq of heads this relay is done with) runs in the same
+   * statement, and the rows it returns no longer count as heads. Returns the seqs finished and heads made.
    */
   promote(
     trx: SqlExecutor,
-    keys: ReadonlyMap<string, string | null>,
+    keys: Iterable<string>,
     arrivals: readonly string[],
     finish?: RawBuilder<unknown>,
   ): Promise<{ finished: string[]; promoted: number }>;
@@ -33,6 +33,7 @@ export interface Heads {
 export function postgresHeads(names: TableNames): Heads {
   const table = qualified(names, names.table);
   const classId = lockId(`txoutbox:${names.schema ?? ''}.${names.table}`);
+  const sequencerId = lockId(`txoutbox-sequencer:${names.schema ?? ''}.${names.table}`);
 
   const lock: Heads['lock'] = async (trx, keys) => {
     const ids = lockOrder(keys, lockId, (a, b) => a - b);
@@ -49,19 +50,22 @@ export function postgresHeads(names: TableNames): Heads {
     const { rows } = await trx(
       sql<{ seq: string; what: 'finished' | 'promoted' }>`
       WITH gone AS (${gone}),
+      -- Per key without a head: the first message not heading it, if it is waiting or one of these arrivals. An
+      -- earlier arrival that another relay is still sequencing leaves the key to that relay.
       candidates AS (
-        SELECT least(k.first_arrival, (
-          SELECT w.seq FROM ${table} AS w
-          WHERE w.msg_key = k.msg_key AND w.state = 'pending' AND w.ready = false AND w.seq NOT IN (SELECT seq FROM gone)
-          ORDER BY w.seq LIMIT 1)) AS seq
-        FROM unnest(${[...keys.keys()]}::text[], ${[...keys.values()]}::int8[]) AS k(msg_key, first_arrival)
-        WHERE NOT EXISTS (
-          SELECT 1 FROM ${table} AS h WHERE h.msg_key = k.msg_key AND h.ready AND h.seq NOT IN (SELECT seq FROM gone))
+        SELECT first.seq FROM unnest(${[...keys]}::text[]) AS k(msg_key)
+        CROSS JOIN LATERAL (
+          SELECT w.seq, w.ready FROM ${table} AS w
+          WHERE w.msg_key = k.msg_key AND w.state = 'pending' AND w.ready IS NOT TRUE
+          ORDER BY w.seq LIMIT 1) AS first
+        WHERE (first.ready = false OR (first.ready IS NULL AND first.seq = ANY(${arrivals}::int8[])))
+          AND NOT EXISTS (
+            SELECT 1 FROM ${table} AS h WHERE h.msg_key = k.msg_key AND h.ready AND h.seq NOT IN (SELECT seq FROM gone))
       ),
-      heads AS (SELECT seq FROM candidates WHERE seq IS NOT NULL),
+      heads AS (SELECT seq FROM candidates),
       promoted AS (
         UPDATE ${table} AS t SET ready = t.msg_key IS NULL OR t.seq IN (SELECT seq FROM heads)
-        WHERE t.seq = ANY(${arrivals}::int8[]) OR t.seq IN (SELECT seq FROM heads)
+        WHERE (t.seq = ANY(${arrivals}::int8[]) AND t.ready IS NULL) OR t.seq IN (SELECT seq FROM heads)
         RETURNING t.seq, t.ready
       )
       SELECT seq::text AS seq, 'finished' AS what FROM gone
@@ -77,21 +81,23 @@ export function postgresHeads(names: TableNames): Heads {
     lock,
     promote,
     async sequence(trx, limit) {
+      // One sequencer per table at a time (the others go on claiming): no row is locked before the key locks. A
+      // locking read of arrivals could hold a row that meanwhile became a waiting message, which the relay that
+      // holds its key's lock may have to promote: a deadlock between two relays.
+      const { rows: turn } = await trx(sql`SELECT pg_try_advisory_xact_lock(${sequencerId}::int4, 0) AS mine`.compile(compiler));
+      if (turn[0]?.mine !== true) return 0;
       const { rows } = await trx(
-        sql`
-        SELECT a.seq::text AS seq, a.msg_key FROM ${table} AS a
-        WHERE a.ready IS NULL ORDER BY a.seq LIMIT ${limit} FOR UPDATE SKIP LOCKED`.compile(compiler),
+        sql`SELECT a.seq::text AS seq, a.msg_key FROM ${table} AS a WHERE a.ready IS NULL ORDER BY a.seq LIMIT ${limit}`.compile(
+          compiler,
+        ),
       );
       if (rows.length === 0) return 0;
-      const firstArrival = new Map<string, string | null>();
-      for (const { seq, msg_key: key } of rows as { seq: string; msg_key: string | null }[]) {
-        // A keyless arrival (written by an older producer) simply becomes ready.
-        if (key !== null && !firstArrival.has(key)) firstArrival.set(key, seq);
-      }
-      await lock(trx, firstArrival.keys());
+      // A keyless arrival (written by an older producer) simply becomes ready.
+      const keys = new Set(rows.flatMap((row) => (row.msg_key === null ? [] : [row.msg_key as string])));
+      await lock(trx, keys);
       const { promoted } = await promote(
         trx,
-        firstArrival,
+        keys,
         rows.map((row) => row.seq as string),
       );
       return promoted;

@@ -35,8 +35,7 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
   const transaction = readCommittedTransaction(db);
   const heads = postgresHeads(names);
   const seqs = (messages: readonly ClaimedMessage[]) => messages.map((m) => m.seq);
-  const keysOf = (messages: readonly ClaimedMessage[]) =>
-    new Map(messages.flatMap((m) => (m.key === null ? [] : [[m.key, null] as const])));
+  const keysOf = (messages: readonly ClaimedMessage[]) => new Set(messages.flatMap((m) => (m.key === null ? [] : [m.key])));
 
   /**
    * Finishes heads this relay holds (`finish` returns the seqs that were still its own) and, when they had keys,
@@ -49,7 +48,7 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
       return { finished: rows.map((row) => String(row.seq)), promoted: 0 };
     }
     return transaction(async (trx) => {
-      await heads.lock(trx, keys.keys());
+      await heads.lock(trx, keys);
       return heads.promote(trx, keys, [], finish);
     });
   };
