@@ -2,6 +2,7 @@ import { benchBrokers, benchBrokersMysql } from './brokers.js';
 import { benchEnqueue } from './enqueue.js';
 import { benchInbox } from './inbox.js';
 import { benchPgBoss } from './pgboss.js';
+import { benchProducers } from './producers.js';
 import { benchRelay } from './relay.js';
 import { benchScaling } from './scaling.js';
 
@@ -11,6 +12,7 @@ import { benchScaling } from './scaling.js';
  */
 const BENCHES: Readonly<Record<string, () => Promise<string>>> = {
   enqueue: benchEnqueue,
+  producers: benchProducers,
   relay: benchRelay,
   brokers: benchBrokers,
   inbox: benchInbox,

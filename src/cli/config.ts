@@ -71,7 +71,7 @@ const databaseSchema = z
     /** Connections in this database's pool (the relays' and the probes'). */
     poolSize: z.number().int().min(1).max(1000).default(10),
     /** PostgreSQL: hold a LISTEN connection so enqueue's NOTIFY wakes the relay at once. Default true. */
-    listen: z.boolean().default(true),
+    listen: z.boolean().default(false),
     /**
      * Outbox tables. Default: one named txoutbox, unless the database declares an inbox (then only those listed:
      * a consumer-only service has no outbox). `[]` is allowed with an inbox.

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
+import { doctorCommand } from './commands/doctor.js';
 import { deadActCommand, deadListCommand, deadShowCommand, terminalConfirm, type DeadIo } from './commands/dead.js';
 import { migrateCommand } from './commands/migrate.js';
 import { relayCommand } from './commands/relay.js';
@@ -57,6 +58,17 @@ export function buildProgram(): Command {
     .option('--database <name>', 'only this configured database')
     .option('--json', 'machine-readable output')
     .action(async (options: { database?: string; json?: boolean }) => statusCommand(await config(), { ...options, out }));
+
+  program
+    .command('doctor')
+    .description('find keys whose head bookkeeping is off (none or several heads) and repair them')
+    .option('--database <name>', 'only this configured database')
+    .option('--table <name>', 'only this outbox table')
+    .option('--dry-run', 'only say what would be repaired')
+    .option('--json', 'machine-readable output')
+    .action(async (options: { database?: string; table?: string; dryRun?: boolean; json?: boolean }) =>
+      doctorCommand(await config(), { ...options, out }),
+    );
 
   const dead = program.command('dead').description('inspect, retry and discard dead letters');
   filters(dead.command('list').description('list dead letters, oldest first'))

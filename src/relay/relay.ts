@@ -182,12 +182,11 @@ export class Relay extends EventEmitter<RelayEvents> {
    * publishes, the next one is already being claimed, and a published batch is marked while the next publishes.
    * Order per key is safe: a claim returns only heads, and a key's next message becomes a head only once its
    * predecessor's completion commits. Only the first worker polls on a timer when idle; the others sleep until
-   * woken, so an idle relay costs one query per poll interval. Without a LISTEN connection the poll is adaptive:
-   * short right after work, then doubling up to pollIntervalMs.
+   * woken, so an idle relay costs one query per poll interval. The poll is adaptive: short right after work, then
+   * doubling up to pollIntervalMs (producers do not NOTIFY by default, so LISTEN alone cannot keep latency low).
    */
   private async work(polls: boolean): Promise<void> {
-    const adaptive = this.listener === null;
-    let idleMs = adaptive ? this.options.minPollIntervalMs : this.options.pollIntervalMs;
+    let idleMs = this.options.minPollIntervalMs;
     let prefetched: Promise<Claim> | null = null;
     let settling: Promise<unknown> = Promise.resolve();
     while (this.running) {
@@ -217,14 +216,14 @@ export class Relay extends EventEmitter<RelayEvents> {
         settling = this.settle(batch, outcomes, token)
           .then(settle)
           .catch((error: unknown) => this.report(error));
-        idleMs = adaptive ? this.options.minPollIntervalMs : this.options.pollIntervalMs;
+        idleMs = this.options.minPollIntervalMs;
         continue;
       }
       await settling;
       // Checked again after the await: a worker that went to sleep after stop() woke everyone would sleep forever.
       if (!this.running) break;
       await this.waker.sleep(polls ? idleMs : undefined);
-      if (adaptive) idleMs = Math.min(idleMs * 2, this.options.pollIntervalMs);
+      idleMs = Math.min(idleMs * 2, this.options.pollIntervalMs);
     }
     await settling;
     if (prefetched !== null) {
