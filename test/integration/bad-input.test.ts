@@ -1,10 +1,25 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, migrate, ValidationError, type Outbox } from '../../src/index.js';
+import { MAX_PAYLOAD_DEPTH } from '../../src/outbox/payload.js';
 import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
 
 const circular: Record<string, unknown> = { name: 'loop' };
 circular.self = circular;
+
+/** `{ a: { a: … } }`, `depth` objects deep. */
+function nested(depth: number): unknown {
+  let value: unknown = 1;
+  for (let i = 0; i < depth; i++) value = { a: value };
+  return value;
+}
+// eslint-disable-next-line no-sparse-arrays
+const sparse = [1, , 3];
+const throwingToJson = {
+  toJSON() {
+    throw new Error('cannot serialize this order');
+  },
+};
 
 /** [what is wrong, what is passed to enqueue, the field the error must name] */
 const CASES: [string, unknown, string][] = [
@@ -27,6 +42,17 @@ const CASES: [string, unknown, string][] = [
   ['NaN in the payload', { topic: 't', payload: { price: Number.NaN } }, 'payload.price'],
   ['undefined inside an array', { topic: 't', payload: [1, undefined] }, 'payload[1]'],
   ['a Map payload', { topic: 't', payload: new Map([['a', 1]]) }, 'payload'],
+  // JSON would silently change these: an ArrayBuffer into {}, an invalid Date and a hole into null, and it would
+  // leave an undefined property out.
+  ['an ArrayBuffer payload', { topic: 't', payload: new ArrayBuffer(4) }, 'payload'],
+  ['an ArrayBuffer in the payload', { topic: 't', payload: { file: new ArrayBuffer(4) } }, 'payload.file'],
+  ['an invalid Date in the payload', { topic: 't', payload: { at: new Date('not a date') } }, 'payload.at'],
+  ['a hole in a sparse array', { topic: 't', payload: { items: sparse } }, 'payload.items[1]'],
+  ['an undefined property', { topic: 't', payload: { a: 1, b: undefined } }, 'payload.b'],
+  // Refused where it passes the limit, named by its path: payload.a.a… (MAX_PAYLOAD_DEPTH times .a).
+  ['a payload nested 10,000 levels deep', { topic: 't', payload: nested(10_000) }, `payload${'.a'.repeat(MAX_PAYLOAD_DEPTH)}`],
+  ['a payload whose toJSON throws', { topic: 't', payload: { order: throwingToJson } }, 'payload.order'],
+  ['a toJSON that returns undefined', { topic: 't', payload: { order: { toJSON: () => undefined } } }, 'payload.order'],
   ['a payload over maxPayloadBytes', { topic: 't', payload: 'x'.repeat(1024 * 1024) }, 'payload'],
   ['bytes over maxPayloadBytes', { topic: 't', payload: new Uint8Array(1024 * 1024 + 1) }, 'payload'],
   ['a header with a number value', { topic: 't', payload: 1, headers: { retries: 3 } }, 'headers.retries'],
