@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ConfigError, migrate, ValidationError, type Outbox } from '../../src/index.js';
+import { ConfigError, migrate, NotInTransactionError, ValidationError, type Outbox } from '../../src/index.js';
 import { MAX_PAYLOAD_DEPTH } from '../../src/outbox/payload.js';
 import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
 
@@ -168,6 +168,22 @@ describe.each(DIALECTS)('bad input on %s', (dialect) => {
       ]);
     });
     expect((await h.rows()).map((row) => row.id)).toEqual(['given', 'always-the-same']);
+  });
+
+  it('refuses an object that only looks like a connection ({ query: () => 1 }) at once with NotInTransactionError', async () => {
+    for (const fake of [{ query: () => 1 }, { query: () => undefined }, { query: async () => 1 }]) {
+      const started = Date.now();
+      const outcome = await Promise.race([
+        outbox.enqueue(fake as never, { topic: 't', payload: 1 }).then(
+          () => 'resolved',
+          (error: unknown) => error,
+        ),
+        new Promise((resolve) => setTimeout(() => resolve('still waiting after 2 s'), 2000)),
+      ]);
+      expect(outcome).toBeInstanceOf(NotInTransactionError);
+      expect(Date.now() - started).toBeLessThan(1000);
+    }
+    expect(await h.rows()).toEqual([]);
   });
 
   it('refuses table and schema names that are not plain identifiers before touching the database', async () => {
