@@ -38,6 +38,8 @@ const relaySettings = z
     cleanupBatchSize: z.number().int().min(1).max(100_000),
     /** How long SIGTERM waits for batches in flight before giving their leases back. */
     drainMs: ms,
+    /** While the broker is unreachable: how often one message probes for its return. */
+    brokerProbeIntervalMs: z.number().int().min(10).max(60_000),
   })
   .partial()
   .strict();

@@ -50,6 +50,11 @@ export interface RelayOptions<DB = unknown> {
   instanceId?: string;
   /** Randomness for backoff jitter; injectable for tests. */
   random?: () => number;
+  /**
+   * While the broker is unreachable (an adapter marks such outcomes), claiming pauses and every this many ms one
+   * message is tried as a probe; the first that gets through resumes full speed. Default 500 ms.
+   */
+  brokerProbeIntervalMs?: number;
 }
 
 const schema = z
@@ -91,6 +96,7 @@ const schema = z
     asyncCommit: z.boolean().default(true),
     instanceId: z.string().min(1).max(200).optional(),
     random: z.function().optional(),
+    brokerProbeIntervalMs: z.number().int().min(10).max(60_000).default(250),
   })
   .strict()
   .refine((options) => options.leaseMs > options.publishTimeoutMs, {
