@@ -530,8 +530,9 @@ export class RabbitMqBroker implements Broker {
       link = await deadline.race(this.currentLink());
       channel = await deadline.race(link.channelFor(route.exchange));
     } catch (error) {
-      // No connection (or channel) to send on: nothing about this message was tried.
-      if (error instanceof Expired) return unreachable(`${error.message} before a connection to RabbitMQ was open; not sent`);
+      // The caller gave up (or the confirm timeout passed) while connecting: that alone says nothing of the broker.
+      if (error instanceof Expired) return retryable(`${error.message} before the message was sent`);
+      // The connection (or a channel) could not be opened: nothing about this message was tried.
       return unreachable(`cannot reach RabbitMQ: ${describe(error)}; not sent`);
     }
     try {
