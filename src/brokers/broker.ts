@@ -18,7 +18,16 @@ export type PublishOutcome =
   /** The broker has durably accepted the message (its persisted acknowledgement). */
   | { status: 'ok' }
   /** Not accepted, or not known to be: try again later with the same id. Timeouts are this. */
-  | { status: 'retryable'; error: string }
+  | {
+      status: 'retryable';
+      error: string;
+      /**
+       * The broker could not be reached at all (no connection, the connection went down, publishers blocked): the
+       * broker's state, not this message's fault. The relay does not count the attempt, and pauses claiming while
+       * it probes for the broker's return (see CircuitBreaker). Leave it unset when the message itself may be why.
+       */
+      unreachable?: boolean;
+    }
   /** Can never succeed as it is (no such destination, rejected as malformed): dead-letter it now. */
   | { status: 'permanent'; error: string };
 

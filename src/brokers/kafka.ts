@@ -381,7 +381,8 @@ class KafkaJsBroker implements KafkaBroker {
     if (ready === ABORTED) return { status: 'retryable', error: 'aborted while connecting to Kafka (nothing was sent)' };
     if (!ready.ok) {
       this.retire(session);
-      return { status: 'retryable', error: `could not connect to Kafka: ${describe(ready.error)}` };
+      // Nothing was sent, and no message is why: the relay pauses and probes instead of counting the attempt.
+      return { status: 'retryable', error: `could not connect to Kafka: ${describe(ready.error)}`, unreachable: true };
     }
     return session;
   }

@@ -4,6 +4,8 @@ import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './
 export type InjectedFailure =
   | { kind: 'retryable'; error?: string }
   | { kind: 'permanent'; error?: string }
+  /** As if the broker were down: a retryable outcome marked `unreachable`. */
+  | { kind: 'unreachable'; error?: string }
   /** Never answer (until the relay's deadline aborts it, or `releaseHung()` is called). */
   | { kind: 'hang' }
   /** Answer ok, but only after this long. */
@@ -62,6 +64,9 @@ export class MemoryBroker implements Broker {
       const { failure } = rule;
       if (failure.kind === 'retryable' || failure.kind === 'permanent') {
         return { status: failure.kind, error: failure.error ?? `injected ${failure.kind} failure` };
+      }
+      if (failure.kind === 'unreachable') {
+        return { status: 'retryable', error: failure.error ?? 'injected outage: the broker is unreachable', unreachable: true };
       }
       const answered = await this.wait(failure.kind === 'slow' ? failure.ms : null, signal);
       if (!answered) return { status: 'retryable', error: 'aborted before the broker answered' };

@@ -236,7 +236,8 @@ export class NatsBroker implements Broker {
       // While nats.js reconnects it would buffer the request; fail fast instead, the relay retries with backoff.
       if (session.down) {
         const why = session.lastError === null ? '' : ` (last error: ${session.lastError})`;
-        return all(retryable(`the NATS connection is down, reconnecting${why}`));
+        // The broker's state, not the messages': the relay pauses and probes instead of counting the attempt.
+        return all({ status: 'retryable', error: `the NATS connection is down, reconnecting${why}`, unreachable: true });
       }
       if (this.options.stream !== undefined) {
         const ready = await Promise.race([this.ensureStream(session), aborted]);

@@ -164,6 +164,8 @@ function resolveOptions(options: RabbitMqBrokerOptions): ResolvedOptions {
 
 const ok: PublishOutcome = { status: 'ok' };
 const retryable = (error: string): PublishOutcome => ({ status: 'retryable', error });
+/** Not sent or not confirmed because RabbitMQ cannot be reached: the broker's state, not the message's fault. */
+const unreachable = (error: string): PublishOutcome => ({ status: 'retryable', error, unreachable: true });
 const permanent = (error: string): PublishOutcome => ({ status: 'permanent', error });
 const describe = (error: unknown) => (error instanceof Error ? error.message : String(error));
 const noop = () => {};
@@ -273,7 +275,7 @@ class PublishChannel {
     const confirmed = new Promise<PublishOutcome>((resolve) => (settle = resolve));
     try {
       if (this.closed) return this.failure ?? retryable('the RabbitMQ channel closed before the message was sent');
-      if (this.link.blocked !== null) return retryable(`RabbitMQ is blocking publishers (${this.link.blocked}); not sent`);
+      if (this.link.blocked !== null) return unreachable(`RabbitMQ is blocking publishers (${this.link.blocked}); not sent`);
       const writable = this.channel.publish(
         route.exchange,
         route.routingKey,
@@ -522,10 +524,21 @@ export class RabbitMqBroker implements Broker {
       return permanent(`cannot route topic '${message.topic}': ${describe(error)}`);
     }
     if (this.closed) return retryable('the RabbitMQ broker adapter is closed; not sent');
+    let link: Link;
+    let channel: PublishChannel;
     try {
-      const link = await deadline.race(this.currentLink());
-      const channel = await deadline.race(link.channelFor(route.exchange));
-      return await channel.send(message, route, deadline);
+      link = await deadline.race(this.currentLink());
+      channel = await deadline.race(link.channelFor(route.exchange));
+    } catch (error) {
+      // The caller gave up (or the confirm timeout passed) while connecting: that alone says nothing of the broker.
+      if (error instanceof Expired) return retryable(`${error.message} before the message was sent`);
+      // The connection (or a channel) could not be opened: nothing about this message was tried.
+      return unreachable(`cannot reach RabbitMQ: ${describe(error)}; not sent`);
+    }
+    try {
+      const outcome = await channel.send(message, route, deadline);
+      // The connection went down under the message (RabbitMQ stopped, the network dropped): the broker's state.
+      return outcome.status === 'retryable' && link.dead && !this.closed ? { ...outcome, unreachable: true } : outcome;
     } catch (error) {
       if (error instanceof Expired) return retryable(`${error.message} before the message was sent`);
       return retryable(`cannot reach RabbitMQ: ${describe(error)}; not sent`);

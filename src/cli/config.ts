@@ -38,6 +38,8 @@ const relaySettings = z
     cleanupBatchSize: z.number().int().min(1).max(100_000),
     /** How long SIGTERM waits for batches in flight before giving their leases back. */
     drainMs: ms,
+    /** While the broker is unreachable: how often one message probes for its return. */
+    brokerProbeIntervalMs: z.number().int().min(10).max(60_000),
   })
   .partial()
   .strict();
@@ -248,6 +250,32 @@ function parseText(text: string, path: string): unknown {
   }
 }
 
+/** createRelay's defaults for the two settings compared below. */
+const DEFAULT_LEASE_MS = 30_000;
+const DEFAULT_PUBLISH_TIMEOUT_MS = 10_000;
+
+/**
+ * Each table's lease (its own or the global one) must outlast its publish deadline, or a slow publish could be
+ * taken over and sent twice. createRelay refuses that too, but only once the databases are open and with exit 1.
+ */
+function leaseProblems(config: z.output<typeof configSchema>): string[] {
+  const problems = new Set<string>();
+  config.databases.forEach((db, d) =>
+    db.tables.forEach((table, t) => {
+      const leaseMs = table.relay?.leaseMs ?? config.relay.leaseMs ?? DEFAULT_LEASE_MS;
+      const publishTimeoutMs = table.relay?.publishTimeoutMs ?? config.relay.publishTimeoutMs ?? DEFAULT_PUBLISH_TIMEOUT_MS;
+      if (leaseMs > publishTimeoutMs) return;
+      const own = table.relay?.leaseMs !== undefined || table.relay?.publishTimeoutMs !== undefined;
+      const at = own ? `databases.${d}.tables.${t}.relay` : 'relay';
+      problems.add(
+        `${at}.leaseMs: ${leaseMs} ms must be longer than publishTimeoutMs (${publishTimeoutMs} ms), or a slow publish ` +
+          'could be taken over by another relay and sent twice',
+      );
+    }),
+  );
+  return [...problems];
+}
+
 /** Validates an already parsed configuration object; every problem is listed with its path. */
 export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv, source = 'the configuration'): LoadedConfig {
   const missing: string[] = [];
@@ -259,6 +287,7 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv, source = 'the 
   if (!parsed.success) {
     for (const issue of parsed.error.issues) problems.push(`${issue.path.map(String).join('.') || '(root)'}: ${issue.message}`);
   }
+  if (parsed.success) problems.push(...leaseProblems(parsed.data));
   if (problems.length > 0 || !parsed.success) {
     throw new CliError(
       redactor.text(`Invalid configuration in ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`),

@@ -120,6 +120,21 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * Resolves once everything written to `stream` so far has reached the OS. On a pipe Node writes asynchronously, and
+ * `process.exit` would drop what the reader has not taken yet (a `dead list --json | jq` cut at 64 KiB). A reader
+ * that went away (`| head`) is not waited for.
+ */
+function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  if (stream.destroyed || !stream.writable) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => (stream.off('error', done), resolve());
+    stream.once('error', done);
+    stream.write('', done);
+  });
+}
+
 const code = await main(process.argv);
+await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
 // Pools, sockets and timers of a finished command must not keep the process alive.
 process.exit(code);

@@ -130,18 +130,20 @@ async function pgExecutor(client: PgClientLike): Promise<SqlExecutor> {
   };
   // node-postgres tracks the server's ReadyForQuery status; older versions lack it, so ask the server instead.
   const status =
-    typeof client.getTransactionStatus === 'function'
-      ? client.getTransactionStatus()
-      : (await client.query('SELECT transaction_timestamp() <> statement_timestamp() AS in_tx')).rows.some(
-            (row) => (row as { in_tx?: boolean }).in_tx === true,
-          )
-        ? 'T'
-        : 'I';
+    typeof client.getTransactionStatus === 'function' ? client.getTransactionStatus() : await askedTransactionStatus(client);
   // The client may not have read the server's "failed" status yet when a failed query rejects; then the server's
   // own 25P02 answer to our statement is translated instead.
   if (status === 'E') throw failedTransaction();
   if (status !== 'T') throw new NotInTransactionError('a pg client that is not inside BEGIN ... COMMIT');
   return withFailedTransactionCheck(run);
+}
+
+/** For node-postgres versions without getTransactionStatus; an object whose query() does not answer like pg's is no client. */
+async function askedTransactionStatus(client: PgClientLike): Promise<string> {
+  const answer = (await client.query('SELECT transaction_timestamp() <> statement_timestamp() AS in_tx')) as unknown;
+  const rows = (answer as { rows?: unknown } | null | undefined)?.rows;
+  if (!Array.isArray(rows)) throw new NotInTransactionError('an object whose query() does not answer like a pg client');
+  return rows.some((row) => (row as { in_tx?: boolean }).in_tx === true) ? 'T' : 'I';
 }
 
 interface MysqlCallbackConnection {
@@ -164,11 +166,24 @@ async function mysqlExecutor(connection: MysqlConnectionLike): Promise<SqlExecut
     return { rows: [], affectedRows: Number((result as { affectedRows?: number }).affectedRows ?? 0) };
   };
   // `DO 0` does nothing but its OK packet carries the server status flags, on MySQL and MariaDB alike.
-  const header = (await raw('DO 0', [])) as { serverStatus?: number };
+  const header = (await probe(callbackConnection)) as { serverStatus?: number };
   const status = header.serverStatus ?? 0;
   const inTransaction = (status & SERVER_STATUS_IN_TRANS) !== 0 || (status & SERVER_STATUS_AUTOCOMMIT) === 0;
   if (!inTransaction) throw new NotInTransactionError('a mysql2 connection in autocommit mode (no transaction begun)');
   return run;
+}
+
+/**
+ * `DO 0` on the connection. mysql2's query() returns its Query (an event emitter) and calls back later; an object
+ * whose query() returns anything else would never call back: it is refused at once instead of hanging.
+ */
+function probe(connection: MysqlCallbackConnection): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const pending: unknown = connection.query('DO 0', [], (error, result) => (error ? reject(error) : resolve(result)));
+    if (typeof (pending as { on?: unknown } | null | undefined)?.on !== 'function') {
+      reject(new NotInTransactionError('an object whose query() does not answer like a mysql2 connection'));
+    }
+  });
 }
 
 function describe(value: unknown): string {

@@ -41,6 +41,7 @@ export function createOutbox(options: OutboxOptions): Outbox {
     const messages: ValidMessage[] = input.map((message, index) =>
       withTraceparent(validateMessage(message, single ? '' : `messages[${index}]`, limits, newId), traceparent),
     );
+    assertGeneratedIdsUnique(input, messages, single);
     const run = await transactionExecutor(trx, resolved.dialect);
     const callerIds = input.some((message) => (message as { id?: unknown } | null)?.id !== undefined);
     const written = await dialect.enqueue(run, names, planBatch(messages, callerIds), { notify: resolved.notify });
@@ -64,6 +65,25 @@ export function createOutbox(options: OutboxOptions): Outbox {
   }
 
   return { dialect: resolved.dialect, names, enqueue };
+}
+
+/**
+ * A given id may repeat (the second message is a duplicate, by design); a generated one must not: the second
+ * message would be dropped as a duplicate of a message the caller never meant to repeat.
+ */
+function assertGeneratedIdsUnique(input: readonly unknown[], messages: readonly ValidMessage[], single: boolean): void {
+  if (single) return;
+  const generated = new Set<string>();
+  messages.forEach(({ id }, index) => {
+    if ((input[index] as { id?: unknown }).id !== undefined) return;
+    if (generated.has(id)) {
+      throw new ValidationError(
+        `messages[${index}].id`,
+        `"${id}" was made by generateId for an earlier message of this batch too; generateId must return a new id each call`,
+      );
+    }
+    generated.add(id);
+  });
 }
 
 /** Stores the caller's active trace in the message (unless it brings its own), so the relay can continue it. */

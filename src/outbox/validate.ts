@@ -54,7 +54,7 @@ export function validateMessage(input: unknown, at: string, limits: MessageLimit
   }
 
   const key = optionalText(message.key, field('key'), MAX_KEY_LENGTH);
-  const id = message.id === undefined ? newId() : optionalText(message.id, field('id'), MAX_ID_LENGTH);
+  const id = message.id === undefined ? generatedId(newId, field('id')) : optionalText(message.id, field('id'), MAX_ID_LENGTH);
   if (id === null) throw new ValidationError(field('id'), 'must be a string when given (omit it for a generated ULID)');
 
   const isBytes = message.payload instanceof Uint8Array;
@@ -99,6 +99,19 @@ export function validateMessage(input: unknown, at: string, limits: MessageLimit
   }
 
   return { id, topic, key, payload, contentType, headers, availableAt, delayMs };
+}
+
+/** An id from generateId, held to the rules of a given one: a bad generator must not reach the database. */
+function generatedId(newId: IdGenerator, field: string): string {
+  const id: unknown = newId();
+  try {
+    const valid = optionalText(id, field, MAX_ID_LENGTH);
+    if (valid === null) throw new ValidationError(field, 'must be a string');
+    return valid;
+  } catch (error) {
+    if (!(error instanceof ValidationError)) throw error;
+    throw new ValidationError(field, `${error.reason} (this id came from the outbox's generateId option)`);
+  }
 }
 
 function optionalText(value: unknown, field: string, maxLength: number): string | null {

@@ -58,6 +58,11 @@ export interface RelayOptions<DB = unknown> {
   random?: () => number;
   /** @internal The store the relay works on; tests of the loop pass an in-memory one. Default: the dialect's. */
   store?: RelayStore;
+  /**
+   * While the broker is unreachable (an adapter marks such outcomes), claiming pauses and every this many ms one
+   * message is tried as a probe; the first that gets through resumes full speed. Default 250 ms.
+   */
+  brokerProbeIntervalMs?: number;
 }
 
 const schema = z
@@ -107,6 +112,7 @@ const schema = z
     store: z
       .custom<RelayStore>((value) => typeof (value as { claim?: unknown })?.claim === 'function', 'store must be a RelayStore')
       .optional(),
+    brokerProbeIntervalMs: z.number().int().min(10).max(60_000).default(250),
   })
   .strict()
   .refine((options) => options.leaseMs > options.publishTimeoutMs, {

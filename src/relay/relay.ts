@@ -6,6 +6,7 @@ import type { ClaimedMessage, ClaimLimits, DeadLetter, RelayStore, RetryPlan } f
 import { tableNames } from '../dialects/identifiers.js';
 import { dialectFor } from '../dialects/index.js';
 import { backoffDelay } from './backoff.js';
+import { CircuitBreaker } from './circuit-breaker.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 import { listenForWakeups } from './pg-listener.js';
 import { Waker } from './waker.js';
@@ -70,6 +71,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly options: ResolvedRelayOptions;
   private readonly store: RelayStore;
   private readonly waker = new Waker();
+  private readonly breaker: CircuitBreaker;
   private readonly inFlight = new Set<AbortController>();
   private workers: Promise<void>[] = [];
   private running = false;
@@ -89,6 +91,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       this.options.store ??
       dialectFor(this.options.dialect).relayStore(this.options.db, names, { asyncCommit: this.options.asyncCommit });
     this.instanceId = this.options.instanceId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+    this.breaker = new CircuitBreaker(this.options.brokerProbeIntervalMs);
   }
 
   /** Starts the workers, the wake-up listener (PostgreSQL with `listen`) and the cleanup. */
@@ -121,6 +124,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.stopping = true;
     if (this.cleanupTimer !== null) clearInterval(this.cleanupTimer);
     this.waker.wakeAll();
+    this.breaker.wakeAll();
     const listener = this.listener;
     this.listener = null;
     await listener?.close();
@@ -151,8 +155,11 @@ export class Relay extends EventEmitter<RelayEvents> {
 
   /** Claims and handles one batch; for tests and cron-style use without `start()`. */
   async runOnce(): Promise<CycleResult> {
+    const allowance = this.breaker.allowance(this.options.batchSize);
+    if (allowance === 0) return NOTHING; // The broker is unreachable and the next probe is not due yet.
     const token = this.nextToken();
-    const claimed = await this.store.claim(this.limits(), token, this.options.leaseMs);
+    const claimed = await this.store.claim(this.limits(allowance), token, this.options.leaseMs);
+    if (claimed.length === 0) this.breaker.claimedNothing();
     return claimed.length === 0 ? NOTHING : this.handle(claimed, token);
   }
 
@@ -191,7 +198,14 @@ export class Relay extends EventEmitter<RelayEvents> {
     let settling: Promise<unknown> = Promise.resolve();
     while (this.running) {
       const ahead = prefetched !== null;
-      const { messages, token, sentAt } = await (prefetched ?? this.claim());
+      // While the broker is unreachable nobody claims, but one worker now and then probes with one message.
+      const allowance = ahead ? this.options.batchSize : this.breaker.allowance(this.options.batchSize);
+      if (allowance === 0) {
+        await this.breaker.wait();
+        continue;
+      }
+      const { messages, token, sentAt } = await (prefetched ?? this.claim(allowance));
+      if (messages.length === 0) this.breaker.claimedNothing();
       prefetched = null;
       if (!this.running) {
         await this.giveBack(messages, token);
@@ -233,11 +247,11 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 
   /** A claim that reports a failing database and yields nothing, so the worker simply tries again later. */
-  private async claim(): Promise<Claim> {
+  private async claim(limit = this.options.batchSize): Promise<Claim> {
     const token = this.nextToken();
     const sentAt = performance.now();
     try {
-      return { messages: await this.store.claim(this.limits(), token, this.options.leaseMs), token, sentAt };
+      return { messages: await this.store.claim(this.limits(limit), token, this.options.leaseMs), token, sentAt };
     } catch (error) {
       this.report(error);
       return { messages: [], token, sentAt };
@@ -256,8 +270,8 @@ export class Relay extends EventEmitter<RelayEvents> {
     return add(result, await settle());
   }
 
-  private limits(): ClaimLimits {
-    return { count: this.options.batchSize, bytes: this.options.maxBatchBytes };
+  private limits(count = this.options.batchSize): ClaimLimits {
+    return { count, bytes: this.options.maxBatchBytes };
   }
 
   /**
@@ -303,6 +317,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   /** Records the outcomes: completes what the broker acknowledged, schedules retries, buries, or gives back. */
   private async settle(claimed: ClaimedMessage[], outcomes: PublishOutcome[], token: string): Promise<CycleResult> {
     const { broker, maxAttempts, backoff, random } = this.options;
+    this.breaker.record(outcomes);
 
     const ok: ClaimedMessage[] = [];
     const retries: RetryPlan[] = [];
@@ -311,7 +326,8 @@ export class Relay extends EventEmitter<RelayEvents> {
     claimed.forEach((message, index) => {
       const outcome = outcomes[index]!;
       if (outcome.status === 'ok') ok.push(message);
-      else if (this.stopping && outcome.status === 'retryable') abandoned.push(message);
+      // Given back uncounted: the relay is stopping, or the broker is unreachable (its state, not the message's fault).
+      else if (outcome.status === 'retryable' && (this.stopping || outcome.unreachable === true)) abandoned.push(message);
       else if (outcome.status === 'permanent') dead.push({ message, error: `${broker.name}: ${outcome.error}` });
       else if (message.attempts >= maxAttempts) {
         dead.push({ message, error: `${broker.name}: gave up after ${message.attempts} attempts: ${outcome.error}` });

@@ -1,10 +1,25 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ConfigError, migrate, ValidationError, type Outbox } from '../../src/index.js';
+import { ConfigError, migrate, NotInTransactionError, ValidationError, type Outbox } from '../../src/index.js';
+import { MAX_PAYLOAD_DEPTH } from '../../src/outbox/payload.js';
 import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
 
 const circular: Record<string, unknown> = { name: 'loop' };
 circular.self = circular;
+
+/** `{ a: { a: … } }`, `depth` objects deep. */
+function nested(depth: number): unknown {
+  let value: unknown = 1;
+  for (let i = 0; i < depth; i++) value = { a: value };
+  return value;
+}
+// eslint-disable-next-line no-sparse-arrays
+const sparse = [1, , 3];
+const throwingToJson = {
+  toJSON() {
+    throw new Error('cannot serialize this order');
+  },
+};
 
 /** [what is wrong, what is passed to enqueue, the field the error must name] */
 const CASES: [string, unknown, string][] = [
@@ -27,6 +42,17 @@ const CASES: [string, unknown, string][] = [
   ['NaN in the payload', { topic: 't', payload: { price: Number.NaN } }, 'payload.price'],
   ['undefined inside an array', { topic: 't', payload: [1, undefined] }, 'payload[1]'],
   ['a Map payload', { topic: 't', payload: new Map([['a', 1]]) }, 'payload'],
+  // JSON would silently change these: an ArrayBuffer into {}, an invalid Date and a hole into null, and it would
+  // leave an undefined property out.
+  ['an ArrayBuffer payload', { topic: 't', payload: new ArrayBuffer(4) }, 'payload'],
+  ['an ArrayBuffer in the payload', { topic: 't', payload: { file: new ArrayBuffer(4) } }, 'payload.file'],
+  ['an invalid Date in the payload', { topic: 't', payload: { at: new Date('not a date') } }, 'payload.at'],
+  ['a hole in a sparse array', { topic: 't', payload: { items: sparse } }, 'payload.items[1]'],
+  ['an undefined property', { topic: 't', payload: { a: 1, b: undefined } }, 'payload.b'],
+  // Refused where it passes the limit, named by its path: payload.a.a… (MAX_PAYLOAD_DEPTH times .a).
+  ['a payload nested 10,000 levels deep', { topic: 't', payload: nested(10_000) }, `payload${'.a'.repeat(MAX_PAYLOAD_DEPTH)}`],
+  ['a payload whose toJSON throws', { topic: 't', payload: { order: throwingToJson } }, 'payload.order'],
+  ['a toJSON that returns undefined', { topic: 't', payload: { order: { toJSON: () => undefined } } }, 'payload.order'],
   ['a payload over maxPayloadBytes', { topic: 't', payload: 'x'.repeat(1024 * 1024) }, 'payload'],
   ['bytes over maxPayloadBytes', { topic: 't', payload: new Uint8Array(1024 * 1024 + 1) }, 'payload'],
   ['a header with a number value', { topic: 't', payload: 1, headers: { retries: 3 } }, 'headers.retries'],
@@ -97,6 +123,68 @@ describe.each(DIALECTS)('bad input on %s', (dialect) => {
       expect(await h.orderIds()).toEqual(['business-row']);
     },
   );
+
+  it('validates ids made by generateId like given ones: an empty one is refused, nothing written', async () => {
+    const empty = h.createOutbox({ generateId: () => '' });
+    await h.db.transaction().execute(async (trx) => {
+      await h.insertOrder(trx, 'business-row');
+      const error = await empty.enqueue(trx, { topic: 't', payload: 1 }).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(ValidationError);
+      expect(error).toMatchObject({ field: 'id', code: 'TXOUTBOX_INVALID_MESSAGE' });
+      expect((error as Error).message).toContain('generateId');
+      const long = h.createOutbox({ generateId: () => 'i'.repeat(256) });
+      await expect(long.enqueue(trx, [{ topic: 't', payload: 1 }])).rejects.toMatchObject({ field: 'messages[0].id' });
+      const notText = h.createOutbox({ generateId: (() => 42) as never });
+      await expect(notText.enqueue(trx, { topic: 't', payload: 1 })).rejects.toMatchObject({ field: 'id' });
+      // The transaction is still usable (on PostgreSQL a failed statement would have aborted it).
+      await outbox.enqueue(trx, { id: 'still-works', topic: 't', payload: 1 });
+    });
+    expect((await h.rows()).map((row) => row.id)).toEqual(['still-works']);
+    expect(await h.orderIds()).toEqual(['business-row']);
+  });
+
+  it('refuses a generateId that repeats an id within one batch instead of dropping the second message', async () => {
+    const constant = h.createOutbox({ generateId: () => 'always-the-same' });
+    await h.db.transaction().execute(async (trx) => {
+      const error = await constant
+        .enqueue(trx, [
+          { topic: 't', payload: 1 },
+          { topic: 't', payload: 2 },
+        ])
+        .catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(ValidationError);
+      expect(error).toMatchObject({ field: 'messages[1].id' });
+      expect((error as Error).message).toContain('always-the-same');
+      // Ids a caller gives may repeat (the second is reported as a duplicate), and a given id is not generated.
+      const results = await constant.enqueue(trx, [
+        { id: 'given', topic: 't', payload: 1 },
+        { id: 'given', topic: 't', payload: 2 },
+        { topic: 't', payload: 3 },
+      ]);
+      expect(results).toEqual([
+        { id: 'given', duplicate: false },
+        { id: 'given', duplicate: true },
+        { id: 'always-the-same', duplicate: false },
+      ]);
+    });
+    expect((await h.rows()).map((row) => row.id)).toEqual(['given', 'always-the-same']);
+  });
+
+  it('refuses an object that only looks like a connection ({ query: () => 1 }) at once with NotInTransactionError', async () => {
+    for (const fake of [{ query: () => 1 }, { query: () => undefined }, { query: async () => 1 }]) {
+      const started = Date.now();
+      const outcome = await Promise.race([
+        outbox.enqueue(fake as never, { topic: 't', payload: 1 }).then(
+          () => 'resolved',
+          (error: unknown) => error,
+        ),
+        new Promise((resolve) => setTimeout(() => resolve('still waiting after 2 s'), 2000)),
+      ]);
+      expect(outcome).toBeInstanceOf(NotInTransactionError);
+      expect(Date.now() - started).toBeLessThan(1000);
+    }
+    expect(await h.rows()).toEqual([]);
+  });
 
   it('refuses table and schema names that are not plain identifiers before touching the database', async () => {
     const injected = 'txoutbox; DROP TABLE orders; --';

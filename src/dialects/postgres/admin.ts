@@ -39,8 +39,9 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames): Admin
   /** Reads the dead rows again, locked, after the key locks: only those still dead are acted on. */
   const lockDead = async (trx: SqlExecutor, seqs: readonly string[]) => {
     const { rows } = await trx(
-      sql`SELECT seq::text AS seq, msg_key, ready FROM ${table}
-          WHERE seq = ANY(${[...seqs]}::int8[]) AND state = 'dead' ORDER BY seq FOR UPDATE`.compile(compiler),
+      // `ORDER BY o.seq`, not `seq`: a bare name would be the text output column, and lock in text order.
+      sql`SELECT o.seq::text AS seq, o.msg_key, o.ready FROM ${table} AS o
+          WHERE o.seq = ANY(${[...seqs]}::int8[]) AND o.state = 'dead' ORDER BY o.seq FOR UPDATE`.compile(compiler),
     );
     return rows as unknown as DeadRow[];
   };
@@ -81,11 +82,12 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames): Admin
     },
 
     async listDead(filter, limit, after) {
+      // Sorted by the column (o.seq, a number), not by the output `seq` (text): pages follow `seq > after` numerically.
       const { rows } = await run(
         sql`
-        SELECT seq::text AS seq, id, topic, msg_key, attempts, last_error, created_at, content_type, headers, payload, ready
-        FROM ${table} WHERE ${where(filter)} ${after === undefined ? sql`` : sql`AND seq > ${after}::int8`}
-        ORDER BY seq LIMIT ${limit}`.compile(compiler),
+        SELECT o.seq::text AS seq, id, topic, msg_key, attempts, last_error, created_at, content_type, headers, payload, ready
+        FROM ${table} AS o WHERE ${where(filter)} ${after === undefined ? sql`` : sql`AND o.seq > ${after}::int8`}
+        ORDER BY o.seq LIMIT ${limit}`.compile(compiler),
       );
       return rows.map((row): DeadLetterRow => ({
         seq: row.seq as string,

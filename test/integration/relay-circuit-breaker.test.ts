@@ -1,0 +1,93 @@
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { MemoryBroker, type OutboxMessage, type Relay } from '../../src/index.js';
+import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
+import { clearTables, testRelay, waitFor } from '../support/relay-helpers.js';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * An unreachable broker is the broker's state, not each message's fault: the relay stops claiming (one probe per
+ * brokerProbeIntervalMs), counts no attempt, and resumes at full speed once a probe gets through.
+ */
+describe.each(DIALECTS)('relay circuit breaker (broker unreachable) on %s', (dialect) => {
+  let h: Harness;
+  const started: Relay[] = [];
+  beforeAll(async () => {
+    h = await createHarness(dialect);
+  });
+  afterAll(async () => h?.destroy());
+  beforeEach(async () => clearTables(h));
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((relay) => relay.stop({ drainMs: 100 })));
+  });
+
+  const commit = (messages: OutboxMessage[]) => h.db.transaction().execute((trx) => h.outbox.enqueue(trx, messages));
+  const messagesOf = (keys: number, perKey: number): OutboxMessage[] =>
+    Array.from({ length: keys * perKey }, (_, i) => ({
+      id: `m-${String(i).padStart(3, '0')}`,
+      topic: 'orders',
+      key: `k${i % keys}`,
+      payload: i,
+    }));
+
+  it('pauses claiming during an outage, counts no attempt, dead-letters nothing, and drains at once when it ends', async () => {
+    const broker = new MemoryBroker().fail({ kind: 'unreachable' });
+    // Without the breaker, 3 attempts 20 + 40 ms apart would dead-letter every head well within the outage.
+    const relay = testRelay(h, broker, {
+      maxAttempts: 3,
+      backoff: { initialMs: 20, maxMs: 40, factor: 2 },
+      brokerProbeIntervalMs: 200,
+      pollIntervalMs: 50,
+      concurrency: 4,
+      batchSize: 10,
+    });
+    started.push(relay);
+    const messages = messagesOf(10, 5);
+    await commit(messages);
+    relay.start();
+    await sleep(1500);
+
+    // Paused: the first batches and then one probe message per 200 ms, not a claim loop.
+    expect(broker.attempts).toBeLessThan(4 * 10 + 1500 / 200 + 5);
+    const rows = await h.rows();
+    expect(rows.filter((row) => row.state === 'dead')).toEqual([]);
+    expect(rows.filter((row) => row.state === 'pending').length).toBe(messages.length);
+    expect(Math.max(...rows.map((row) => row.attempts))).toBe(0);
+    expect(broker.received()).toEqual([]);
+
+    broker.heal();
+    const back = performance.now();
+    await waitFor(() => broker.received().length === messages.length, 5000, 'every message after the outage');
+    expect(performance.now() - back).toBeLessThan(1000);
+    for (let key = 0; key < 10; key++) {
+      expect(
+        broker
+          .received()
+          .filter((m) => m.key === `k${key}`)
+          .map((m) => m.id),
+      ).toEqual(messages.filter((m) => m.key === `k${key}`).map((m) => m.id));
+    }
+    await waitFor(async () => (await h.rows()).length === 0, 5000, 'the sent rows to be deleted');
+  });
+
+  it('runOnce claims nothing while the breaker is open, then probes with one message', async () => {
+    // Four unreachable answers: the first batch's three, then the first probe's.
+    const broker = new MemoryBroker().fail({ kind: 'unreachable' }, { times: 4 });
+    const relay = testRelay(h, broker, { brokerProbeIntervalMs: 300 });
+    await commit(messagesOf(3, 2));
+    expect(await relay.runOnce()).toMatchObject({ claimed: 3, published: 0, retried: 0, dead: 0 });
+    expect(await relay.runOnce()).toMatchObject({ claimed: 0 });
+    await sleep(350);
+    // The probe: one message, still unreachable, so the breaker stays open.
+    expect(await relay.runOnce()).toMatchObject({ claimed: 1, published: 0 });
+    expect(await relay.runOnce()).toMatchObject({ claimed: 0 });
+    await sleep(350);
+    expect(await relay.runOnce()).toMatchObject({ claimed: 1, published: 1 });
+    // The probe got through: full batches again.
+    expect(await relay.runOnce()).toMatchObject({ claimed: 3, published: 3 });
+    // Nothing counted an attempt against the messages that waited out the outage.
+    const left = await h.rows();
+    expect(left.length).toBe(2);
+    expect(left.map((row) => row.attempts)).toEqual([0, 0]);
+  });
+});
