@@ -27,7 +27,8 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
 
   const where = (filter: DeadLetterFilter): RawBuilder<unknown> => {
     const parts: RawBuilder<unknown>[] = [sql`state = 'dead'`];
-    if (filter.topic !== undefined) parts.push(sql`topic LIKE ${likePattern(filter.topic)}`);
+    // An explicit ESCAPE: under NO_BACKSLASH_ESCAPES, MySQL's LIKE has no escape character by default.
+    if (filter.topic !== undefined) parts.push(sql`topic LIKE ${likePattern(filter.topic)} ESCAPE ${'\\'}`);
     if (filter.key !== undefined) parts.push(sql`msg_key = ${Buffer.from(filter.key)}`);
     if (filter.error !== undefined) parts.push(sql`LOCATE(LOWER(${filter.error}), LOWER(COALESCE(last_error, ''))) > 0`);
     if (filter.olderThanMs !== undefined) parts.push(sql`created_at <= ${msAgo(filter.olderThanMs)}`);
