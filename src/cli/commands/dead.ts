@@ -5,6 +5,7 @@ import type { LoadedConfig } from '../config.js';
 import { openTargets, type OutboxTarget } from '../context.js';
 import { CliError, EXIT } from '../errors.js';
 import { formatAge, parseDuration, table, truncate } from '../format.js';
+import { visible } from '../visible.js';
 
 export interface DeadSelectionOptions {
   database?: string;
@@ -258,7 +259,7 @@ export function terminalConfirm(): DeadIo['confirm'] {
   return async (question) => {
     const rl = createInterface({ input: process.stdin, output: process.stderr });
     try {
-      return /^y(es)?$/i.test((await rl.question(question)).trim());
+      return /^y(es)?$/i.test((await rl.question(visible(question))).trim());
     } finally {
       rl.close();
     }
