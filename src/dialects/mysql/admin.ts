@@ -84,6 +84,14 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
       };
     },
 
+    async deadSeqs(filter, limit, after) {
+      const { rows } = await run(
+        sql`SELECT seq FROM ${table} WHERE ${where(filter)} ${after === undefined ? sql`` : sql`AND seq > ${BigInt(after)}`}
+        ORDER BY seq LIMIT ${limit}`.compile(compiler),
+      );
+      return rows.map((row) => String(row.seq));
+    },
+
     async listDead(filter, limit, after) {
       const { rows } = await run(
         sql`

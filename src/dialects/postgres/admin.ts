@@ -85,6 +85,14 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames): Admin
       };
     },
 
+    async deadSeqs(filter, limit, after) {
+      const { rows } = await run(
+        sql`SELECT seq::text AS seq FROM ${table} WHERE ${where(filter)} ${after === undefined ? sql`` : sql`AND seq > ${after}::int8`}
+        ORDER BY seq LIMIT ${limit}`.compile(compiler),
+      );
+      return rows.map((row) => row.seq as string);
+    },
+
     async listDead(filter, limit, after) {
       const { rows } = await run(
         sql`
