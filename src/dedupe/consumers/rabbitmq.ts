@@ -11,6 +11,7 @@ import {
   describeError,
   idProblem,
   InFlight,
+  reportError,
   retryDelay,
   runOnce,
   sharedOptionShape,
@@ -413,7 +414,7 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
   }
 
   private report(error: unknown): void {
-    if (this.listenerCount('error') > 0) this.emit('error', error instanceof Error ? error : new Error(String(error)));
+    reportError(this, `rabbitmq ${this.consumer}`, error);
   }
 }
 
