@@ -133,9 +133,11 @@ const configSchema = z
       .object({
         /** How often backlog, oldest-age and dead gauges are read from the tables. */
         backlogIntervalMs: numeric(z.number().int().min(100)).default(15_000),
+        /** Topic labels per table; later topics are counted under `_other` (declared `topics` come first). */
+        maxTopicsPerTable: numeric(z.number().int().min(1).max(100_000)).default(100),
       })
       .strict()
-      .default({ backlogIntervalMs: 15_000 }),
+      .default({ backlogIntervalMs: 15_000, maxTopicsPerTable: 100 }),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()

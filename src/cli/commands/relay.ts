@@ -35,7 +35,7 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
     log.info({ database: db.name }, `database ${db.name} has only an inbox: nothing to relay there`);
   }
   const router = new RoutingBroker(config.routes, brokers);
-  const metrics = new SidecarMetrics();
+  const metrics = new SidecarMetrics({ maxTopicsPerTable: config.metrics.maxTopicsPerTable });
   const relays: { relay: Relay; target: OutboxTarget; drainMs: number }[] = [];
 
   for (const target of opened.targets) {
