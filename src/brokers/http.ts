@@ -12,7 +12,7 @@ import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './
  * the same id.
  *
  * Request: `POST <route>`, body = the payload bytes exactly, headers = the static `headers`, then the message's
- * own headers (e.g. `traceparent`), then the adapter's: `content-type`, `idempotency-key` and `txoutbox-id` (the
+ * own headers (e.g. `traceparent`; one named like a static header is refused as permanent), then the adapter's: `content-type`, `idempotency-key` and `txoutbox-id` (the
  * id), `txoutbox-key` (only when the message has a key), `txoutbox-topic`, `txoutbox-attempt` (1, 2, ...) and,
  * with `signingSecret`, `txoutbox-signature`.
  *
@@ -33,7 +33,10 @@ export interface HttpBrokerOptions {
   url?: string;
   /** Topic → URL (may contain `{topic}` too), or a function of the topic and message. Unrouted topics go to `url`. */
   routes?: Readonly<Record<string, string>> | HttpRouteFunction;
-  /** Sent with every request, e.g. `{ authorization: 'Bearer ...' }`. A message's own header of the same name wins. */
+  /**
+   * Sent with every request, e.g. `{ authorization: 'Bearer ...' }`. A message may not override them: one carrying a
+   * header of the same name (in any case) is refused as permanent, so no producer can swap the credentials.
+   */
   headers?: Readonly<Record<string, string>>;
   /** Longest wait for a response, per request; past it the outcome is unknown (retryable). Default: none of its own (the relay's publishTimeoutMs still applies). */
   timeoutMs?: number;
@@ -174,6 +177,8 @@ export class HttpBroker implements Broker {
   private readonly url: string | undefined;
   private readonly routes: Map<string, string> | HttpRouteFunction | undefined;
   private readonly headers: [string, string][];
+  /** The configured header names, lower-cased: a message may not set them. */
+  private readonly configuredNames: Set<string>;
   private readonly timeoutMs: number | undefined;
   private readonly maxConcurrentRequests: number;
   private readonly secret: Buffer | undefined;
@@ -190,6 +195,7 @@ export class HttpBroker implements Broker {
     // A Map, so that a topic named like an Object.prototype member ("constructor") is not routed by accident.
     this.routes = typeof routes === 'function' || routes === undefined ? routes : new Map(Object.entries(routes));
     this.headers = Object.entries(resolved.headers ?? {});
+    this.configuredNames = new Set(this.headers.map(([name]) => name.toLowerCase()));
     this.timeoutMs = resolved.timeoutMs;
     this.maxConcurrentRequests = resolved.maxConcurrentRequests;
     const secret = resolved.signingSecret;
@@ -247,7 +253,7 @@ export class HttpBroker implements Broker {
     if (batch.aborted) return retryable(`not sent: ${batchAborted()}`);
     const target = this.target(message);
     if (typeof target === 'string') return permanent(target);
-    const problem = wireProblem(message);
+    const problem = wireProblem(message) ?? this.overrideProblem(message);
     if (problem !== null) return permanent(problem);
     // Never the query string: it may hold a token, and errors are stored in the outbox row.
     const where = `POST ${target.origin}${target.pathname}`;
@@ -343,6 +349,16 @@ export class HttpBroker implements Broker {
     }
     const problem = parsedUrlProblem(url);
     return problem === null ? url : `the URL for topic ${JSON.stringify(topic)} ${problem}`;
+  }
+
+  /** A message header that would replace a configured one (its authorization, say), or null. */
+  private overrideProblem(message: OutgoingMessage): string | null {
+    const name = Object.keys(message.headers).find((candidate) => this.configuredNames.has(candidate.toLowerCase()));
+    if (name === undefined) return null;
+    return (
+      `header ${JSON.stringify(name)} is set by the HTTP broker's configuration (headers) and a message may not ` +
+      'override it; rename the message header, or drop the configured one if messages should choose it'
+    );
   }
 
   private requestHeaders(message: OutgoingMessage): Headers {

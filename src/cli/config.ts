@@ -4,7 +4,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DIALECT_NAMES } from '../dialects/dialect-name.js';
 import { CliError, EXIT } from './errors.js';
-import { Redactor } from './redact.js';
+import { isSecretField, Redactor } from './redact.js';
 
 export const BROKER_TYPES = ['rabbitmq', 'nats', 'kafka', 'redis', 'mqtt', 'http', 'memory'] as const;
 export type BrokerType = (typeof BROKER_TYPES)[number];
@@ -16,26 +16,34 @@ const identifier = z
 /** An optional identifier; an empty value (e.g. `${SCHEMA:-}`) means "not set". */
 const optionalIdentifier = z.preprocess((value) => (value === '' ? undefined : value), identifier.optional());
 const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'must be letters, digits, ".", "_" or "-"');
-const ms = z.number().int().min(0);
+/**
+ * Number and boolean fields read text too: a value that is one whole `${VAR}` stays the variable's text (so a
+ * password like 0012345678 is never turned into 12345678), and the field's own schema reads it.
+ */
+const numeric = <S extends z.ZodType>(schema: S) =>
+  z.preprocess((value) => (typeof value === 'string' && /^\s*-?\d+(\.\d+)?\s*$/.test(value) ? Number(value) : value), schema);
+const flag = <S extends z.ZodType>(schema: S) =>
+  z.preprocess((value) => (value === 'true' ? true : value === 'false' ? false : value), schema);
+const ms = numeric(z.number().int().min(0));
 
 /** Relay options a config may set globally (`relay:`) and override per table. Same meaning as createRelay's. */
 const relaySettings = z
   .object({
-    batchSize: z.number().int().min(1).max(10_000),
-    concurrency: z.number().int().min(1).max(64),
-    leaseMs: z.number().int().min(100),
-    publishTimeoutMs: z.number().int().min(10),
-    maxAttempts: z.number().int().min(1).max(1000),
+    batchSize: numeric(z.number().int().min(1).max(10_000)),
+    concurrency: numeric(z.number().int().min(1).max(64)),
+    leaseMs: numeric(z.number().int().min(100)),
+    publishTimeoutMs: numeric(z.number().int().min(10)),
+    maxAttempts: numeric(z.number().int().min(1).max(1000)),
     backoff: z
-      .object({ initialMs: ms, maxMs: ms, factor: z.number().min(1) })
+      .object({ initialMs: ms, maxMs: ms, factor: numeric(z.number().min(1)) })
       .partial()
       .strict(),
     deadLetterPolicy: z.enum(['block-key', 'skip']),
-    pollIntervalMs: z.number().int().min(1),
-    minPollIntervalMs: z.number().int().min(1),
+    pollIntervalMs: numeric(z.number().int().min(1)),
+    minPollIntervalMs: numeric(z.number().int().min(1)),
     retainSentMs: ms,
-    cleanupIntervalMs: z.number().int().min(10),
-    cleanupBatchSize: z.number().int().min(1).max(100_000),
+    cleanupIntervalMs: numeric(z.number().int().min(10)),
+    cleanupBatchSize: numeric(z.number().int().min(1).max(100_000)),
     /** How long SIGTERM waits for batches in flight before giving their leases back. */
     drainMs: ms,
     /** While the broker is unreachable: how often one message probes for its return. */
@@ -71,9 +79,9 @@ const databaseSchema = z
     /** Default schema (PostgreSQL) or database (MySQL) of this database's tables. */
     schema: optionalIdentifier,
     /** Connections in this database's pool (the relays' and the probes'). */
-    poolSize: z.number().int().min(1).max(1000).default(10),
+    poolSize: numeric(z.number().int().min(1).max(1000)).default(10),
     /** PostgreSQL: hold a LISTEN connection so enqueue's NOTIFY wakes the relay at once. Default true. */
-    listen: z.boolean().default(false),
+    listen: flag(z.boolean()).default(false),
     /**
      * Outbox tables. Default: one named txoutbox, unless the database declares an inbox (then only those listed:
      * a consumer-only service has no outbox). `[]` is allowed with an inbox.
@@ -117,19 +125,21 @@ const configSchema = z
     relay: relaySettings.default({}),
     http: z
       .object({
-        enabled: z.boolean().default(true),
+        enabled: flag(z.boolean()).default(true),
         host: z.string().min(1).default('127.0.0.1'),
-        port: z.number().int().min(0).max(65_535).default(9464),
+        port: numeric(z.number().int().min(0).max(65_535)).default(9464),
       })
       .strict()
       .default({ enabled: true, host: '127.0.0.1', port: 9464 }),
     metrics: z
       .object({
         /** How often backlog, oldest-age and dead gauges are read from the tables. */
-        backlogIntervalMs: z.number().int().min(100).default(15_000),
+        backlogIntervalMs: numeric(z.number().int().min(100)).default(15_000),
+        /** Topic labels per table; later topics are counted under `_other` (declared `topics` come first). */
+        maxTopicsPerTable: numeric(z.number().int().min(1).max(100_000)).default(100),
       })
       .strict()
-      .default({ backlogIntervalMs: 15_000 }),
+      .default({ backlogIntervalMs: 15_000, maxTopicsPerTable: 100 }),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()
@@ -211,7 +221,9 @@ export interface LoadedConfig {
  */
 export function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, path: string[] = [], missing: string[] = []): unknown {
   if (typeof value === 'string') {
-    // A value that is one whole ${VAR} takes the type its text reads as, as YAML would: `port: ${PORT}` is a number.
+    // A value that is one whole ${VAR} stays text: the field's schema reads it (`port: ${PORT}` is a number there).
+    // Broker options go to the adapters, whose schemas take numbers and booleans as such: there a whole ${VAR}
+    // becomes one when that loses nothing (`1883`, `true`; not `0012`), and never in a secret-looking field.
     const whole = /^\$\{[^}]+\}$/.test(value);
     const text = value.replace(
       /\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g,
@@ -226,8 +238,9 @@ export function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, path: stri
         return '';
       },
     );
-    if (whole && /^-?\d+(\.\d+)?$/.test(text)) return Number(text);
-    if (whole && (text === 'true' || text === 'false')) return text === 'true';
+    if (!whole || path[0] !== 'brokers' || path.length < 3 || isSecretField(path[path.length - 1]!)) return text;
+    if (/^-?\d+(\.\d+)?$/.test(text) && String(Number(text)) === text) return Number(text);
+    if (text === 'true' || text === 'false') return text === 'true';
     return text;
   }
   if (Array.isArray(value)) return value.map((item, index) => substituteEnv(item, env, [...path, String(index)], missing));

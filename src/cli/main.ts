@@ -8,6 +8,7 @@ import { statusCommand } from './commands/status.js';
 import { loadConfig } from './config.js';
 import { CliError, EXIT } from './errors.js';
 import { Redactor } from './redact.js';
+import { visible } from './visible.js';
 
 /** The `txoutbox` command line. Only the bin entry imports this module. */
 export function buildProgram(): Command {
@@ -17,12 +18,18 @@ export function buildProgram(): Command {
       new Option('-c, --config <file>', 'YAML or JSON configuration file').env('TXOUTBOX_CONFIG').default('txoutbox.yaml'),
     )
     .showHelpAfterError()
+    // What commander prints echoes what was typed (an unknown command, a bad option value).
+    .configureOutput({
+      writeOut: (text) => void process.stdout.write(visible(text)),
+      writeErr: (text) => void process.stderr.write(visible(text)),
+    })
     .exitOverride();
   const config = () => loadConfig(program.opts<{ config: string }>().config);
-  const out = (line: string) => void process.stdout.write(`${line}\n`);
+  // Every line the commands print: payloads, last errors and ids may carry terminal escape sequences.
+  const out = (line: string) => void process.stdout.write(`${visible(line)}\n`);
   const io = (): DeadIo => ({
     out,
-    err: (line) => void process.stderr.write(`${line}\n`),
+    err: (line) => void process.stderr.write(`${visible(line)}\n`),
     confirm: terminalConfirm(),
     progress: process.stderr.isTTY === true,
   });
@@ -111,11 +118,11 @@ export async function main(argv: string[]): Promise<number> {
       return error.exitCode === 0 || error.code === 'commander.helpDisplayed' ? EXIT.ok : EXIT.config;
     }
     if (error instanceof CliError) {
-      process.stderr.write(`txoutbox: ${error.message}\n`);
+      process.stderr.write(`txoutbox: ${visible(error.message)}\n`);
       return error.exitCode;
     }
     // Unexpected: the message still goes through the URL redaction, since drivers quote connection strings.
-    process.stderr.write(`txoutbox: ${new Redactor().error(error)}\n`);
+    process.stderr.write(`txoutbox: ${visible(new Redactor().error(error))}\n`);
     return EXIT.failure;
   }
 }

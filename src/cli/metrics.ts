@@ -9,6 +9,18 @@ export interface TableLabels {
   table: string;
 }
 
+/** The topic label of every topic past a table's cap. */
+export const OTHER_TOPICS = '_other';
+export const DEFAULT_MAX_TOPICS_PER_TABLE = 100;
+
+export interface SidecarMetricsOptions {
+  /**
+   * Distinct topic labels per table (declared topics first, then in the order they are seen); later topics are
+   * counted under `_other`, so the series do not grow with every topic ever seen. Default 100.
+   */
+  maxTopicsPerTable?: number;
+}
+
 /** The sidecar's Prometheus metrics, in a registry of its own. */
 export class SidecarMetrics {
   readonly registry = new Registry();
@@ -95,14 +107,29 @@ export class SidecarMetrics {
   });
   private readonly seenTopics = new Map<string, Set<string>>();
   private readonly seenExpired = new Map<string, number>();
+  /** Per table: the topics that have a label of their own. */
+  private readonly labelled = new Map<string, Set<string>>();
+  private readonly maxTopicsPerTable: number;
 
-  constructor() {
+  constructor(options: SidecarMetricsOptions = {}) {
+    this.maxTopicsPerTable = options.maxTopicsPerTable ?? DEFAULT_MAX_TOPICS_PER_TABLE;
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** The topic label for a topic of a table: the topic itself while the table is under its cap, else `_other`. */
+  private topicLabel(where: TableLabels, topic: string): string {
+    const id = `${where.database}\u0000${where.table}`;
+    let topics = this.labelled.get(id);
+    if (topics === undefined) this.labelled.set(id, (topics = new Set()));
+    if (topics.has(topic)) return topic;
+    if (topics.size >= this.maxTopicsPerTable) return OTHER_TOPICS;
+    topics.add(topic);
+    return topic;
   }
 
   /** Counts what a relay reports through its events. */
   watch(relay: Relay, where: TableLabels): void {
-    const at = (message: OutgoingMessage) => ({ ...where, topic: message.topic });
+    const at = (message: OutgoingMessage) => ({ ...where, topic: this.topicLabel(where, message.topic) });
     const first = (message: OutgoingMessage) => {
       if (message.attempt === 1) this.enqueued.inc(at(message));
     };
@@ -146,7 +173,7 @@ export class SidecarMetrics {
 
   /** Declares topics a table is known to carry, so their series exist (at 0) before the first message. */
   declareTopics(where: TableLabels, topics: readonly string[]): void {
-    for (const topic of topics) {
+    for (const topic of new Set(topics.map((t) => this.topicLabel(where, t)))) {
       const labels = { ...where, topic };
       for (const counter of [this.enqueued, this.published, this.failed, this.dead]) counter.inc(labels, 0);
       for (const gauge of [this.backlog, this.oldestAge, this.inFlight, this.deadLetters, this.expiredLeases])
@@ -159,21 +186,32 @@ export class SidecarMetrics {
     const id = `${where.database}\u0000${where.table}`;
     const seen = this.seenTopics.get(id) ?? new Set<string>();
     this.seenTopics.set(id, seen);
-    const present = new Set(status.topics.map((t) => t.topic));
-    for (const topic of seen) if (!present.has(topic)) this.declareTopics(where, [topic]);
+    // Topics past the cap are summed into one `_other` series.
+    const byLabel = new Map<
+      string,
+      { pending: number; oldest: Date | null; inFlight: number; dead: number; expiredLeases: number }
+    >();
     for (const t of status.topics) {
-      seen.add(t.topic);
-      const labels = { ...where, topic: t.topic };
+      const label = this.topicLabel(where, t.topic);
+      const sum = byLabel.get(label) ?? { pending: 0, oldest: null, inFlight: 0, dead: 0, expiredLeases: 0 };
+      sum.pending += t.pending;
+      if (t.oldestPendingAt !== null && (sum.oldest === null || t.oldestPendingAt < sum.oldest)) sum.oldest = t.oldestPendingAt;
+      sum.inFlight += t.inFlight;
+      sum.dead += t.dead;
+      sum.expiredLeases += t.expiredLeases;
+      byLabel.set(label, sum);
+    }
+    for (const topic of seen) if (!byLabel.has(topic)) this.declareTopics(where, [topic]);
+    for (const [topic, t] of byLabel) {
+      seen.add(topic);
+      const labels = { ...where, topic };
       this.backlog.set(labels, t.pending);
-      this.oldestAge.set(
-        labels,
-        t.oldestPendingAt === null ? 0 : Math.max(0, (status.now.getTime() - t.oldestPendingAt.getTime()) / 1000),
-      );
+      this.oldestAge.set(labels, t.oldest === null ? 0 : Math.max(0, (status.now.getTime() - t.oldest.getTime()) / 1000));
       this.inFlight.set(labels, t.inFlight);
       this.deadLetters.set(labels, t.dead);
       this.expiredLeases.set(labels, t.expiredLeases);
       // A takeover is counted when the number of expired leases rises between reads.
-      const key = `${id}\u0000${t.topic}`;
+      const key = `${id}\u0000${topic}`;
       const before = this.seenExpired.get(key) ?? 0;
       if (t.expiredLeases > before) this.takeovers.inc(labels, t.expiredLeases - before);
       this.seenExpired.set(key, t.expiredLeases);

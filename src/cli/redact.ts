@@ -5,11 +5,33 @@
  */
 const SECRET_FIELD = /pass(word)?|secret|token|credential|api[-_]?key|sasl/i;
 const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)([^\s:@/]*):([^\s@/]+)@/gi;
+/** A query parameter whose name looks secret (`?password=`, `&sslpassword=`, `&token=`, `&api_key=`): name, value. */
+const SECRET_QUERY_PARAM =
+  /([?&;][^=&;#\s]*(?:pass(?:word)?|secret|token|credential|api[-_]?key|sasl)[^=&;#\s]*=)([^&;#\s'"]+)/gi;
 export const MASK = '***';
 
-/** `postgres://user:pw@host/db` → `postgres://user:***@host/db`; anything else is returned unchanged. */
+/** Whether a configuration field's name says it holds a secret (password, token, apiKey, ...). */
+export function isSecretField(field: string): boolean {
+  return SECRET_FIELD.test(field);
+}
+
+/**
+ * `postgres://user:pw@host/db?sslpassword=x` → `postgres://user:***@host/db?sslpassword=***`: the password of any
+ * URL, and every secret-looking query parameter; anything else is returned unchanged.
+ */
 export function redactUrl(url: string): string {
-  return url.replace(URL_USERINFO, (_all, scheme: string, user: string) => `${scheme}${user}:${MASK}@`);
+  return url
+    .replace(URL_USERINFO, (_all, scheme: string, user: string) => `${scheme}${user}:${MASK}@`)
+    .replace(SECRET_QUERY_PARAM, (_all, name: string) => `${name}${MASK}`);
+}
+
+/** A secret as written and, when it is percent-encoded, as decoded (drivers print either). */
+function withDecoded(secret: string): string[] {
+  try {
+    return [secret, decodeURIComponent(secret.replace(/\+/g, ' ')), decodeURIComponent(secret)];
+  } catch {
+    return [secret];
+  }
 }
 
 export class Redactor {
@@ -24,19 +46,12 @@ export class Redactor {
   static fromConfig(config: unknown): Redactor {
     const found: string[] = [];
     const visit = (value: unknown, field: string) => {
-      if (typeof value === 'string') {
+      if (typeof value === 'number' && SECRET_FIELD.test(field)) {
+        found.push(String(value));
+      } else if (typeof value === 'string') {
         if (SECRET_FIELD.test(field)) found.push(value);
-        for (const match of value.matchAll(URL_USERINFO)) {
-          const password = match[3];
-          if (password !== undefined) {
-            found.push(password);
-            try {
-              found.push(decodeURIComponent(password));
-            } catch {
-              // not percent-encoded: the raw form is enough
-            }
-          }
-        }
+        for (const match of value.matchAll(URL_USERINFO)) if (match[3] !== undefined) found.push(...withDecoded(match[3]));
+        for (const match of value.matchAll(SECRET_QUERY_PARAM)) if (match[2] !== undefined) found.push(...withDecoded(match[2]));
       } else if (Array.isArray(value)) {
         value.forEach((item) => visit(item, field));
       } else if (typeof value === 'object' && value !== null) {

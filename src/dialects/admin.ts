@@ -83,6 +83,8 @@ export interface AdminStore {
   status(): Promise<TableStatus>;
   /** Dead letters matching the filter, oldest first, at most `limit`, after seq `after` (for paging). */
   listDead(filter: DeadLetterFilter, limit: number, after?: string): Promise<DeadLetterRow[]>;
+  /** Only the seqs of the dead letters listDead would return (no payloads read), for counting and acting on them. */
+  deadSeqs(filter: DeadLetterFilter, limit: number, after?: string): Promise<string[]>;
   /** Makes these dead letters pending again (attempts 0, due now); returns how many were still dead. */
   retryDead(seqs: readonly string[]): Promise<number>;
   /** Deletes these dead letters, moving each key on to its next message; returns how many were still dead. */

@@ -14,6 +14,23 @@ export interface ListenClient {
 export type ListenSource = string | (() => ListenClient | Promise<ListenClient>);
 
 const RECONNECT_MS = [100, 500, 1000, 2000, 5000];
+const END_WAIT_MS = 2000;
+
+/**
+ * Ends a client without ever hanging: node-postgres' end() can wait for an 'end' event that a connection which
+ * failed half-way already emitted.
+ */
+async function endQuietly(client: ListenClient): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    client.end().catch(() => undefined),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, END_WAIT_MS);
+      timer.unref();
+    }),
+  ]);
+  clearTimeout(timer);
+}
 
 /**
  * Holds one dedicated connection in LISTEN on the outbox's channel and calls `onWake` for each notification,
@@ -29,6 +46,8 @@ export function listenForWakeups(
   const channel = notifyChannel(names);
   let closed = false;
   let client: ListenClient | null = null;
+  /** The connection being opened (connect + LISTEN), so a failure or close() can end it too. */
+  let opening: ListenClient | null = null;
   let failures = 0;
 
   const makeClient = async (): Promise<ListenClient> => {
@@ -39,11 +58,14 @@ export function listenForWakeups(
 
   const connect = async (): Promise<void> => {
     while (!closed) {
+      let next: ListenClient | null = null;
       try {
-        const next = await makeClient();
+        next = await makeClient();
+        opening = next;
+        const current = next;
         next.on('error', (error) => error && onError(error));
         next.on('end', () => {
-          if (client === next && !closed) {
+          if (client === current && !closed) {
             client = null;
             void connect();
           }
@@ -51,12 +73,19 @@ export function listenForWakeups(
         next.on('notification', (message) => message.channel === channel && onWake());
         await next.connect();
         await next.query(`LISTEN "${channel.replaceAll('"', '""')}"`);
+        opening = null;
         if (closed) return void (await next.end().catch(() => undefined));
         client = next;
         failures = 0;
         onWake(); // Anything committed while we were not listening is found by the claim this triggers.
         return;
       } catch (error) {
+        // The connection may be open although LISTEN failed: close it, or one leaks per attempt.
+        if (next !== null) {
+          if (opening === next) opening = null;
+          await endQuietly(next);
+        }
+        if (closed) return;
         onError(error as Error);
         await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS[Math.min(failures++, RECONNECT_MS.length - 1)]));
       }
@@ -68,8 +97,10 @@ export function listenForWakeups(
     async close() {
       closed = true;
       const current = client;
+      const pending = opening;
       client = null;
-      await current?.end().catch(() => undefined);
+      opening = null;
+      await Promise.all([current === null ? undefined : endQuietly(current), pending === null ? undefined : endQuietly(pending)]);
     },
   };
 }

@@ -27,7 +27,10 @@ describe('/readyz follows the broker (RabbitMQ stopped and started again)', () =
       databases: [{ name: 'main', dialect: 'postgres', url: inject('pgUrl'), schema }],
       brokers: { rabbit: { type: 'rabbitmq', url: AMQP_URL, exchange: '' } },
       routes: { '*': 'rabbit' },
-      relay: { pollIntervalMs: 200, backoff: { initialMs: 100, maxMs: 500 } },
+      // The message committed during the outage is retried every 500 ms at most while RabbitMQ is down. With the
+      // default budget (10 attempts, about 4 s) it was dead-lettered, and so never published, whenever RabbitMQ took
+      // longer than that to start again (a loaded machine): a budget far beyond the test's waits removes the race.
+      relay: { pollIntervalMs: 200, backoff: { initialMs: 100, maxMs: 500 }, maxAttempts: 1000 },
       http: { port: 0 },
     });
     expect((await cli.run(['migrate'])).code).toBe(0);
@@ -73,7 +76,14 @@ describe('/readyz follows the broker (RabbitMQ stopped and started again)', () =
     await restartRabbitMq();
     await waitFor(async () => (await readiness(http)).status === 200, 30_000, '/readyz to report ready again');
     await waitFor(
-      () => queue.consumer.received().some((m) => m.id === result!.id),
+      async () => {
+        if (queue.consumer.received().some((m) => m.id === result!.id)) return true;
+        // Fail at once, saying why, if the outage outlasted the retry budget after all.
+        const { rows } = await sql<{ state: string; attempts: number }>`
+          SELECT state, attempts FROM ${sql.id(schema, 'txoutbox')} WHERE id = ${result!.id}`.execute(db);
+        expect(rows[0]?.state, `the message after ${rows[0]?.attempts} attempts`).not.toBe('dead');
+        return false;
+      },
       30_000,
       'the message committed while RabbitMQ was down',
     );

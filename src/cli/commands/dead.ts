@@ -5,6 +5,7 @@ import type { LoadedConfig } from '../config.js';
 import { openTargets, type OutboxTarget } from '../context.js';
 import { CliError, EXIT } from '../errors.js';
 import { formatAge, parseDuration, table, truncate } from '../format.js';
+import { visible } from '../visible.js';
 
 export interface DeadSelectionOptions {
   database?: string;
@@ -73,6 +74,16 @@ async function* matching(target: OutboxTarget, filter: DeadLetterFilter, limit =
     after = page[page.length - 1]!.seq;
     yield page;
     if (page.length < PAGE) return;
+  }
+}
+
+/** The seqs of every matching dead letter of a target, page by page, without reading payloads. */
+async function confirmedSet(target: OutboxTarget, filter: DeadLetterFilter): Promise<string[]> {
+  const seqs: string[] = [];
+  for (;;) {
+    const page = await target.admin.deadSeqs(filter, PAGE, seqs[seqs.length - 1]);
+    seqs.push(...page);
+    if (page.length < PAGE) return seqs;
   }
 }
 
@@ -192,11 +203,11 @@ export async function deadActCommand(
     );
   }
   await withTargets(loaded, options, async (targets) => {
-    const plan: { target: OutboxTarget; count: number }[] = [];
+    // The exact set a person confirms (seqs only, no payloads read): dead letters that match later are left alone.
+    const plan: { target: OutboxTarget; count: number; seqs: string[] }[] = [];
     for (const target of targets) {
-      let count = 0;
-      for await (const page of matching(target, filter)) count += page.length;
-      if (count > 0) plan.push({ target, count });
+      const seqs = await confirmedSet(target, filter);
+      if (seqs.length > 0) plan.push({ target, count: seqs.length, seqs });
     }
     const total = plan.reduce((n, p) => n + p.count, 0);
     if (total === 0) {
@@ -228,17 +239,12 @@ export async function deadActCommand(
     bar?.start(total, 0);
     let done = 0;
     try {
-      for (const { target } of plan) {
-        // Re-select page by page: each page is acted on in one transaction, and rows already handled drop out.
-        let after: string | undefined;
-        for (;;) {
-          const page = await target.admin.listDead(filter, PAGE, after);
-          if (page.length === 0) break;
-          after = page[page.length - 1]!.seq;
-          const seqs = page.map((row) => row.seq);
+      for (const { target, seqs: all } of plan) {
+        // Page by page, each in one transaction; a row no longer dead (retried meanwhile) is skipped by the store.
+        for (let start = 0; start < all.length; start += PAGE) {
+          const seqs = all.slice(start, start + PAGE);
           done += action === 'retry' ? await target.admin.retryDead(seqs) : await target.admin.discardDead(seqs);
           bar?.update(done);
-          if (page.length < PAGE) break;
         }
       }
     } finally {
@@ -258,7 +264,7 @@ export function terminalConfirm(): DeadIo['confirm'] {
   return async (question) => {
     const rl = createInterface({ input: process.stdin, output: process.stderr });
     try {
-      return /^y(es)?$/i.test((await rl.question(question)).trim());
+      return /^y(es)?$/i.test((await rl.question(visible(question))).trim());
     } finally {
       rl.close();
     }

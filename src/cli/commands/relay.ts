@@ -7,6 +7,7 @@ import { openTargets, type OutboxTarget } from '../context.js';
 import { startHealthServer, type ReadinessCheck } from '../http-server.js';
 import { createLogger } from '../logger.js';
 import { SidecarMetrics } from '../metrics.js';
+import { openStatusScans } from '../status-scans.js';
 
 export interface RelayCommandOptions {
   /** Called once everything runs (tests and embedders wait for it). */
@@ -35,7 +36,7 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
     log.info({ database: db.name }, `database ${db.name} has only an inbox: nothing to relay there`);
   }
   const router = new RoutingBroker(config.routes, brokers);
-  const metrics = new SidecarMetrics();
+  const metrics = new SidecarMetrics({ maxTopicsPerTable: config.metrics.maxTopicsPerTable });
   const relays: { relay: Relay; target: OutboxTarget; drainMs: number }[] = [];
 
   for (const target of opened.targets) {
@@ -82,19 +83,17 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
     relays.push({ relay, target, drainMs });
   }
 
-  const readBacklog = async () => {
-    await Promise.all(
-      relays.map(async ({ target }) => {
-        try {
-          metrics.record(target.labels, await target.admin.status());
-        } catch (error) {
-          log.warn({ database: target.labels.database, table: target.labels.table, err: error }, 'reading the backlog failed');
-        }
-      }),
-    );
-  };
-  await readBacklog();
-  const backlogTimer = setInterval(() => void readBacklog(), config.metrics.backlogIntervalMs);
+  // Backlog gauges: read on a small pool of their own, one table at a time, never two rounds at once.
+  const scans = await openStatusScans(
+    relays.map(({ target }) => target),
+    (target, status) => metrics.record(target.labels, status),
+    (target, database, error) =>
+      target === null
+        ? log.warn({ database: database.name, err: error }, 'database connection error (status reads)')
+        : log.warn({ database: target.labels.database, table: target.labels.table, err: error }, 'reading the backlog failed'),
+  );
+  await scans.scan();
+  const backlogTimer = setInterval(() => void scans.scan(), config.metrics.backlogIntervalMs);
   backlogTimer.unref();
 
   const checks: ReadinessCheck[] = [
@@ -152,6 +151,7 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
         await Promise.all(relays.map(({ relay, drainMs }) => relay.stop({ drainMs })));
         await http?.close();
         await closeBrokers(brokers);
+        await scans.close();
         await opened.close();
         log.info('stopped cleanly');
         resolve();

@@ -118,6 +118,20 @@ export async function runOnce<DB>(
   }
 }
 
+/**
+ * Emits `error` when someone listens; otherwise prints it to stderr, as the relay does: an 'error' event nobody
+ * hears would crash the process, and dropping it would hide connection trouble and failed dead-letter writes.
+ */
+export function reportError(
+  emitter: { listenerCount(event: 'error'): number; emit(event: 'error', error: Error): boolean },
+  who: string,
+  error: unknown,
+): void {
+  const wrapped = error instanceof Error ? error : new Error(String(error));
+  if (emitter.listenerCount('error') > 0) emitter.emit('error', wrapped);
+  else console.error(`[txoutbox inbox consumer ${who}]`, wrapped);
+}
+
 /** Counts handlers in flight, so a consumer can bound them and close() can wait for them. */
 export class InFlight {
   private readonly running = new Set<Promise<void>>();

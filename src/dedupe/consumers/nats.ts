@@ -11,6 +11,7 @@ import {
   describeError,
   idProblem,
   InFlight,
+  reportError,
   retryDelay,
   runOnce,
   sharedOptionShape,
@@ -40,6 +41,8 @@ export interface NatsInboxConsumerOptions<DB> extends InboxConsumerOptions<DB> {
 }
 
 const DEFAULT_SERVER = 'nats://127.0.0.1:4222';
+/** Overlap corrections kept for messages that were nak'ed (and come back); beyond this the oldest are forgotten. */
+const MAX_OVERLAP_ENTRIES = 10_000;
 const NAME = /^[A-Za-z0-9_-]{1,255}$/;
 
 const optionsSchema = z
@@ -88,11 +91,18 @@ export class NatsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
   private messages: ConsumerMessages | null = null;
   private loop: Promise<void> | null = null;
   private closing = false;
+  /** The durable consumer's ack_wait: while a handler runs, its delivery is kept alive well within it. */
+  private ackWaitMs: number;
+  /** Deliveries of each message (by stream sequence) whose handler is running: the first, then any redeliveries. */
+  private readonly running = new Map<number, JsMsg[]>();
+  /** Redeliveries that arrived while the message's handler ran: they are not attempts, so they are not counted. */
+  private readonly overlaps = new Map<number, number>();
 
   constructor(options: NatsInboxConsumerOptions<DB>) {
     super();
     this.options = parseOptions(optionsSchema, options, 'createNatsInboxConsumer');
     this.consumer = this.options.consumer ?? this.options.durable;
+    this.ackWaitMs = this.options.ackWaitMs;
   }
 
   /** Connects, checks or creates the durable consumer and starts consuming; throws when that fails. */
@@ -145,6 +155,7 @@ export class NatsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
           `NATS consumer "${durable}" must use explicit acks (ack_policy explicit) for the inbox to ack after commit.`,
         );
       }
+      if (typeof config.ack_wait === 'number' && config.ack_wait > 0) this.ackWaitMs = config.ack_wait / 1_000_000;
       const maxDeliver = config.max_deliver ?? -1;
       if (maxDeliver > 0 && maxDeliver < maxAttempts) {
         throw new ConfigError(
@@ -180,7 +191,39 @@ export class NatsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
     }
   }
 
+  /**
+   * Runs the handler for a delivery. While it runs, the delivery is kept alive (`working`, well within ack_wait),
+   * so a slow handler is not redelivered; a redelivery that arrives anyway (it was already on its way) does not run
+   * the handler again and is not counted as an attempt: it is settled together with the first delivery.
+   */
   private async handle(delivery: JsMsg): Promise<void> {
+    const seq = delivery.seq;
+    const running = this.running.get(seq);
+    if (running !== undefined) {
+      running.push(delivery);
+      this.overlaps.set(seq, (this.overlaps.get(seq) ?? 0) + 1);
+      this.settle(() => delivery.working());
+      return;
+    }
+    const deliveries = [delivery];
+    this.running.set(seq, deliveries);
+    const keepAlive = setInterval(
+      () => {
+        for (const d of deliveries) this.settle(() => d.working());
+      },
+      Math.max(100, Math.floor(this.ackWaitMs / 3)),
+    );
+    keepAlive.unref();
+    try {
+      await this.handleDeliveries(deliveries);
+    } finally {
+      clearInterval(keepAlive);
+      this.running.delete(seq);
+    }
+  }
+
+  private async handleDeliveries(deliveries: JsMsg[]): Promise<void> {
+    const delivery = deliveries[0]!;
     const headers = textHeaders(delivery);
     const rawId = headers['Nats-Msg-Id'] || headers['txoutbox-id'] || null;
     const message: InboxMessage = {
@@ -190,15 +233,15 @@ export class NatsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
       payload: Buffer.from(delivery.data),
       contentType: headers['Content-Type'] ?? null,
       headers,
-      attempt: delivery.info.deliveryCount,
+      attempt: Math.max(1, delivery.info.deliveryCount - (this.overlaps.get(delivery.seq) ?? 0)),
     };
     const problem = idProblem(this.consumer, rawId);
-    if (problem !== null) return this.bury(delivery, message, problem, rawId, 0);
+    if (problem !== null) return this.bury(deliveries, message, problem, rawId, 0);
     if (message.attempt > this.options.maxAttempts) {
       // Delivered again and again without an ack or a nak: the consumer died each time (a crash loop), or ack_wait is
       // shorter than the handler. Do not run it again.
       const why = `delivered ${message.attempt} times without being settled (the consumer crashed or exceeded ack_wait each time)`;
-      return this.bury(delivery, message, why, message.id, message.attempt);
+      return this.bury(deliveries, message, why, message.id, message.attempt);
     }
     const verdict = await runOnce({ ...this.options, consumer: this.consumer }, message);
     if (verdict.kind !== 'failed') {
@@ -207,19 +250,19 @@ export class NatsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
       } catch (error) {
         this.report(error);
       }
-      this.settle(() => delivery.ack());
+      this.settleAll(deliveries, (d) => d.ack());
       this.emit(verdict.kind, message);
       return;
     }
     if (message.attempt >= this.options.maxAttempts)
-      return this.bury(delivery, message, verdict.error, message.id, message.attempt);
+      return this.bury(deliveries, message, verdict.error, message.id, message.attempt);
     const delayMs = retryDelay(this.options.retryDelaysMs, message.attempt);
-    this.settle(() => delivery.nak(delayMs));
+    this.settleAll(deliveries, (d) => d.nak(delayMs), false);
     this.emit('retrying', { message, error: verdict.error, delayMs });
   }
 
   /** Records the dead letter, then terminates the message; if recording fails it is nak'ed to come back later. */
-  private async bury(delivery: JsMsg, message: InboxMessage, error: string, messageId: string | null, attempts: number) {
+  private async bury(deliveries: JsMsg[], message: InboxMessage, error: string, messageId: string | null, attempts: number) {
     const letter: NewDeadLetter = {
       consumer: this.consumer,
       messageId,
@@ -236,12 +279,24 @@ export class NatsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
       await this.options.inbox.recordDeadLetter(this.options.db, letter);
     } catch (recordError) {
       this.report(new Error(`could not record a dead letter (retrying it later): ${describeError(recordError)}`));
-      this.settle(() => delivery.nak(retryDelay(this.options.retryDelaysMs, this.options.retryDelaysMs.length)));
+      const delayMs = retryDelay(this.options.retryDelaysMs, this.options.retryDelaysMs.length);
+      this.settleAll(deliveries, (d) => d.nak(delayMs), false);
       return;
     }
     // No reason text: servers before 2.10 do not recognise "+TERM <reason>" and would leave the message pending.
-    this.settle(() => delivery.term());
+    this.settleAll(deliveries, (d) => d.term());
     this.emit('dead', letter);
+  }
+
+  /**
+   * Settles every delivery of one message the same way. `final` (ack, term) forgets its overlap count; after a nak
+   * the message comes back and its count still corrects the delivery count.
+   */
+  private settleAll(deliveries: readonly JsMsg[], send: (delivery: JsMsg) => void, final = true): void {
+    for (const delivery of deliveries) this.settle(() => send(delivery));
+    const seq = deliveries[0]!.seq;
+    if (final) this.overlaps.delete(seq);
+    else if (this.overlaps.size > MAX_OVERLAP_ENTRIES) this.overlaps.delete(this.overlaps.keys().next().value!);
   }
 
   /** Acks, naks and terms are fire-and-forget; on a closed connection JetStream redelivers and the inbox dedupes. */
@@ -254,7 +309,7 @@ export class NatsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
   }
 
   private report(error: unknown): void {
-    if (this.listenerCount('error') > 0) this.emit('error', error instanceof Error ? error : new Error(String(error)));
+    reportError(this, `nats ${this.consumer}`, error);
   }
 }
 

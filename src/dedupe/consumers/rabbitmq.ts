@@ -1,6 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import amqp from 'amqplib';
-import type { ChannelModel, ConfirmChannel, ConsumeMessage, Options as AmqpOptions, SocketOptions } from 'amqplib';
+import type { ChannelModel, ConfirmChannel, ConsumeMessage, Message, Options as AmqpOptions, SocketOptions } from 'amqplib';
 import { z } from 'zod';
 import { parseOptions } from '../../config.js';
 import { TxOutboxError } from '../../errors.js';
@@ -10,6 +11,7 @@ import {
   describeError,
   idProblem,
   InFlight,
+  reportError,
   retryDelay,
   runOnce,
   sharedOptionShape,
@@ -44,6 +46,11 @@ export const ATTEMPTS_HEADER = 'txoutbox-inbox-attempts';
 export const LAST_ERROR_HEADER = 'txoutbox-inbox-last-error';
 /** Headers RabbitMQ adds when it dead-letters or redelivers; not copied to a retried message (they only grow). */
 const DEATH_HEADERS = /^x-(death|first-death-|last-death-|delivery-count)/;
+/**
+ * Marks one copy sent to a retry queue, so a copy RabbitMQ returns as unroutable (the retry queue was deleted) is
+ * matched to its publish. Not shown to handlers.
+ */
+const MOVE_HEADER = 'txoutbox-inbox-move';
 const MAX_QUEUE_NAME = 255;
 
 const optionsSchema = z
@@ -71,6 +78,8 @@ interface Session {
   channel: ConfirmChannel;
   consumerTag: string | null;
   dead: boolean;
+  /** Copies published and not yet confirmed, by MOVE_HEADER: null, or why RabbitMQ returned the copy. */
+  moves: Map<string, string | null>;
 }
 
 const noop = () => {};
@@ -85,7 +94,7 @@ function count(value: string | undefined): number {
 function textHeaders(raw: Record<string, unknown> | undefined): Record<string, string> {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(raw ?? {})) {
-    if (value === undefined || value === null || DEATH_HEADERS.test(name)) continue;
+    if (value === undefined || value === null || DEATH_HEADERS.test(name) || name === MOVE_HEADER) continue;
     headers[name] = Buffer.isBuffer(value)
       ? value.toString('utf8')
       : typeof value === 'object'
@@ -164,7 +173,10 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
     });
     try {
       const channel = await model.createConfirmChannel();
+      const moves = new Map<string, string | null>();
       channel.on('error', (error: Error) => this.report(new Error(`RabbitMQ channel error: ${error.message}`)));
+      // A mandatory publish that routes nowhere comes back before its confirm, and the confirm alone says "ok".
+      channel.on('return', (returned: Message) => markReturned(moves, returned));
       channel.on('close', () => {
         // A channel closed by the server (e.g. the queue was deleted) leaves the connection up: start over.
         if (session !== null && !session.dead) void model.close().catch(noop);
@@ -181,7 +193,7 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
       }
       await channel.prefetch(this.options.prefetch);
       // From here on a dropped connection is reconnected; a connect that fails before this point is not.
-      const live: Session = { model, channel, consumerTag: null, dead: false };
+      const live: Session = { model, channel, consumerTag: null, dead: false, moves };
       session = live;
       this.session = live;
       const { consumerTag } = await channel.consume(this.options.queue, (message) => this.onDelivery(live, message), {
@@ -351,7 +363,10 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
     const headers: Record<string, unknown> = {};
     for (const [name, value] of Object.entries(p.headers ?? {})) if (!DEATH_HEADERS.test(name)) headers[name] = value;
     Object.assign(headers, extraHeaders);
-    const options: AmqpOptions.Publish = { persistent: true, headers };
+    const token = randomUUID();
+    headers[MOVE_HEADER] = token;
+    // Mandatory: a copy no queue takes is returned, and counts as not moved (the original stays unacked).
+    const options: AmqpOptions.Publish = { persistent: true, mandatory: true, headers };
     // Copied property by property: userId would have to match this connection's user, expiration would restart.
     if (typeof p.contentType === 'string') options.contentType = p.contentType;
     if (typeof p.contentEncoding === 'string') options.contentEncoding = p.contentEncoding;
@@ -364,10 +379,16 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
     if (typeof p.appId === 'string') options.appId = p.appId;
     return new Promise<void>((resolve, reject) => {
       try {
-        session.channel.publish('', queue, delivery.content, options, (error: unknown) =>
-          error === null || error === undefined ? resolve() : reject(error instanceof Error ? error : new Error(String(error))),
-        );
+        session.moves.set(token, null);
+        session.channel.publish('', queue, delivery.content, options, (error: unknown) => {
+          const returned = session.moves.get(token) ?? null;
+          session.moves.delete(token);
+          if (error !== null && error !== undefined) reject(error instanceof Error ? error : new Error(String(error)));
+          else if (returned !== null) reject(new Error(returned));
+          else resolve();
+        });
       } catch (error) {
+        session.moves.delete(token);
         reject(error instanceof Error ? error : new Error(String(error)));
       }
     });
@@ -393,8 +414,23 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
   }
 
   private report(error: unknown): void {
-    if (this.listenerCount('error') > 0) this.emit('error', error instanceof Error ? error : new Error(String(error)));
+    reportError(this, `rabbitmq ${this.consumer}`, error);
   }
+}
+
+/** Notes why RabbitMQ returned a copy, for its publish's confirm callback. */
+function markReturned(moves: Map<string, string | null>, message: Message): void {
+  const token: unknown = message.properties.headers?.[MOVE_HEADER];
+  if (typeof token !== 'string' || !moves.has(token)) return;
+  const { replyCode, replyText, routingKey } = message.fields as typeof message.fields & {
+    replyCode?: number;
+    replyText?: string;
+  };
+  moves.set(
+    token,
+    `unroutable: RabbitMQ returned the copy (${replyCode ?? '?'} ${replyText ?? ''}): no queue '${routingKey}'. ` +
+      'Restart the consumer to declare its retry queues again.',
+  );
 }
 
 /** A RabbitMQ consumer that processes each message id once through the inbox; call `start()`. */

@@ -34,7 +34,8 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
 
   const where = (filter: DeadLetterFilter): RawBuilder<unknown> => {
     const parts: RawBuilder<unknown>[] = [sql`state = 'dead'`];
-    if (filter.topic !== undefined) parts.push(sql`topic LIKE ${likePattern(filter.topic)}`);
+    // An explicit ESCAPE: under NO_BACKSLASH_ESCAPES, MySQL's LIKE has no escape character by default.
+    if (filter.topic !== undefined) parts.push(sql`topic LIKE ${likePattern(filter.topic)} ESCAPE ${'\\'}`);
     if (filter.key !== undefined) parts.push(sql`msg_key = ${Buffer.from(filter.key)}`);
     if (filter.error !== undefined) parts.push(sql`LOCATE(LOWER(${filter.error}), LOWER(COALESCE(last_error, ''))) > 0`);
     if (filter.olderThanMs !== undefined) parts.push(sql`created_at <= ${msAgo(filter.olderThanMs)}`);
@@ -88,6 +89,14 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
           sentLastMinute: Number(row.sent_last_minute ?? 0),
         })),
       };
+    },
+
+    async deadSeqs(filter, limit, after) {
+      const { rows } = await run(
+        sql`SELECT seq FROM ${table} WHERE ${where(filter)} ${after === undefined ? sql`` : sql`AND seq > ${BigInt(after)}`}
+        ORDER BY seq LIMIT ${limit}`.compile(compiler),
+      );
+      return rows.map((row) => String(row.seq));
     },
 
     async listDead(filter, limit, after) {

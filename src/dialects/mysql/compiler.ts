@@ -1,13 +1,17 @@
-import { DummyDriver, Kysely, MysqlAdapter, MysqlIntrospector, MysqlQueryCompiler, sql, type RawBuilder } from 'kysely';
+import { DummyDriver, Kysely, MysqlAdapter, MysqlIntrospector, sql, type RawBuilder } from 'kysely';
 import type { TableNames } from '../identifiers.js';
+import { ModeSafeMysqlQueryCompiler } from './mode-safe-compiler.js';
 
-/** Compiles SQL for MySQL/MariaDB without a connection; it runs on the caller's transaction or the relay's pool. */
+/**
+ * Compiles SQL for MySQL/MariaDB without a connection; it runs on the caller's transaction or the relay's pool.
+ * Values are compiled so that they mean the same under every SQL mode (see ModeSafeMysqlQueryCompiler).
+ */
 export const compiler = new Kysely<unknown>({
   dialect: {
     createAdapter: () => new MysqlAdapter(),
     createDriver: () => new DummyDriver(),
     createIntrospector: (db) => new MysqlIntrospector(db),
-    createQueryCompiler: () => new MysqlQueryCompiler(),
+    createQueryCompiler: () => new ModeSafeMysqlQueryCompiler(),
   },
 });
 
