@@ -380,8 +380,9 @@ export class Relay extends EventEmitter<RelayEvents> {
     try {
       const deadline = new Promise<PublishOutcome[]>((resolve) => {
         timer = setTimeout(() => {
-          controller.abort(new Error('publish deadline passed'));
+          // Resolved before the abort, whose listener below would settle with the abort's less telling reason.
           resolve(unknown(`no acknowledgement within ${publishTimeoutMs} ms (outcome unknown; resent with the same id)`));
+          controller.abort(new Error('publish deadline passed'));
         }, publishTimeoutMs);
         controller.signal.addEventListener('abort', () => resolve(unknown(String(controller.signal.reason))), { once: true });
       });

@@ -442,6 +442,22 @@ describe('relay wake-ups', () => {
       h = await createHarness('postgres');
     });
     afterAll(async () => h?.destroy());
+    it("with LISTEN and polling all but off, drains one key's backlog at once: a sent head's successor is claimed without a poll", async () => {
+      const broker = new MemoryBroker();
+      await h.db.transaction().execute((trx) =>
+        h.outbox.enqueue(
+          trx,
+          Array.from({ length: 30 }, (_, i) => ({ id: `one-key-${i}`, topic: 't', key: 'K', payload: i })),
+        ),
+      );
+      const relay = testRelay(h, broker, { listen: inject('pgUrl'), pollIntervalMs: 60_000, minPollIntervalMs: 60_000 });
+      relay.start();
+      started.push(relay);
+      // Before, each successor waited for the next poll: 30 messages took 30 poll intervals (56.5 s at 2 s).
+      await waitFor(() => broker.accepted.length === 30, 10_000, "the key's 30 messages");
+      expect(broker.accepted.map((m) => m.id)).toEqual(Array.from({ length: 30 }, (_, i) => `one-key-${i}`));
+    });
+
     it('wakes on LISTEN/NOTIFY when a producer commits, with polling all but off', async () => {
       const broker = new MemoryBroker();
       const relay = testRelay(h, broker, { listen: inject('pgUrl'), pollIntervalMs: 60_000 });

@@ -83,8 +83,9 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames): Admin
 
     async deadSeqs(filter, limit, after) {
       const { rows } = await run(
-        sql`SELECT seq::text AS seq FROM ${table} WHERE ${where(filter)} ${after === undefined ? sql`` : sql`AND seq > ${after}::int8`}
-        ORDER BY seq LIMIT ${limit}`.compile(compiler),
+        // Sorted by the column (o.seq, a number), not by the output `seq` (text), as listDead.
+        sql`SELECT o.seq::text AS seq FROM ${table} AS o WHERE ${where(filter)} ${after === undefined ? sql`` : sql`AND o.seq > ${after}::int8`}
+        ORDER BY o.seq LIMIT ${limit}`.compile(compiler),
       );
       return rows.map((row) => row.seq as string);
     },

@@ -63,9 +63,11 @@ export function postgresHeads(names: TableNames): Heads {
             SELECT 1 FROM ${table} AS h WHERE h.msg_key = k.msg_key AND h.ready AND h.seq NOT IN (SELECT seq FROM gone))
       ),
       heads AS (SELECT seq FROM candidates),
+      -- Primary-key lookups of exactly the rows to change: these arrivals, and the new heads.
+      touched AS (SELECT a.seq FROM unnest(${arrivals}::int8[]) AS a(seq) UNION SELECT seq FROM heads),
       promoted AS (
         UPDATE ${table} AS t SET ready = t.msg_key IS NULL OR t.seq IN (SELECT seq FROM heads)
-        WHERE (t.seq = ANY(${arrivals}::int8[]) AND t.ready IS NULL) OR t.seq IN (SELECT seq FROM heads)
+        FROM touched WHERE t.seq = touched.seq AND (t.ready IS NULL OR t.seq IN (SELECT seq FROM heads))
         RETURNING t.seq, t.ready
       )
       SELECT seq::text AS seq, 'finished' AS what FROM gone
