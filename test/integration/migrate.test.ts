@@ -78,10 +78,13 @@ describe('migrate on mysql: key lock stripes', () => {
   });
   afterAll(async () => h?.destroy());
 
-  it('fills exactly the key lock stripes that enqueue hashes keys into', async () => {
+  it('fills exactly the key lock stripes that relays hash keys into, and the sequencer row', async () => {
     const { rows } = await sql<{ n: number | string; top: number }>`
-      SELECT count(*) AS n, max(stripe) AS top FROM ${sql.id(h.schema, 'txoutbox_key_locks')}`.execute(h.db);
+      SELECT count(*) AS n, max(stripe) AS top FROM ${sql.id(h.schema, 'txoutbox_key_locks')} WHERE stripe < 65535`.execute(h.db);
     expect(Number(rows[0]!.n)).toBe(KEY_LOCK_STRIPES);
     expect(Number(rows[0]!.top)).toBe(KEY_LOCK_STRIPES - 1);
+    const sequencer = await sql<{ n: number | string }>`
+      SELECT count(*) AS n FROM ${sql.id(h.schema, 'txoutbox_key_locks')} WHERE stripe = 65535`.execute(h.db);
+    expect(Number(sequencer.rows[0]!.n)).toBe(1);
   });
 });

@@ -134,31 +134,6 @@ describe.each(DIALECTS)('per-key order without producer locks on %s', (dialect) 
     expect(published).toEqual([['m2'], ['m3']]);
   });
 
-  it.runIf(dialect === 'mysql')(
-    'an enqueue statement that fails (lock wait timeout) in a transaction committed anyway leaves its key working',
-    async () => {
-      // Another transaction holds the id uncommitted, so the insert waits for it and times out.
-      const holder = await h.db.startTransaction().execute();
-      await h.outbox.enqueue(holder, { id: 'contended', topic: 't', payload: 0 });
-      const trx = await h.db.startTransaction().execute();
-      try {
-        await sql`SET SESSION innodb_lock_wait_timeout = 1`.execute(trx);
-        await expect(h.outbox.enqueue(trx, { id: 'contended', topic: 't', key: 'K', payload: 1 })).rejects.toThrow(
-          /Lock wait timeout/,
-        );
-        await sql`SET SESSION innodb_lock_wait_timeout = DEFAULT`.execute(trx);
-        await h.insertOrder(trx, 'committed-anyway');
-        await trx.commit().execute();
-      } finally {
-        await holder.rollback().execute();
-      }
-      await commit([{ id: 'k-later', topic: 't', key: 'K', payload: 2 }]);
-      const broker = new MemoryBroker();
-      await drain(testRelay(h, broker));
-      expect(broker.received().map((m) => m.id)).toEqual(['k-later']);
-    },
-  );
-
   it('a message that kills the relay process on every publish is dead after maxAttempts claims, and the messages claimed with it go out within two leases', async () => {
     const MAX_ATTEMPTS = 3;
     const companions = Array.from({ length: 12 }, (_, i) => ({
@@ -251,35 +226,66 @@ describe.each(DIALECTS)('per-key order without producer locks on %s', (dialect) 
       expect(Number(rows[0]!.n)).toBeLessThanOrEqual(100);
     }
   });
+});
 
-  it.runIf(dialect === 'mysql')(
-    "the relay's cleanup never makes a producer wait, whatever other producers hold open",
-    async () => {
-      // Both keys had a message that was sent; now a producer holds an enqueue for 'b-busy' open.
-      await commit([
-        { id: 'q-0', topic: 't', key: 'a-quiet', payload: 0 },
-        { id: 'b-0', topic: 't', key: 'b-busy', payload: 0 },
+/** What only MySQL had: a producer's count in two statements, and a key-row cleanup that producers queued behind. */
+describe('per-key order without producer locks on mysql only', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness('mysql', 10);
+  });
+  afterAll(async () => h?.destroy());
+  beforeEach(async () => clearTables(h));
+  const commit = (messages: OutboxMessage[]) => h.db.transaction().execute((trx) => h.outbox.enqueue(trx, messages));
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  it('an enqueue statement that fails (lock wait timeout) in a transaction committed anyway leaves its key working', async () => {
+    // Another transaction holds the id uncommitted, so the insert waits for it and times out.
+    const holder = await h.db.startTransaction().execute();
+    await h.outbox.enqueue(holder, { id: 'contended', topic: 't', payload: 0 });
+    const trx = await h.db.startTransaction().execute();
+    try {
+      await sql`SET SESSION innodb_lock_wait_timeout = 1`.execute(trx);
+      await expect(h.outbox.enqueue(trx, { id: 'contended', topic: 't', key: 'K', payload: 1 })).rejects.toThrow(
+        /Lock wait timeout/,
+      );
+      await sql`SET SESSION innodb_lock_wait_timeout = DEFAULT`.execute(trx);
+      await h.insertOrder(trx, 'committed-anyway');
+      await trx.commit().execute();
+    } finally {
+      await holder.rollback().execute();
+    }
+    await commit([{ id: 'k-later', topic: 't', key: 'K', payload: 2 }]);
+    const broker = new MemoryBroker();
+    await drain(testRelay(h, broker));
+    expect(broker.received().map((m) => m.id)).toEqual(['k-later']);
+  });
+
+  it("the relay's cleanup never makes a producer wait, whatever other producers hold open", async () => {
+    // Both keys had a message that was sent; now a producer holds an enqueue for 'b-busy' open.
+    await commit([
+      { id: 'q-0', topic: 't', key: 'a-quiet', payload: 0 },
+      { id: 'b-0', topic: 't', key: 'b-busy', payload: 0 },
+    ]);
+    const relay = testRelay(h, new MemoryBroker());
+    await drain(relay);
+    const open = await h.db.startTransaction().execute();
+    await h.outbox.enqueue(open, { id: 'b-1', topic: 't', key: 'b-busy', payload: 1 });
+    try {
+      // The key-row cleanup used to wait on the open producer while holding the rows it had deleted, and a
+      // producer of an unrelated key then waited behind it.
+      const cleanup = relay.cleanup();
+      await sleep(200);
+      const produced = await Promise.race([
+        commit([{ id: 'q-1', topic: 't', key: 'a-quiet', payload: 2 }]).then(() => 'committed'),
+        sleep(3000).then(() => 'waited'),
       ]);
-      const relay = testRelay(h, new MemoryBroker());
-      await drain(relay);
-      const open = await h.db.startTransaction().execute();
-      await h.outbox.enqueue(open, { id: 'b-1', topic: 't', key: 'b-busy', payload: 1 });
-      try {
-        // The key-row cleanup used to wait on the open producer while holding the rows it had deleted, and a
-        // producer of an unrelated key then waited behind it.
-        const cleanup = relay.cleanup();
-        await sleep(200);
-        const produced = await Promise.race([
-          commit([{ id: 'q-1', topic: 't', key: 'a-quiet', payload: 2 }]).then(() => 'committed'),
-          sleep(3000).then(() => 'waited'),
-        ]);
-        expect(produced).toBe('committed');
-        await cleanup;
-      } finally {
-        await open.rollback().execute();
-      }
-    },
-  );
+      expect(produced).toBe('committed');
+      await cleanup;
+    } finally {
+      await open.rollback().execute();
+    }
+  });
 });
 
 describe('PostgreSQL producers above READ COMMITTED', () => {

@@ -57,7 +57,7 @@ describe('the relay loop on an in-memory store', () => {
     expect(store.row('slow')!.lastError).toMatch(/no acknowledgement within 200 ms/);
   });
 
-  it("publishes a message taken over from a lost lease on its own, after its batch, and buries one that killed a relay publishing it alone once it reaches maxAttempts", async () => {
+  it('publishes a message taken over from a lost lease on its own, after its batch, and buries one that killed a relay publishing it alone once it reaches maxAttempts', async () => {
     const store = new MemoryRelayStore();
     for (const id of ['a', 'b', 'poison', 'c']) store.add(id);
     // A relay claimed all four and died mid-publish: its lease ran out at once.

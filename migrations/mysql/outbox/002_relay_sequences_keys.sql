@@ -15,3 +15,7 @@ ALTER TABLE `txoutbox`
   ADD KEY arrival_idx (ready, seq);
 
 DROP TABLE IF EXISTS `txoutbox_keys`;
+
+-- The sequencer's turn: one relay at a time sequences arrivals (the others go on claiming), taking this row with
+-- SKIP LOCKED. Key stripes are 0 to 4095.
+INSERT IGNORE INTO `txoutbox_key_locks` (stripe) VALUES (65535);

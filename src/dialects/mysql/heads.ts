@@ -1,9 +1,13 @@
 import { sql } from 'kysely';
+import { SchemaError } from '../../errors.js';
 import type { SqlExecutor } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
 import { compiler, qualified, rowsBySeq } from './compiler.js';
+import type { ScanCursor } from '../scan-cursor.js';
 import { lockKeyStripes } from './key-locks.js';
 
+/** The lock row of the one relay that sequences at a time (key stripes are 0 to 4095). */
+const SEQUENCER_STRIPE = 65535;
 const text = (value: unknown) => (Buffer.isBuffer(value) ? value.toString('utf8') : String(value));
 const seqList = (seqs: Iterable<string>) => sql.join([...seqs].map((seq) => sql`${BigInt(seq)}`));
 
@@ -22,8 +26,8 @@ export interface MysqlHeads {
    * behind it. Returns how many heads it made.
    */
   promote(trx: SqlExecutor, keys: Iterable<string>, arrivals: readonly string[]): Promise<number>;
-  /** Sequences up to `limit` arrivals, oldest first (skipping those another relay is sequencing). Returns heads made. */
-  sequence(trx: SqlExecutor, limit: number): Promise<number>;
+  /** Sequences up to `limit` arrivals, oldest first, from the cursor on (skipping those another relay is sequencing). */
+  sequence(trx: SqlExecutor, limit: number, cursor: ScanCursor<string>): Promise<number>;
 }
 
 export function mysqlHeads(names: TableNames): MysqlHeads {
@@ -63,20 +67,47 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
     const touched = new Set([...arrivals, ...newHeads]);
     if (touched.size === 0) return 0;
     const heads = newHeads.length === 0 ? sql`0` : sql`t.seq IN (${seqList(newHeads)})`;
-    await trx(sql`UPDATE ${rowsBySeq(table, [...touched])} SET t.ready = (t.msg_key IS NULL OR ${heads})`.compile(compiler));
+    // A new head is due from now at the earliest, so claims that scan on from their cursor find it.
+    await trx(
+      sql`
+      UPDATE ${rowsBySeq(table, [...touched])}
+      SET t.next_attempt_at = CASE WHEN t.msg_key IS NULL OR ${heads} THEN GREATEST(t.next_attempt_at, UTC_TIMESTAMP(6)) ELSE t.next_attempt_at END,
+          t.ready = (t.msg_key IS NULL OR ${heads})
+      WHERE t.ready IS NULL OR ${heads}`.compile(compiler),
+    );
     return newHeads.length;
   };
 
   return {
     lock,
     promote,
-    async sequence(trx, limit) {
-      const { rows } = await trx(
-        sql`SELECT seq, msg_key FROM ${table} WHERE ready IS NULL ORDER BY seq LIMIT ${limit} FOR UPDATE SKIP LOCKED`.compile(
+    async sequence(trx, limit, cursor) {
+      // One sequencer per table at a time (the others go on claiming), and no arrival row locked before the key
+      // stripes: a locking read of arrivals would hold index records that another relay, holding a stripe, must
+      // change (a deadlock between relays).
+      const { rows: turn } = await trx(
+        sql`SELECT stripe FROM ${qualified(names, names.keyLocks)} WHERE stripe = ${SEQUENCER_STRIPE} FOR UPDATE SKIP LOCKED`.compile(
           compiler,
         ),
       );
+      if (turn.length === 0) {
+        // Another relay's turn, or the row is missing (a table migrated before 002): the second must be said.
+        const { rows: row } = await trx(
+          sql`SELECT stripe FROM ${qualified(names, names.keyLocks)} WHERE stripe = ${SEQUENCER_STRIPE}`.compile(compiler),
+        );
+        if (row.length === 0)
+          throw new SchemaError(`The key lock table ${names.keyLocks} is missing rows (the sequencer's, ${SEQUENCER_STRIPE}).`);
+        return 0;
+      }
+      const from = cursor.from();
+      const { rows } = await trx(
+        sql`
+          SELECT seq, msg_key FROM ${table} WHERE ready IS NULL ${from === null ? sql`` : sql`AND seq > ${BigInt(from)}`}
+          ORDER BY seq LIMIT ${limit}`.compile(compiler),
+      );
+      cursor.scanned(rows.length, limit);
       if (rows.length === 0) return 0;
+      cursor.advance(String(rows[rows.length - 1]!.seq));
       // A keyless arrival (written by an older producer) simply becomes ready.
       const keys = new Set(rows.flatMap((row) => (row.msg_key === null ? [] : [text(row.msg_key)])));
       await lock(trx, keys);

@@ -2,6 +2,7 @@ import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { ClaimedMessage, DeadLetter, RelayStore } from '../dialect.js';
 import { kyselyExecutor, readCommittedTransaction } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
+import { dueCursor, seqCursor } from '../scan-cursor.js';
 import { sequencedClaim, type ClaimSteps } from '../sequenced-claim.js';
 import { compiler, qualified, rowsBySeq } from './compiler.js';
 import { mysqlHeads } from './heads.js';
@@ -30,6 +31,10 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
   const run = kyselyExecutor(db);
   const transaction = readCommittedTransaction(db);
   const heads = mysqlHeads(names);
+  // Where this relay's claims and sequencing left off (see ScanCursor); the arrivals probe keeps its own timer.
+  const claimed = dueCursor();
+  const arrivals = seqCursor();
+  const arrivalsProbe = seqCursor();
   const rowsOf = (messages: readonly ClaimedMessage[]) =>
     rowsBySeq(
       table,
@@ -71,19 +76,33 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
   const steps: ClaimSteps = {
     async claimDue(limits, token, leaseMs) {
       // An idle poll costs one plain read instead of a locking transaction (SET, BEGIN, SELECT, COMMIT).
+      const from = claimed.from();
+      const arrivalsFrom = arrivalsProbe.from();
+      const after =
+        from === null
+          ? sql``
+          : sql`AND (next_attempt_at > CAST(${from.dueAt} AS DATETIME(6))
+                     OR (next_attempt_at = CAST(${from.dueAt} AS DATETIME(6)) AND seq > ${BigInt(from.seq)}))`;
       const probe = await run(
         sql`SELECT
-              EXISTS (SELECT 1 FROM ${table} WHERE state = 'pending' AND ready = 1 AND next_attempt_at <= ${now}) AS due,
-              EXISTS (SELECT 1 FROM ${table} WHERE ready IS NULL) AS arrivals`.compile(compiler),
+              EXISTS (SELECT 1 FROM ${table} WHERE state = 'pending' AND ready = 1 AND next_attempt_at <= ${now} ${after}) AS due,
+              EXISTS (SELECT 1 FROM ${table} WHERE ready IS NULL ${arrivalsFrom === null ? sql`` : sql`AND seq > ${BigInt(arrivalsFrom)}`}) AS arrivals`.compile(
+          compiler,
+        ),
       );
-      const arrivals = Number(probe.rows[0]?.arrivals) === 1;
-      if (Number(probe.rows[0]?.due) !== 1) return { messages: [], arrivals };
+      const waiting = Number(probe.rows[0]?.arrivals) === 1;
+      arrivalsProbe.scanned(waiting ? 1 : 0, 1);
+      if (Number(probe.rows[0]?.due) !== 1) {
+        claimed.scanned(0, limits.count);
+        return { messages: [], arrivals: waiting };
+      }
       const messages = await transaction(async (trx) => {
         // Sizes first, so the byte budget is kept without reading payloads that will not be claimed.
         const { rows: due } = await trx(
           sql`
-            SELECT seq, lease_owner, LENGTH(payload) AS bytes FROM ${table}
-            WHERE state = 'pending' AND ready = 1 AND next_attempt_at <= ${now}
+            SELECT seq, lease_owner, LENGTH(payload) AS bytes, DATE_FORMAT(next_attempt_at, '%Y-%m-%d %H:%i:%s.%f') AS due_at
+            FROM ${table}
+            WHERE state = 'pending' AND ready = 1 AND next_attempt_at <= ${now} ${after}
             ORDER BY next_attempt_at, seq
             LIMIT ${limits.count}
             FOR UPDATE SKIP LOCKED`.compile(compiler),
@@ -94,22 +113,24 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
           bytes += Number(row.bytes);
           if (fitting.length > 0 && bytes > limits.bytes) break;
           fitting.push({ seq: String(row.seq), previousOwner: row.lease_owner === null ? null : String(row.lease_owner) });
+          claimed.advance({ dueAt: String(row.due_at), seq: String(row.seq) });
         }
+        claimed.scanned(due.length, limits.count);
         if (fitting.length === 0) return [];
-        const claimed = rowsBySeq(
+        const leased = rowsBySeq(
           table,
           fitting.map((f) => f.seq),
         );
         await trx(
           sql`
-            UPDATE ${claimed}
+            UPDATE ${leased}
             SET t.lease_owner = ${token}, t.lease_until = ${msFromNow(leaseMs)}, t.next_attempt_at = ${msFromNow(leaseMs)},
                 t.attempts = t.attempts + 1`.compile(compiler),
         );
         const { rows } = await trx(
           sql<ClaimedRow>`
             SELECT t.seq, t.id, t.topic, t.msg_key, t.payload, t.content_type, t.headers, t.attempts, t.created_at
-            FROM ${claimed} ORDER BY t.seq`.compile(compiler),
+            FROM ${leased} ORDER BY t.seq`.compile(compiler),
         );
         const previousOwner = new Map(fitting.map((f) => [f.seq, f.previousOwner]));
         return (rows as unknown as ClaimedRow[]).map((row): ClaimedMessage => ({
@@ -125,10 +146,14 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
           takenOverFrom: previousOwner.get(String(row.seq)) ?? null,
         }));
       });
-      return { messages, arrivals };
+      return { messages, arrivals: waiting };
     },
 
-    sequence: (limit) => transaction((trx) => heads.sequence(trx, limit)),
+    async sequence(limit) {
+      const made = await transaction((trx) => heads.sequence(trx, limit, arrivals));
+      arrivalsProbe.follow(arrivals);
+      return made;
+    },
   };
 
   return {

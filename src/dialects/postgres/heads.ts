@@ -1,5 +1,6 @@
 import { sql, type RawBuilder } from 'kysely';
 import { lockId, lockOrder } from '../key-lock-id.js';
+import type { ScanCursor } from '../scan-cursor.js';
 import type { SqlExecutor } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
 import { compiler, qualified } from './compiler.js';
@@ -26,8 +27,8 @@ export interface Heads {
     arrivals: readonly string[],
     finish?: RawBuilder<unknown>,
   ): Promise<{ finished: string[]; promoted: number }>;
-  /** Sequences up to `limit` arrivals, oldest first (skipping those another relay is sequencing). Returns heads made. */
-  sequence(trx: SqlExecutor, limit: number): Promise<number>;
+  /** Sequences up to `limit` arrivals, oldest first, from the cursor on (see ScanCursor). Returns heads made. */
+  sequence(trx: SqlExecutor, limit: number, cursor: ScanCursor<string>): Promise<number>;
 }
 
 export function postgresHeads(names: TableNames): Heads {
@@ -66,7 +67,10 @@ export function postgresHeads(names: TableNames): Heads {
       -- Primary-key lookups of exactly the rows to change: these arrivals, and the new heads.
       touched AS (SELECT a.seq FROM unnest(${arrivals}::int8[]) AS a(seq) UNION SELECT seq FROM heads),
       promoted AS (
-        UPDATE ${table} AS t SET ready = t.msg_key IS NULL OR t.seq IN (SELECT seq FROM heads)
+        UPDATE ${table} AS t SET ready = t.msg_key IS NULL OR t.seq IN (SELECT seq FROM heads),
+          -- A new head is due from now at the earliest, so claims that scan on from their cursor find it.
+          next_attempt_at = CASE WHEN t.msg_key IS NULL OR t.seq IN (SELECT seq FROM heads)
+                                 THEN greatest(t.next_attempt_at, now()) ELSE t.next_attempt_at END
         FROM touched WHERE t.seq = touched.seq AND (t.ready IS NULL OR t.seq IN (SELECT seq FROM heads))
         RETURNING t.seq, t.ready
       )
@@ -82,18 +86,22 @@ export function postgresHeads(names: TableNames): Heads {
   return {
     lock,
     promote,
-    async sequence(trx, limit) {
+    async sequence(trx, limit, cursor) {
       // One sequencer per table at a time (the others go on claiming): no row is locked before the key locks. A
       // locking read of arrivals could hold a row that meanwhile became a waiting message, which the relay that
       // holds its key's lock may have to promote: a deadlock between two relays.
       const { rows: turn } = await trx(sql`SELECT pg_try_advisory_xact_lock(${sequencerId}::int4, 0) AS mine`.compile(compiler));
       if (turn[0]?.mine !== true) return 0;
+      const from = cursor.from();
       const { rows } = await trx(
-        sql`SELECT a.seq::text AS seq, a.msg_key FROM ${table} AS a WHERE a.ready IS NULL ORDER BY a.seq LIMIT ${limit}`.compile(
-          compiler,
-        ),
+        sql`
+        SELECT a.seq::text AS seq, a.msg_key FROM ${table} AS a
+        WHERE a.ready IS NULL ${from === null ? sql`` : sql`AND a.seq > ${from}::int8`}
+        ORDER BY a.seq LIMIT ${limit}`.compile(compiler),
       );
+      cursor.scanned(rows.length, limit);
       if (rows.length === 0) return 0;
+      cursor.advance(rows[rows.length - 1]!.seq as string);
       // A keyless arrival (written by an older producer) simply becomes ready.
       const keys = new Set(rows.flatMap((row) => (row.msg_key === null ? [] : [row.msg_key as string])));
       await lock(trx, keys);

@@ -2,6 +2,7 @@ import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { ClaimedMessage, DeadLetter, RelayStore, RelayStoreOptions } from '../dialect.js';
 import { readCommittedStatements, readCommittedTransaction } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
+import { dueCursor, seqCursor } from '../scan-cursor.js';
 import { sequencedClaim, type ClaimSteps } from '../sequenced-claim.js';
 import { compiler, qualified } from './compiler.js';
 import { postgresHeads } from './heads.js';
@@ -17,6 +18,7 @@ interface ClaimedRow {
   attempts: number;
   created_at: Date;
   previous_owner: string | null;
+  due_at: string;
   arrivals: boolean;
 }
 
@@ -34,6 +36,12 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
   const run = readCommittedStatements(db, sql`SELECT current_setting('transaction_isolation') AS level`.compile(compiler));
   const transaction = readCommittedTransaction(db);
   const heads = postgresHeads(names);
+  // Where this relay's claims and sequencing left off (see ScanCursor).
+  const claimed = dueCursor();
+  const arrivals = seqCursor();
+  // The claim's probe for arrivals keeps a full-scan timer of its own: a late arrival behind the cursor is seen by
+  // a full probe, and the sequencing it triggers scans from the beginning once its own second has passed.
+  const arrivalsProbe = seqCursor();
   const seqs = (messages: readonly ClaimedMessage[]) => messages.map((m) => m.seq);
   const keysOf = (messages: readonly ClaimedMessage[]) => new Set(messages.flatMap((m) => (m.key === null ? [] : [m.key])));
 
@@ -57,23 +65,26 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
     async claimDue(limits, token, leaseMs) {
       // Due heads, oldest first, as many as fit the byte budget (the first always does). The one-row `probe`
       // says in the same round-trip whether keyed arrivals wait to be sequenced.
+      const from = claimed.from();
+      const arrivalsFrom = arrivalsProbe.from();
       const { rows } = await run(
         sql<ClaimedRow>`
         WITH due AS (
           SELECT seq, lease_owner AS previous_owner, next_attempt_at, octet_length(payload) AS bytes FROM ${table}
           WHERE state = 'pending' AND ready AND next_attempt_at <= now()
+            ${from === null ? sql`` : sql`AND (next_attempt_at, seq) > (${from.dueAt}::timestamp AT TIME ZONE 'UTC', ${from.seq}::int8)`}
           ORDER BY next_attempt_at, seq
           LIMIT ${limits.count}
           FOR UPDATE SKIP LOCKED
         ),
         fitting AS (
-          SELECT seq, previous_owner FROM (
-            SELECT seq, previous_owner, bytes,
+          SELECT seq, previous_owner, next_attempt_at FROM (
+            SELECT seq, previous_owner, bytes, next_attempt_at,
                    sum(bytes) OVER (ORDER BY next_attempt_at, seq ROWS UNBOUNDED PRECEDING) - bytes AS before
             FROM due) AS running
           WHERE before = 0 OR before + bytes <= ${limits.bytes}::int8
         ),
-        claimed AS (
+        leased AS (
           UPDATE ${table} AS t
           SET lease_owner = ${token},
               lease_until = now() + ${leaseMs} * interval '1 millisecond',
@@ -81,15 +92,24 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
               attempts = t.attempts + 1
           FROM fitting, ${asyncCommit} WHERE t.seq = fitting.seq
           RETURNING t.seq::text AS seq, t.id, t.topic, t.msg_key, t.payload, t.content_type, t.headers, t.attempts,
-                    t.created_at, fitting.previous_owner
+                    t.created_at, fitting.previous_owner,
+                    to_char(fitting.next_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS due_at
         ),
-        probe AS (SELECT EXISTS (SELECT 1 FROM ${table} WHERE ready IS NULL) AS arrivals)
-        SELECT claimed.*, probe.arrivals FROM probe LEFT JOIN claimed ON true`.compile(compiler),
+        probe AS (
+          SELECT EXISTS (
+            SELECT 1 FROM ${table} WHERE ready IS NULL ${arrivalsFrom === null ? sql`` : sql`AND seq > ${arrivalsFrom}::int8`}
+          ) AS arrivals
+        )
+        SELECT leased.*, probe.arrivals FROM probe LEFT JOIN leased ON true`.compile(compiler),
       );
-      const claimed = (rows as unknown as ClaimedRow[]).filter((row) => row.seq !== null);
+      const leased = (rows as unknown as ClaimedRow[]).filter((row) => row.seq !== null);
+      for (const row of leased) claimed.advance({ dueAt: row.due_at, seq: row.seq });
+      claimed.scanned(leased.length, limits.count);
+      const waiting = (rows[0] as unknown as ClaimedRow | undefined)?.arrivals === true;
+      arrivalsProbe.scanned(waiting ? 1 : 0, 1);
       return {
-        arrivals: (rows[0] as unknown as ClaimedRow | undefined)?.arrivals === true,
-        messages: claimed
+        arrivals: waiting,
+        messages: leased
           .sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : 1))
           .map((row) => ({
             seq: row.seq,
@@ -106,7 +126,11 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
       };
     },
 
-    sequence: (limit) => transaction((trx) => heads.sequence(trx, limit)),
+    async sequence(limit) {
+      const made = await transaction((trx) => heads.sequence(trx, limit, arrivals));
+      arrivalsProbe.follow(arrivals);
+      return made;
+    },
   };
 
   return {

@@ -1,0 +1,55 @@
+/** How often a scan starts from the beginning anyway, to find rows that fell behind the cursor. */
+export const FULL_SCAN_EVERY_MS = 1000;
+/** After a scan that came up short, how soon the next may start from the beginning. */
+export const FULL_SCAN_AFTER_SHORT_MS = 100;
+
+/**
+ * Where a relay's last scan of an index left off, so the next one starts there. Rows the relay has finished with
+ * leave dead index entries behind, and while any transaction in the database stays open (a producer's included)
+ * PostgreSQL and InnoDB can neither prune nor purge them: a scan from the beginning of the index would wade through
+ * every one of them, and the relay would slow down with every message it sent. A scan starts from the beginning
+ * anyway once a second, and sooner (100 ms) after one that came up short (nothing more beyond the cursor: look
+ * behind it, where a delayed message or a late commit may be), so nothing behind the cursor waits longer.
+ */
+export class ScanCursor<T> {
+  private position: T | null = null;
+  private lastFullScan = Number.NEGATIVE_INFINITY;
+  private short = true;
+
+  constructor(private readonly isAfter: (a: T, b: T) => boolean) {}
+
+  /** Where this scan starts: the cursor, or null for a scan from the beginning. */
+  from(): T | null {
+    const since = performance.now() - this.lastFullScan;
+    if (this.position === null || since >= FULL_SCAN_EVERY_MS || (this.short && since >= FULL_SCAN_AFTER_SHORT_MS)) {
+      this.lastFullScan = performance.now();
+      return null;
+    }
+    return this.position;
+  }
+
+  /** Says how the scan went: a short one (fewer rows than it asked for) makes the next scan a full one. */
+  scanned(found: number, wanted: number): void {
+    this.short = found < wanted;
+  }
+
+  advance(to: T): void {
+    if (this.position === null || this.isAfter(to, this.position)) this.position = to;
+  }
+
+  /** Moves this cursor to where another one is, if that is further on (its own scans stay its own). */
+  follow(other: ScanCursor<T>): void {
+    if (other.position !== null) this.advance(other.position);
+  }
+}
+
+/** A claim position: the row's due time (as the database's own text, to the microsecond) and its seq. */
+export interface DuePosition {
+  dueAt: string;
+  seq: string;
+}
+
+export const dueCursor = () =>
+  new ScanCursor<DuePosition>((a, b) => a.dueAt > b.dueAt || (a.dueAt === b.dueAt && BigInt(a.seq) > BigInt(b.seq)));
+
+export const seqCursor = () => new ScanCursor<string>((a, b) => BigInt(a) > BigInt(b));
