@@ -183,6 +183,28 @@ describe.each(DIALECTS)('per-key order without producer locks on %s', (dialect) 
     expect(accepted.has('poison')).toBe(false);
   }, 90_000);
 
+  it("a message that commits after a later one of its key became the head goes behind the key's queue, in commit order", async () => {
+    const open = await h.db.startTransaction().execute();
+    await h.outbox.enqueue(open, { id: 'k1', topic: 't', key: 'K', payload: 1 });
+    await commit(['k2', 'k3'].map((id) => ({ id, topic: 't', key: 'K', payload: id })));
+    const store = storeFor(h);
+    const inFlight = await store.claim({ count: 10, bytes: 1e9 }, 'relay-a:1', 5000);
+    expect(inFlight.map((m) => m.id)).toEqual(['k2']);
+    await open.commit().execute();
+    await h.sequence();
+    // k1 took its seq first but committed after k2 was sequenced and in flight: it is renumbered behind k3.
+    const rows = await h.rows();
+    expect(rows.map((r) => [r.id, r.ready])).toEqual([
+      ['k2', true],
+      ['k3', false],
+      ['k1', false],
+    ]);
+    await store.complete(inFlight, 'relay-a:1', false);
+    const broker = new MemoryBroker();
+    await drain(testRelay(h, broker));
+    expect(broker.received().map((m) => m.id)).toEqual(['k3', 'k1']);
+  });
+
   it('two relays given the same instanceId still claim under different tokens', async () => {
     await commit([
       { id: 'a', topic: 't', payload: 1 },

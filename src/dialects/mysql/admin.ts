@@ -140,6 +140,11 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
             t.lease_until = NULL, t.ready = (t.msg_key IS NULL OR t.ready = 1)
           WHERE t.state = 'dead'`.compile(compiler),
         );
+        // One that gave its key up and has a lower seq than the key's head now goes behind it, renumbered.
+        await heads.renumberLate(
+          trx,
+          dead.filter((row) => !row.ready).map((row) => ({ seq: row.seq, key: row.key })),
+        );
         await heads.promote(trx, distinctKeys(dead.map((row) => row.key)), []);
         return affectedRows;
       });

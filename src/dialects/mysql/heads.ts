@@ -26,6 +26,11 @@ export interface MysqlHeads {
    * behind it. Returns how many heads it made.
    */
   promote(trx: SqlExecutor, keys: Iterable<string>, arrivals: readonly string[]): Promise<number>;
+  /**
+   * Moves these rows (arrivals, or dead letters made pending again) behind their key's head when they have a lower
+   * seq than it: each is written again with a new seq, waiting. Returns the old seqs.
+   */
+  renumberLate(trx: SqlExecutor, rows: readonly { seq: string; key: string | null }[]): Promise<Set<string>>;
   /** Sequences up to `limit` arrivals, oldest first, from the cursor on (skipping those another relay is sequencing). */
   sequence(trx: SqlExecutor, limit: number, cursor: ScanCursor<string>): Promise<number>;
 }
@@ -78,9 +83,41 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
     return newHeads.length;
   };
 
+  const renumberLate: MysqlHeads['renumberLate'] = async (trx, candidates) => {
+    const keyed = candidates.filter((row) => row.key !== null);
+    if (keyed.length === 0) return new Set();
+    const { rows } = await trx(
+      sql`
+      SELECT t.seq, t.id, t.topic, t.msg_key, t.payload, t.content_type, t.headers, t.attempts, t.last_error,
+             DATE_FORMAT(t.next_attempt_at, '%Y-%m-%d %H:%i:%s.%f') AS next_attempt_at,
+             DATE_FORMAT(t.created_at, '%Y-%m-%d %H:%i:%s.%f') AS created_at
+      FROM ${rowsBySeq(
+        table,
+        keyed.map((row) => row.seq),
+      )}
+      WHERE EXISTS (SELECT 1 FROM ${table} AS h WHERE h.msg_key = t.msg_key AND h.state IN ('pending', 'dead') AND h.ready = 1 AND h.seq > t.seq)
+      ORDER BY t.seq`.compile(compiler),
+    );
+    if (rows.length === 0) return new Set();
+    const late = rows.map((row) => String(row.seq));
+    await trx(sql`DELETE t FROM ${rowsBySeq(table, late)}`.compile(compiler));
+    const values = rows.map(
+      (row) => sql`(${row.id}, ${row.topic}, ${row.msg_key}, ${row.payload}, ${row.content_type},
+        ${typeof row.headers === 'string' ? row.headers : JSON.stringify(row.headers)}, 0, ${row.attempts},
+        CAST(${row.next_attempt_at} AS DATETIME(6)), ${row.last_error}, CAST(${row.created_at} AS DATETIME(6)))`,
+    );
+    await trx(
+      sql`
+      INSERT INTO ${table} (id, topic, msg_key, payload, content_type, headers, ready, attempts, next_attempt_at, last_error, created_at)
+      VALUES ${sql.join(values)}`.compile(compiler),
+    );
+    return new Set(late);
+  };
+
   return {
     lock,
     promote,
+    renumberLate,
     async sequence(trx, limit, cursor) {
       // One sequencer per table at a time (the others go on claiming), and no arrival row locked before the key
       // stripes: a locking read of arrivals would hold index records that another relay, holding a stripe, must
@@ -111,10 +148,15 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
       // A keyless arrival (written by an older producer) simply becomes ready.
       const keys = new Set(rows.flatMap((row) => (row.msg_key === null ? [] : [text(row.msg_key)])));
       await lock(trx, keys);
+      // An arrival that committed after a later message of its key became the head goes behind it, renumbered.
+      const late = await renumberLate(
+        trx,
+        rows.map((row) => ({ seq: String(row.seq), key: row.msg_key === null ? null : text(row.msg_key) })),
+      );
       return promote(
         trx,
         keys,
-        rows.map((row) => String(row.seq)),
+        rows.map((row) => String(row.seq)).filter((seq) => !late.has(seq)),
       );
     },
   };

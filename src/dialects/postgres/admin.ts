@@ -128,6 +128,11 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames): Admin
             lease_until = NULL, ready = (msg_key IS NULL OR ready)
           WHERE seq = ANY(${dead.map((row) => row.seq)}::int8[]) AND state = 'dead'`.compile(compiler),
         );
+        // One that gave its key up and has a lower seq than the key's head now goes behind it, renumbered.
+        await heads.renumberLate(
+          trx,
+          dead.filter((row) => !row.ready).map((row) => ({ seq: row.seq, key: row.msg_key })),
+        );
         await heads.promote(trx, distinctKeys(dead.map((row) => row.msg_key)), []);
         return affectedRows;
       });

@@ -26,7 +26,14 @@ export interface Heads {
     keys: Iterable<string>,
     arrivals: readonly string[],
     finish?: RawBuilder<unknown>,
+    floors?: ReadonlyMap<string, string>,
   ): Promise<{ finished: string[]; promoted: number }>;
+  /**
+   * Moves these rows (arrivals, or dead letters made pending again) behind their key's head when they have a lower
+   * seq than it: each is written again with a new seq, waiting. Then everything waiting on a key comes after its
+   * head, and finding the next message can start at the head's seq (see promote's floors). Returns the old seqs.
+   */
+  renumberLate(trx: SqlExecutor, rows: readonly { seq: string; key: string | null }[]): Promise<Set<string>>;
   /** Sequences up to `limit` arrivals, oldest first, from the cursor on (see ScanCursor). Returns heads made. */
   sequence(trx: SqlExecutor, limit: number, cursor: ScanCursor<string>): Promise<number>;
 }
@@ -46,18 +53,21 @@ export function postgresHeads(names: TableNames): Heads {
     );
   };
 
-  const promote: Heads['promote'] = async (trx, keys, arrivals, finish) => {
+  const promote: Heads['promote'] = async (trx, keys, arrivals, finish, floors = new Map()) => {
     const gone = finish ?? sql`SELECT NULL::int8 AS seq WHERE false`;
+    const keyList = [...new Set(keys)];
     const { rows } = await trx(
       sql<{ seq: string; what: 'finished' | 'promoted' }>`
       WITH gone AS (${gone}),
       -- Per key without a head: the first message not heading it, if it is waiting or one of these arrivals. An
       -- earlier arrival that another relay is still sequencing leaves the key to that relay.
       candidates AS (
-        SELECT first.seq FROM unnest(${[...keys]}::text[]) AS k(msg_key)
+        SELECT first.seq FROM unnest(${keyList}::text[], ${keyList.map((key) => floors.get(key) ?? null)}::int8[]) AS k(msg_key, floor)
         CROSS JOIN LATERAL (
+          -- From the finished head's seq on when known: what the key's earlier messages left in the index is
+          -- not read again (an open transaction anywhere keeps PostgreSQL from pruning it).
           SELECT w.seq, w.ready FROM ${table} AS w
-          WHERE w.msg_key = k.msg_key AND w.state = 'pending' AND w.ready IS NOT TRUE
+          WHERE w.msg_key = k.msg_key AND w.state = 'pending' AND w.ready IS NOT TRUE AND (k.floor IS NULL OR w.seq > k.floor)
           ORDER BY w.seq LIMIT 1) AS first
         WHERE (first.ready = false OR (first.ready IS NULL AND first.seq = ANY(${arrivals}::int8[])))
           AND NOT EXISTS (
@@ -83,9 +93,34 @@ export function postgresHeads(names: TableNames): Heads {
     };
   };
 
+  const renumberLate: Heads['renumberLate'] = async (trx, rows) => {
+    const keyed = rows.filter((row) => row.key !== null);
+    if (keyed.length === 0) return new Set();
+    const { rows: moved } = await trx(
+      sql<{ old: string }>`
+      WITH late AS (
+        SELECT r.seq FROM unnest(${keyed.map((r) => r.seq)}::int8[], ${keyed.map((r) => r.key)}::text[]) AS r(seq, msg_key)
+        WHERE EXISTS (SELECT 1 FROM ${table} AS h WHERE h.msg_key = r.msg_key AND h.ready AND h.seq > r.seq)
+      ),
+      moved AS (
+        DELETE FROM ${table} AS t USING late WHERE t.seq = late.seq
+        RETURNING t.seq AS old, t.id, t.topic, t.msg_key, t.payload, t.content_type, t.headers, t.attempts,
+                  t.next_attempt_at, t.last_error, t.created_at
+      ),
+      written AS (
+        INSERT INTO ${table} (id, topic, msg_key, payload, content_type, headers, ready, attempts, next_attempt_at, last_error, created_at)
+        SELECT id, topic, msg_key, payload, content_type, headers, false, attempts, next_attempt_at, last_error, created_at
+        FROM moved ORDER BY old
+      )
+      SELECT old::text AS old FROM moved`.compile(compiler),
+    );
+    return new Set(moved.map((row) => row.old as string));
+  };
+
   return {
     lock,
     promote,
+    renumberLate,
     async sequence(trx, limit, cursor) {
       // One sequencer per table at a time (the others go on claiming): no row is locked before the key locks. A
       // locking read of arrivals could hold a row that meanwhile became a waiting message, which the relay that
@@ -105,10 +140,15 @@ export function postgresHeads(names: TableNames): Heads {
       // A keyless arrival (written by an older producer) simply becomes ready.
       const keys = new Set(rows.flatMap((row) => (row.msg_key === null ? [] : [row.msg_key as string])));
       await lock(trx, keys);
+      // An arrival that committed after a later message of its key became the head goes behind it, renumbered.
+      const late = await renumberLate(
+        trx,
+        rows.map((row) => ({ seq: row.seq as string, key: row.msg_key as string | null })),
+      );
       const { promoted } = await promote(
         trx,
         keys,
-        rows.map((row) => row.seq as string),
+        rows.map((row) => row.seq as string).filter((seq) => !late.has(seq)),
       );
       return promoted;
     },

@@ -55,9 +55,11 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
       const { rows } = await run(sql`${finish}`.compile(compiler));
       return { finished: rows.map((row) => String(row.seq)), promoted: 0 };
     }
+    // Nothing of a key waits below its head (see renumberLate): the next one is found from the finished head's seq on.
+    const floors = new Map(messages.flatMap((m) => (m.key === null ? [] : [[m.key, m.seq] as const])));
     return transaction(async (trx) => {
       await heads.lock(trx, keys);
-      return heads.promote(trx, keys, [], finish);
+      return heads.promote(trx, keys, [], finish, floors);
     });
   };
 
