@@ -10,8 +10,8 @@ ALTER TABLE "txoutbox" ALTER COLUMN ready DROP NOT NULL;
 -- Arrivals the relay has not sequenced yet, oldest first.
 CREATE INDEX IF NOT EXISTS txoutbox_arrival_idx ON "txoutbox" (seq) WHERE ready IS NULL;
 
--- The head of each key (pending, or dead and holding its key): at most one row per key.
-CREATE INDEX IF NOT EXISTS txoutbox_head_idx ON "txoutbox" (msg_key) WHERE ready AND msg_key IS NOT NULL;
+-- The head of each key (pending, or dead and holding its key): at most one live row per key.
+CREATE INDEX IF NOT EXISTS txoutbox_head_idx ON "txoutbox" (msg_key, seq) WHERE ready AND msg_key IS NOT NULL;
 
 -- The messages of a key that are not its head (waiting behind it, or not sequenced yet), the first one first.
 CREATE INDEX IF NOT EXISTS txoutbox_waiting_idx ON "txoutbox" (msg_key, seq) WHERE state = 'pending' AND ready IS NOT TRUE;

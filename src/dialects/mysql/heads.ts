@@ -48,13 +48,17 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
         keyList.map((key, index) => (index === 0 ? sql`SELECT ${Buffer.from(key)} AS msg_key` : sql`SELECT ${Buffer.from(key)}`)),
         sql` UNION ALL `,
       );
-      // Two index seeks per key (key_idx: msg_key, state, ready, seq): its first waiting and first unsequenced message.
+      // Index seeks per key on key_idx (msg_key, state, ready, seq), forced: left to itself the optimizer may read
+      // every head of every key through arrival_idx (ready, seq) for the head check.
       const { rows } = await trx(
         sql`
         SELECT k.msg_key,
-          EXISTS (SELECT 1 FROM ${table} AS h WHERE h.msg_key = k.msg_key AND h.state IN ('pending', 'dead') AND h.ready = 1) AS has_head,
-          (SELECT w.seq FROM ${table} AS w WHERE w.msg_key = k.msg_key AND w.state = 'pending' AND w.ready = 0 ORDER BY w.seq LIMIT 1) AS waiting,
-          (SELECT u.seq FROM ${table} AS u WHERE u.msg_key = k.msg_key AND u.state = 'pending' AND u.ready IS NULL ORDER BY u.seq LIMIT 1) AS unsequenced
+          EXISTS (SELECT 1 FROM ${table} AS h FORCE INDEX (key_idx)
+                  WHERE h.msg_key = k.msg_key AND h.state IN ('pending', 'dead') AND h.ready = 1) AS has_head,
+          (SELECT w.seq FROM ${table} AS w FORCE INDEX (key_idx)
+           WHERE w.msg_key = k.msg_key AND w.state = 'pending' AND w.ready = 0 ORDER BY w.seq LIMIT 1) AS waiting,
+          (SELECT u.seq FROM ${table} AS u FORCE INDEX (key_idx)
+           WHERE u.msg_key = k.msg_key AND u.state = 'pending' AND u.ready IS NULL ORDER BY u.seq LIMIT 1) AS unsequenced
         FROM (${keyRows}) AS k`.compile(compiler),
       );
       for (const row of rows) {
@@ -95,7 +99,8 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
         table,
         keyed.map((row) => row.seq),
       )}
-      WHERE EXISTS (SELECT 1 FROM ${table} AS h WHERE h.msg_key = t.msg_key AND h.state IN ('pending', 'dead') AND h.ready = 1 AND h.seq > t.seq)
+      WHERE EXISTS (SELECT 1 FROM ${table} AS h FORCE INDEX (key_idx)
+                    WHERE h.msg_key = t.msg_key AND h.state IN ('pending', 'dead') AND h.ready = 1 AND h.seq > t.seq)
       ORDER BY t.seq`.compile(compiler),
     );
     if (rows.length === 0) return new Set();
