@@ -65,14 +65,15 @@ export function postgresHeads(names: TableNames): Heads {
         SELECT first.seq FROM unnest(${keyList}::text[], ${keyList.map((key) => floors.get(key) ?? null)}::int8[]) AS k(msg_key, floor)
         CROSS JOIN LATERAL (
           -- From the finished head's seq on when known: what the key's earlier messages left in the index is
-          -- not read again (an open transaction anywhere keeps PostgreSQL from pruning it).
+          -- not read again (an open transaction anywhere keeps PostgreSQL from pruning it). The head check below
+          -- starts at that seq itself: a head this relay did not finish (its lease was taken over) still counts.
           SELECT w.seq, w.ready FROM ${table} AS w
           WHERE w.msg_key = k.msg_key AND w.state = 'pending' AND w.ready IS NOT TRUE AND w.seq > coalesce(k.floor, 0)
           ORDER BY w.seq LIMIT 1) AS first
         WHERE (first.ready = false OR (first.ready IS NULL AND first.seq = ANY(${arrivals}::int8[])))
           AND NOT EXISTS (
             SELECT 1 FROM ${table} AS h
-            WHERE h.msg_key = k.msg_key AND h.ready AND h.seq > coalesce(k.floor, 0) AND h.seq NOT IN (SELECT seq FROM gone))
+            WHERE h.msg_key = k.msg_key AND h.ready AND h.seq >= coalesce(k.floor, 0) AND h.seq NOT IN (SELECT seq FROM gone))
       ),
       heads AS (SELECT seq FROM candidates),
       -- Primary-key lookups of exactly the rows to change: these arrivals, and the new heads.
