@@ -270,6 +270,24 @@ describe.each(DIALECTS)('relay on %s', (dialect) => {
     await waitFor(() => broker.accepted.length === 500, 20_000, 'the whole backlog');
   });
 
+  it('keeps each claim within maxBatchBytes of payload, and claims a message larger than that alone', async () => {
+    const broker = new MemoryBroker();
+    const batches: string[][] = [];
+    const relay = testRelay(h, broker, { maxBatchBytes: 10_000 });
+    relay.on('published', (messages) => batches.push(messages.map((m) => m.id)));
+    const kb = (n: number) => new Uint8Array(n * 1000);
+    await commit([
+      { id: 'a', topic: 't', payload: kb(4) },
+      { id: 'b', topic: 't', payload: kb(4) },
+      { id: 'c', topic: 't', payload: kb(4) },
+      { id: 'big', topic: 't', payload: kb(25) },
+      { id: 'd', topic: 't', payload: kb(1) },
+    ]);
+    await drain(relay);
+    // 4 + 4 fit in 10 kB and 4 more would not; the 25 kB message goes alone, however big.
+    expect(batches).toEqual([['a', 'b'], ['c'], ['big'], ['d']]);
+  });
+
   it('on stop, finishes what it can and gives back the leases of what it cannot, without counting the attempt', async () => {
     const broker = new MemoryBroker().fail({ kind: 'hang' });
     const relay = testRelay(h, broker, { publishTimeoutMs: 60_000, leaseMs: 120_000 });
