@@ -245,7 +245,8 @@ function statementKind(text: string): string {
   if (s.includes('pg_try_advisory_xact_lock') || s.includes('stripe = ')) return "sequence: take the sequencer's turn";
   if (s.includes('pg_advisory_xact_lock') || s.includes('where stripe in')) return 'lock keys (relays only)';
   if (s.startsWith('delete')) return s.includes('lease_owner') ? 'complete: delete sent rows' : 'cleanup';
-  if (s.includes('with gone as')) return s.includes('delete from') ? 'complete: delete sent rows + promote next heads' : 'sequence: mark arrivals + heads';
+  if (s.includes('with gone as'))
+    return s.includes('delete from') ? 'complete: delete sent rows + promote next heads' : 'sequence: mark arrivals + heads';
   if (s.includes('skip locked')) return 'claim: select due heads';
   if (s.startsWith('select exists')) return 'claim: probe';
   if (s.includes('set t.lease_owner') || s.includes('set lease_owner')) return 'claim: lease update';
