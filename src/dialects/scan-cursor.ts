@@ -53,3 +53,19 @@ export const dueCursor = () =>
   new ScanCursor<DuePosition>((a, b) => a.dueAt > b.dueAt || (a.dueAt === b.dueAt && BigInt(a.seq) > BigInt(b.seq)));
 
 export const seqCursor = () => new ScanCursor<string>((a, b) => BigInt(a) > BigInt(b));
+
+/**
+ * A relay store's cursors over arrivals: the sequencing scan's, and the claim probe's, which follows it but keeps
+ * its own full-scan timer, so a late arrival behind the cursor is seen by a full probe and then sequenced by the
+ * next full scan of the sequencer (at most a second later).
+ */
+export class ArrivalCursors {
+  readonly scan = seqCursor();
+  readonly probe = seqCursor();
+
+  async sequence(run: (cursor: ScanCursor<string>) => Promise<number>): Promise<number> {
+    const made = await run(this.scan);
+    this.probe.follow(this.scan);
+    return made;
+  }
+}

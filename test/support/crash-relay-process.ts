@@ -1,27 +1,11 @@
 // A relay in a process of its own whose broker kills the process when it is handed a given message id, as a
 // message that crashes the relay would (a native module's fault, an out-of-memory, an unhandled throw). It tells
 // its parent (IPC) which ids the in-memory broker accepted, right when it accepts them.
-import { Kysely, MysqlDialect, PostgresDialect } from 'kysely';
-import mysql from 'mysql2';
-import pg from 'pg';
-import { createRelay, type Broker, type DialectName } from '../../src/index.js';
+import { createRelay, type Broker } from '../../src/index.js';
+import { childRelaySetup } from './child-relay.js';
 
-const [dialect, url, schema, poisonId, leaseMs, maxAttempts] = process.argv.slice(2) as [
-  DialectName,
-  string,
-  string,
-  string,
-  string,
-  string,
-];
-process.on('disconnect', () => process.exit(1));
-
-const db = new Kysely<unknown>({
-  dialect:
-    dialect === 'postgres'
-      ? new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 4 }) })
-      : new MysqlDialect({ pool: mysql.createPool({ uri: url, connectionLimit: 4, timezone: 'Z' }) }),
-});
+const { dialect, schema, args, db } = childRelaySetup();
+const [poisonId, leaseMs, maxAttempts] = args as [string, string, string];
 const broker: Broker = {
   name: 'crashing',
   async publish(messages) {

@@ -1,29 +1,12 @@
 // A relay in a process of its own, to be killed with SIGKILL like a crashed host. It publishes the topic
 // `orders.created` to a RabbitMQ queue and tells its parent (IPC) which ids RabbitMQ confirmed, pausing after each
 // confirmed batch before the relay marks it sent: the window in which a crash makes the next relay resend.
-import { Kysely, MysqlDialect, PostgresDialect } from 'kysely';
-import mysql from 'mysql2';
-import pg from 'pg';
 import { createRabbitMqBroker } from '../../src/brokers/rabbitmq.js';
-import { createRelay, type Broker, type DialectName } from '../../src/index.js';
+import { createRelay, type Broker } from '../../src/index.js';
+import { childRelaySetup } from './child-relay.js';
 
-const [dialect, url, schema, queue, amqpUrl, pauseMs] = process.argv.slice(2) as [
-  DialectName,
-  string,
-  string,
-  string,
-  string,
-  string,
-];
-// Gone with the parent: a test that fails must not leave relays behind.
-process.on('disconnect', () => process.exit(1));
-
-const db = new Kysely<unknown>({
-  dialect:
-    dialect === 'postgres'
-      ? new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 4 }) })
-      : new MysqlDialect({ pool: mysql.createPool({ uri: url, connectionLimit: 4, timezone: 'Z' }) }),
-});
+const { dialect, schema, args, db } = childRelaySetup();
+const [queue, amqpUrl, pauseMs] = args as [string, string, string];
 const rabbit = createRabbitMqBroker({ url: amqpUrl, routes: { 'orders.created': { exchange: '', routingKey: queue } } });
 const broker: Broker = {
   name: 'rabbitmq-reporting',

@@ -2,7 +2,7 @@ import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { ClaimedMessage, DeadLetter, RelayStore } from '../dialect.js';
 import { kyselyExecutor, readCommittedTransaction } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
-import { dueCursor, seqCursor } from '../scan-cursor.js';
+import { ArrivalCursors, dueCursor } from '../scan-cursor.js';
 import { sequencedClaim, type ClaimSteps } from '../sequenced-claim.js';
 import { compiler, qualified, rowsBySeq } from './compiler.js';
 import { mysqlHeads } from './heads.js';
@@ -31,10 +31,9 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
   const run = kyselyExecutor(db);
   const transaction = readCommittedTransaction(db);
   const heads = mysqlHeads(names);
-  // Where this relay's claims and sequencing left off (see ScanCursor); the arrivals probe keeps its own timer.
+  // Where this relay's claims and sequencing left off (see ScanCursor).
   const claimed = dueCursor();
-  const arrivals = seqCursor();
-  const arrivalsProbe = seqCursor();
+  const arrivals = new ArrivalCursors();
   const rowsOf = (messages: readonly ClaimedMessage[]) =>
     rowsBySeq(
       table,
@@ -77,7 +76,7 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
     async claimDue(limits, token, leaseMs) {
       // An idle poll costs one plain read instead of a locking transaction (SET, BEGIN, SELECT, COMMIT).
       const from = claimed.from();
-      const arrivalsFrom = arrivalsProbe.from();
+      const arrivalsFrom = arrivals.probe.from();
       const after =
         from === null
           ? sql``
@@ -91,7 +90,7 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
         ),
       );
       const waiting = Number(probe.rows[0]?.arrivals) === 1;
-      arrivalsProbe.scanned(waiting ? 1 : 0, 1);
+      arrivals.probe.scanned(waiting ? 1 : 0, 1);
       if (Number(probe.rows[0]?.due) !== 1) {
         claimed.scanned(0, limits.count);
         return { messages: [], arrivals: waiting };
@@ -149,11 +148,7 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
       return { messages, arrivals: waiting };
     },
 
-    async sequence(limit) {
-      const made = await transaction((trx) => heads.sequence(trx, limit, arrivals));
-      arrivalsProbe.follow(arrivals);
-      return made;
-    },
+    sequence: (limit) => arrivals.sequence((cursor) => transaction((trx) => heads.sequence(trx, limit, cursor))),
   };
 
   return {

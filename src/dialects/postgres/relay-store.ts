@@ -2,7 +2,7 @@ import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { ClaimedMessage, DeadLetter, RelayStore, RelayStoreOptions } from '../dialect.js';
 import { readCommittedStatements, readCommittedTransaction } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
-import { dueCursor, seqCursor } from '../scan-cursor.js';
+import { ArrivalCursors, dueCursor } from '../scan-cursor.js';
 import { sequencedClaim, type ClaimSteps } from '../sequenced-claim.js';
 import { compiler, qualified } from './compiler.js';
 import { postgresHeads } from './heads.js';
@@ -38,10 +38,7 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
   const heads = postgresHeads(names);
   // Where this relay's claims and sequencing left off (see ScanCursor).
   const claimed = dueCursor();
-  const arrivals = seqCursor();
-  // The claim's probe for arrivals keeps a full-scan timer of its own: a late arrival behind the cursor is seen by
-  // a full probe, and the sequencing it triggers scans from the beginning once its own second has passed.
-  const arrivalsProbe = seqCursor();
+  const arrivals = new ArrivalCursors();
   const seqs = (messages: readonly ClaimedMessage[]) => messages.map((m) => m.seq);
   const keysOf = (messages: readonly ClaimedMessage[]) => new Set(messages.flatMap((m) => (m.key === null ? [] : [m.key])));
 
@@ -68,7 +65,7 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
       // Due heads, oldest first, as many as fit the byte budget (the first always does). The one-row `probe`
       // says in the same round-trip whether keyed arrivals wait to be sequenced.
       const from = claimed.from();
-      const arrivalsFrom = arrivalsProbe.from();
+      const arrivalsFrom = arrivals.probe.from();
       const { rows } = await run(
         sql<ClaimedRow>`
         WITH due AS (
@@ -108,7 +105,7 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
       for (const row of leased) claimed.advance({ dueAt: row.due_at, seq: row.seq });
       claimed.scanned(leased.length, limits.count);
       const waiting = (rows[0] as unknown as ClaimedRow | undefined)?.arrivals === true;
-      arrivalsProbe.scanned(waiting ? 1 : 0, 1);
+      arrivals.probe.scanned(waiting ? 1 : 0, 1);
       return {
         arrivals: waiting,
         messages: leased
@@ -128,11 +125,7 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
       };
     },
 
-    async sequence(limit) {
-      const made = await transaction((trx) => heads.sequence(trx, limit, arrivals));
-      arrivalsProbe.follow(arrivals);
-      return made;
-    },
+    sequence: (limit) => arrivals.sequence((cursor) => transaction((trx) => heads.sequence(trx, limit, cursor))),
   };
 
   return {
