@@ -69,6 +69,8 @@ export interface RelayStore {
   release(messages: readonly ClaimedMessage[], token: string): Promise<void>;
   /** Moves a message's lease from one token to another, renewed for `leaseMs`; false when it is no longer leased to `from`. */
   handOver(message: ClaimedMessage, from: string, to: string, leaseMs: number): Promise<boolean>;
+  /** Renews the leases of these messages, still held by `token`, for `leaseMs` from now. */
+  renew(messages: readonly ClaimedMessage[], token: string, leaseMs: number): Promise<void>;
   /** Deletes up to `limit` sent rows older than `retainMs`. */
   cleanup(retainMs: number, limit: number): Promise<number>;
 }

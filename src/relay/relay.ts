@@ -300,10 +300,17 @@ export class Relay extends EventEmitter<RelayEvents> {
         await this.bury(dead, token);
         result = add(result, { ...NOTHING, claimed: dead.length, dead: dead.length });
       }
-      for (const message of suspects) {
+      // One at a time can outlast the claim's lease: the ones still to go have theirs renewed as it goes, or this
+      // relay's other workers would take them over (and count another attempt) while they wait their turn.
+      let renewedAt = performance.now();
+      for (const [index, message] of suspects.entries()) {
         if (this.stopping) {
           await this.giveBack([message], token);
           continue;
+        }
+        if (performance.now() - renewedAt > this.options.leaseMs / 3) {
+          await this.store.renew(suspects.slice(index), token, this.options.leaseMs);
+          renewedAt = performance.now();
         }
         const alone = `${this.nextToken()}${ALONE}`;
         if (!(await this.store.handOver(message, token, alone, this.options.leaseMs))) continue;

@@ -106,6 +106,11 @@ export class MemoryRelayStore implements RelayStore {
     return true;
   }
 
+  async renew(messages: readonly ClaimedMessage[], token: string, leaseMs: number): Promise<void> {
+    await this.stall.renew;
+    for (const m of messages) if (this.ours(m, token)) this.bySeq(m)!.dueAt = this.now() + leaseMs;
+  }
+
   async cleanup(): Promise<number> {
     await this.stall.cleanup;
     return 0;

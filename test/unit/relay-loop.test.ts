@@ -95,6 +95,35 @@ describe('the relay loop on an in-memory store', () => {
     expect(store.row('p3')!.lastError).toMatch(/gave up after 3 attempts: .*lost its lease/);
   });
 
+  it('renews the leases of taken-over messages still waiting their turn to go alone, so no other relay takes them over meanwhile', async () => {
+    const store = new MemoryRelayStore();
+    for (let i = 0; i < 10; i++) store.add(`s-${i}`);
+    await store.claim({ count: 10, bytes: 1e9 }, 'dead-relay:1', 0);
+    const slow = (received: string[]): Broker => ({
+      name: 'slow',
+      async publish(messages) {
+        received.push(...messages.map((m) => m.id));
+        await new Promise((resolve) => setTimeout(resolve, 60));
+        return messages.map(() => ({ status: 'ok' as const }));
+      },
+    });
+    const received: string[] = [];
+    const receivedByOther: string[] = [];
+    // Ten alone at 60 ms each outlast a 300 ms lease; another relay keeps claiming meanwhile.
+    const relay = relayOn(store, slow(received), { leaseMs: 300, publishTimeoutMs: 150 });
+    const other = relayOn(store, slow(receivedByOther), { leaseMs: 300, publishTimeoutMs: 150 });
+    const running = relay.runOnce();
+    let done = false;
+    void running.then(() => (done = true));
+    while (!done) {
+      await other.runOnce();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(received.sort()).toEqual(Array.from({ length: 10 }, (_, i) => `s-${i}`).sort());
+    expect(receivedByOther).toEqual([]);
+    expect(store.rows).toEqual([]);
+  });
+
   it("moves a key's backlog on at once when its head is sent, without waiting for a poll", async () => {
     const store = new MemoryRelayStore();
     for (let i = 0; i < 30; i++) store.add(`k-${i}`, 'K');

@@ -218,6 +218,15 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
       return affectedRows === 1;
     },
 
+    async renew(messages, token, leaseMs) {
+      if (messages.length === 0) return;
+      await run(
+        sql`
+          UPDATE ${rowsOf(messages)} SET t.lease_until = ${msFromNow(leaseMs)}, t.next_attempt_at = ${msFromNow(leaseMs)}
+          WHERE t.lease_owner = ${token} AND t.state = 'pending'`.compile(compiler),
+      );
+    },
+
     async cleanup(retainMs, limit) {
       // READ COMMITTED: a scanning DELETE under REPEATABLE READ would gap-lock what producers insert into.
       return transaction(async (trx) => {

@@ -193,6 +193,18 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
       return affectedRows === 1;
     },
 
+    async renew(messages, token, leaseMs) {
+      if (messages.length === 0) return;
+      await run(
+        sql`
+        UPDATE ${table} SET lease_until = now() + ${leaseMs} * interval '1 millisecond',
+          next_attempt_at = now() + ${leaseMs} * interval '1 millisecond'
+        FROM ${asyncCommit} WHERE seq = ANY(${seqs(messages)}::int8[]) AND lease_owner = ${token} AND state = 'pending'`.compile(
+          compiler,
+        ),
+      );
+    },
+
     async cleanup(retainMs, limit) {
       const sent = await run(
         sql`
