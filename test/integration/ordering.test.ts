@@ -185,11 +185,17 @@ describe.each(DIALECTS)('per-key order without producer locks on %s', (dialect) 
 
   it("a message that commits after a later one of its key became the head goes behind the key's queue, in commit order", async () => {
     const open = await h.db.startTransaction().execute();
-    await h.outbox.enqueue(open, { id: 'k1', topic: 't', key: 'K', payload: 1 });
-    await commit(['k2', 'k3'].map((id) => ({ id, topic: 't', key: 'K', payload: id })));
     const store = storeFor(h);
-    const inFlight = await store.claim({ count: 10, bytes: 1e9 }, 'relay-a:1', 5000);
-    expect(inFlight.map((m) => m.id)).toEqual(['k2']);
+    let inFlight;
+    try {
+      await h.outbox.enqueue(open, { id: 'k1', topic: 't', key: 'K', payload: 1 });
+      await commit(['k2', 'k3'].map((id) => ({ id, topic: 't', key: 'K', payload: id })));
+      inFlight = await store.claim({ count: 10, bytes: 1e9 }, 'relay-a:1', 5000);
+      expect(inFlight.map((m) => m.id)).toEqual(['k2']);
+    } catch (error) {
+      await open.rollback().execute();
+      throw error;
+    }
     await open.commit().execute();
     await h.sequence();
     // k1 took its seq first but committed after k2 was sequenced and in flight: it is renumbered behind k3.

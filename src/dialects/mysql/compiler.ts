@@ -36,5 +36,7 @@ export function rowsBySeq(table: RawBuilder<unknown>, seqs: readonly string[]): 
     seqs.map((seq, index) => (index === 0 ? sql`SELECT ${BigInt(seq)} AS seq` : sql`SELECT ${BigInt(seq)}`)),
     sql` UNION ALL `,
   );
-  return sql`(${picked}) AS picked STRAIGHT_JOIN ${table} AS t ON t.seq = picked.seq`;
+  // FORCE INDEX: on a small table the optimizer may otherwise scan it, and a scanning UPDATE or DELETE of several
+  // tables waits for every row it passes (multi-table statements get no semi-consistent reads).
+  return sql`(${picked}) AS picked STRAIGHT_JOIN ${table} AS t FORCE INDEX (PRIMARY) ON t.seq = picked.seq`;
 }
