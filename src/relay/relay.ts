@@ -302,7 +302,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       }
       // One at a time can outlast the claim's lease: the ones still to go have theirs renewed as it goes, or this
       // relay's other workers would take them over (and count another attempt) while they wait their turn.
-      let renewedAt = performance.now();
+      let renewedAt = Number.NEGATIVE_INFINITY; // The claim may be old already (claimed ahead, its batch published first).
       for (const [index, message] of suspects.entries()) {
         if (this.stopping) {
           await this.giveBack([message], token);
