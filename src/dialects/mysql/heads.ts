@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import { SchemaError } from '../../errors.js';
 import type { SqlExecutor } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
@@ -23,9 +23,15 @@ export interface MysqlHeads {
   /**
    * Gives each of these keys without a head its head: its first message that is waiting or among the given
    * arrivals (never one after an earlier arrival another relay is still sequencing), and puts the other arrivals
-   * behind it. Returns how many heads it made.
+   * behind it. `floors` are the seqs of heads just finished: nothing of a key waits below its head (see
+   * renumberLate), so its next message is sought from there on. Returns how many heads it made.
    */
-  promote(trx: SqlExecutor, keys: Iterable<string>, arrivals: readonly string[]): Promise<number>;
+  promote(
+    trx: SqlExecutor,
+    keys: Iterable<string>,
+    arrivals: readonly string[],
+    floors?: ReadonlyMap<string, string>,
+  ): Promise<number>;
   /**
    * Moves these rows (arrivals, or dead letters made pending again) behind their key's head when they have a lower
    * seq than it: each is written again with a new seq, waiting. Returns the old seqs.
@@ -39,57 +45,94 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
   const table = qualified(names, names.table);
   const lock: MysqlHeads['lock'] = (trx, keys) => lockKeyStripes(trx, names, keys);
 
-  const promote: MysqlHeads['promote'] = async (trx, keys, arrivals) => {
-    const newHeads: string[] = [];
-    const keyList = [...new Set(keys)];
+  /**
+   * One statement of per-key index probes, each a UNION ALL part with literal bounds, so that every one is a range
+   * read of key_idx (msg_key, state, ready, seq) that starts where it should. A correlated subquery could only use
+   * the key's equality prefix and would read the key's entries from the lowest seq up: while any transaction is
+   * open InnoDB purges nothing, and those are all the entries the key's earlier messages left behind, each checked
+   * against the clustered index.
+   */
+  const probe = async (trx: SqlExecutor, parts: readonly RawBuilder<unknown>[]) => {
+    if (parts.length === 0) return [];
+    const { rows } = await trx(sql.join(parts, sql` UNION ALL `).compile(compiler));
+    return rows.map((row) => ({ what: String(row.what), key: text(row.msg_key), seq: BigInt(row.seq as string) }));
+  };
+  const part = (what: string, key: string, where: RawBuilder<unknown>, order: RawBuilder<unknown>) =>
+    sql`(SELECT ${what} AS what, msg_key, seq FROM ${table} FORCE INDEX (key_idx)
+         WHERE msg_key = ${Buffer.from(key)} AND ${where} ORDER BY seq ${order} LIMIT 1)`;
+
+  /**
+   * Each key's head (pending or dead, from its floor on), read from the top of the key's head entries down:
+   * entries that heads sent earlier left behind all lie below the current head.
+   */
+  const headsOf = async (trx: SqlExecutor, keys: readonly string[], floors: ReadonlyMap<string, string>) => {
+    const above = (key: string) => BigInt(floors.get(key) ?? 0);
+    const found = await probe(
+      trx,
+      keys.flatMap((key) =>
+        (['pending', 'dead'] as const).map((state) =>
+          part('head', key, sql`state = ${state} AND ready = 1 AND seq >= ${above(key)}`, sql`DESC`),
+        ),
+      ),
+    );
+    const heads = new Map<string, bigint>();
+    for (const row of found) if ((heads.get(row.key) ?? -1n) < row.seq) heads.set(row.key, row.seq);
+    return heads;
+  };
+
+  const promoteWithout = async (
+    trx: SqlExecutor,
+    keyList: readonly string[],
+    heads: ReadonlyMap<string, bigint>,
+    arrivals: readonly string[],
+    floors: ReadonlyMap<string, string>,
+  ) => {
     const ours = new Set(arrivals);
-    if (keyList.length > 0) {
-      const keyRows = sql.join(
-        keyList.map((key, index) => (index === 0 ? sql`SELECT ${Buffer.from(key)} AS msg_key` : sql`SELECT ${Buffer.from(key)}`)),
-        sql` UNION ALL `,
-      );
-      // Index seeks per key on key_idx (msg_key, state, ready, seq), forced: left to itself the optimizer may read
-      // every head of every key through arrival_idx (ready, seq) for the head check.
-      const { rows } = await trx(
-        sql`
-        SELECT k.msg_key,
-          EXISTS (SELECT 1 FROM ${table} AS h FORCE INDEX (key_idx)
-                  WHERE h.msg_key = k.msg_key AND h.state IN ('pending', 'dead') AND h.ready = 1) AS has_head,
-          (SELECT w.seq FROM ${table} AS w FORCE INDEX (key_idx)
-           WHERE w.msg_key = k.msg_key AND w.state = 'pending' AND w.ready = 0 ORDER BY w.seq LIMIT 1) AS waiting,
-          (SELECT u.seq FROM ${table} AS u FORCE INDEX (key_idx)
-           WHERE u.msg_key = k.msg_key AND u.state = 'pending' AND u.ready IS NULL ORDER BY u.seq LIMIT 1) AS unsequenced
-        FROM (${keyRows}) AS k`.compile(compiler),
-      );
-      for (const row of rows) {
-        if (Number(row.has_head) === 1) continue;
-        const first = [row.waiting, row.unsequenced]
-          .filter((seq) => seq !== null && seq !== undefined)
-          .map((seq) => BigInt(seq as string))
-          .reduce<bigint | null>((a, b) => (a === null || b < a ? b : a), null);
-        if (first === null) continue;
-        const seq = String(first);
-        // The first message is waiting, or one of ours; an unsequenced one of another relay's is left to it.
-        if (String(row.waiting) === seq || ours.has(seq)) newHeads.push(seq);
-      }
+    const headless = keyList.filter((key) => !heads.has(key));
+    const above = (key: string) => BigInt(floors.get(key) ?? 0);
+    const firsts = await probe(
+      trx,
+      headless.flatMap((key) => [
+        part('waiting', key, sql`state = 'pending' AND ready = 0 AND seq > ${above(key)}`, sql`ASC`),
+        part('unsequenced', key, sql`state = 'pending' AND ready IS NULL AND seq > ${above(key)}`, sql`ASC`),
+      ]),
+    );
+    const first = new Map<string, { seq: bigint; what: string }>();
+    for (const row of firsts) {
+      const known = first.get(row.key);
+      if (known === undefined || row.seq < known.seq) first.set(row.key, row);
     }
+    // The first message is waiting, or one of ours; an unsequenced one of another relay's is left to it.
+    const newHeads = [...first.values()]
+      .filter((row) => row.what === 'waiting' || ours.has(String(row.seq)))
+      .map((row) => String(row.seq));
     const touched = new Set([...arrivals, ...newHeads]);
     if (touched.size === 0) return 0;
-    const heads = newHeads.length === 0 ? sql`0` : sql`t.seq IN (${seqList(newHeads)})`;
+    const isHead = newHeads.length === 0 ? sql`0` : sql`t.seq IN (${seqList(newHeads)})`;
     // A new head is due from now at the earliest, so claims that scan on from their cursor find it.
     await trx(
       sql`
       UPDATE ${rowsBySeq(table, [...touched])}
-      SET t.next_attempt_at = CASE WHEN t.msg_key IS NULL OR ${heads} THEN GREATEST(t.next_attempt_at, UTC_TIMESTAMP(6)) ELSE t.next_attempt_at END,
-          t.ready = (t.msg_key IS NULL OR ${heads})
-      WHERE t.ready IS NULL OR ${heads}`.compile(compiler),
+      SET t.next_attempt_at = CASE WHEN t.msg_key IS NULL OR ${isHead} THEN GREATEST(t.next_attempt_at, UTC_TIMESTAMP(6)) ELSE t.next_attempt_at END,
+          t.ready = (t.msg_key IS NULL OR ${isHead})
+      WHERE t.ready IS NULL OR ${isHead}`.compile(compiler),
     );
     return newHeads.length;
   };
 
-  const renumberLate: MysqlHeads['renumberLate'] = async (trx, candidates) => {
-    const keyed = candidates.filter((row) => row.key !== null);
-    if (keyed.length === 0) return new Set();
+  const promote: MysqlHeads['promote'] = async (trx, keys, arrivals, floors = new Map()) => {
+    const keyList = [...new Set(keys)];
+    return promoteWithout(trx, keyList, await headsOf(trx, keyList, floors), arrivals, floors);
+  };
+
+  /** The rows of these candidates that have a lower seq than their key's head, as the heads read say. */
+  const renumber = async (
+    trx: SqlExecutor,
+    candidates: readonly { seq: string; key: string | null }[],
+    heads: ReadonlyMap<string, bigint>,
+  ) => {
+    const below = candidates.filter((row) => row.key !== null && BigInt(row.seq) < (heads.get(row.key) ?? -1n));
+    if (below.length === 0) return new Set<string>();
     const { rows } = await trx(
       sql`
       SELECT t.seq, t.id, t.topic, t.msg_key, t.payload, t.content_type, t.headers, t.attempts, t.last_error,
@@ -97,13 +140,11 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
              DATE_FORMAT(t.created_at, '%Y-%m-%d %H:%i:%s.%f') AS created_at
       FROM ${rowsBySeq(
         table,
-        keyed.map((row) => row.seq),
+        below.map((row) => row.seq),
       )}
-      WHERE EXISTS (SELECT 1 FROM ${table} AS h FORCE INDEX (key_idx)
-                    WHERE h.msg_key = t.msg_key AND h.state IN ('pending', 'dead') AND h.ready = 1 AND h.seq > t.seq)
       ORDER BY t.seq`.compile(compiler),
     );
-    if (rows.length === 0) return new Set();
+    if (rows.length === 0) return new Set<string>();
     const late = rows.map((row) => String(row.seq));
     await trx(sql`DELETE t FROM ${rowsBySeq(table, late)}`.compile(compiler));
     const values = rows.map(
@@ -117,6 +158,11 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
       VALUES ${sql.join(values)}`.compile(compiler),
     );
     return new Set(late);
+  };
+
+  const renumberLate: MysqlHeads['renumberLate'] = async (trx, candidates) => {
+    const keys = [...new Set(candidates.flatMap((row) => (row.key === null ? [] : [row.key])))];
+    return renumber(trx, candidates, await headsOf(trx, keys, new Map()));
   };
 
   return {
@@ -154,14 +200,19 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
       const keys = new Set(rows.flatMap((row) => (row.msg_key === null ? [] : [text(row.msg_key)])));
       await lock(trx, keys);
       // An arrival that committed after a later message of its key became the head goes behind it, renumbered.
-      const late = await renumberLate(
+      const keyList = [...keys];
+      const headsNow = await headsOf(trx, keyList, new Map());
+      const late = await renumber(
         trx,
         rows.map((row) => ({ seq: String(row.seq), key: row.msg_key === null ? null : text(row.msg_key) })),
+        headsNow,
       );
-      return promote(
+      return promoteWithout(
         trx,
-        keys,
+        keyList,
+        headsNow,
         rows.map((row) => String(row.seq)).filter((seq) => !late.has(seq)),
+        new Map(),
       );
     },
   };

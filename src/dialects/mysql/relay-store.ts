@@ -2,6 +2,7 @@ import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { ClaimedMessage, DeadLetter, RelayStore } from '../dialect.js';
 import { kyselyExecutor, readCommittedTransaction } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
+import { headFloors } from '../head-floors.js';
 import { ArrivalCursors, dueCursor } from '../scan-cursor.js';
 import { sequencedClaim, type ClaimSteps } from '../sequenced-claim.js';
 import { compiler, qualified, rowsBySeq } from './compiler.js';
@@ -63,7 +64,7 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
           }
         }
       }
-      return { ours, promoted: await heads.promote(trx, keysOf(ours), []) };
+      return { ours, promoted: await heads.promote(trx, keysOf(ours), [], headFloors(ours)) };
     });
 
   const perMessage = (messages: readonly ClaimedMessage[], value: (m: ClaimedMessage) => RawBuilder<unknown>) =>

@@ -2,6 +2,7 @@ import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { ClaimedMessage, DeadLetter, RelayStore, RelayStoreOptions } from '../dialect.js';
 import { readCommittedStatements, readCommittedTransaction } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
+import { headFloors } from '../head-floors.js';
 import { ArrivalCursors, dueCursor } from '../scan-cursor.js';
 import { sequencedClaim, type ClaimSteps } from '../sequenced-claim.js';
 import { compiler, qualified } from './compiler.js';
@@ -53,7 +54,7 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
       return { finished: rows.map((row) => String(row.seq)), promoted: 0 };
     }
     // Nothing of a key waits below its head (see renumberLate): the next one is found from the finished head's seq on.
-    const floors = new Map(messages.flatMap((m) => (m.key === null ? [] : [[m.key, m.seq] as const])));
+    const floors = headFloors(messages);
     return transaction(async (trx) => {
       await heads.lock(trx, keys);
       return heads.promote(trx, keys, [], finish, floors);
