@@ -2,6 +2,11 @@
 export const FULL_SCAN_EVERY_MS = 1000;
 /** After a scan that came up short, how soon the next may start from the beginning. */
 export const FULL_SCAN_AFTER_SHORT_MS = 100;
+/**
+ * Full scans take at most about 1/20 of the time: when one took long (an open transaction has kept a long run of
+ * dead entries from being pruned), the next waits at least 20 times as long as it took.
+ */
+export const FULL_SCAN_COST_FACTOR = 20;
 
 /**
  * Where a relay's last scan of an index left off, so the next one starts there. Rows the relay has finished with
@@ -9,28 +14,42 @@ export const FULL_SCAN_AFTER_SHORT_MS = 100;
  * PostgreSQL and InnoDB can neither prune nor purge them: a scan from the beginning of the index would wade through
  * every one of them, and the relay would slow down with every message it sent. A scan starts from the beginning
  * anyway once a second, and sooner (100 ms) after one that came up short (nothing more beyond the cursor: look
- * behind it, where a delayed message or a late commit may be), so nothing behind the cursor waits longer.
+ * behind it, where a delayed message or a late commit may be), so nothing behind the cursor waits longer. Those
+ * intervals stretch when a full scan is slow (see FULL_SCAN_COST_FACTOR): while a transaction stays open for
+ * long, full scans wade through ever more entries, and scanning as often as usual would slow the relay with it.
  */
 export class ScanCursor<T> {
   private position: T | null = null;
   private lastFullScan = Number.NEGATIVE_INFINITY;
+  private lastFullScanMs = 0;
+  private fullScanStarted: number | null = null;
   private short = true;
 
   constructor(private readonly isAfter: (a: T, b: T) => boolean) {}
 
   /** Where this scan starts: the cursor, or null for a scan from the beginning. */
   from(): T | null {
-    const since = performance.now() - this.lastFullScan;
-    if (this.position === null || since >= FULL_SCAN_EVERY_MS || (this.short && since >= FULL_SCAN_AFTER_SHORT_MS)) {
-      this.lastFullScan = performance.now();
+    const now = performance.now();
+    const since = now - this.lastFullScan;
+    const cost = this.lastFullScanMs * FULL_SCAN_COST_FACTOR;
+    if (
+      this.position === null ||
+      since >= Math.max(FULL_SCAN_EVERY_MS, cost) ||
+      (this.short && since >= Math.max(FULL_SCAN_AFTER_SHORT_MS, cost))
+    ) {
+      this.lastFullScan = now;
+      this.fullScanStarted = now;
       return null;
     }
+    this.fullScanStarted = null;
     return this.position;
   }
 
-  /** Says how the scan went: a short one (fewer rows than it asked for) makes the next scan a full one. */
+  /** Says how the scan went: a short one (fewer rows than it asked for) makes the next scan a full one; a full one is timed. */
   scanned(found: number, wanted: number): void {
     this.short = found < wanted;
+    if (this.fullScanStarted !== null) this.lastFullScanMs = performance.now() - this.fullScanStarted;
+    this.fullScanStarted = null;
   }
 
   advance(to: T): void {
