@@ -4,7 +4,9 @@ export type { EnqueueResult, JsonValue, OutboxMessage } from './outbox/message.j
 export type { IdGenerator } from './outbox/ids.js';
 export { migrate, type MigrateOptions } from './outbox/migrate.js';
 export { createRelay, Relay, type CycleResult, type DeadMessage, type RelayEvents, type RetryingMessage } from './relay/relay.js';
-export type { DeadLetterPolicy, RelayOptions } from './relay/options.js';
+export type { DeadLetterPolicy, RelayMode, RelayOptions } from './relay/options.js';
+export { LogicalRelay, type LogicalRelayStatus } from './relay/logical/logical-relay.js';
+export { LogicalDecodingUnavailableError, slotStatus, type SlotStatus } from './relay/logical/slots.js';
 export type { ListenClient, ListenSource } from './relay/pg-listener.js';
 export { traceBroker } from './relay/tracing.js';
 export type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './brokers/broker.js';

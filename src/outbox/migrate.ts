@@ -3,6 +3,9 @@ import { ConfigError } from '../errors.js';
 import { DIALECT_NAMES, type DialectName } from '../dialects/dialect-name.js';
 import { assertPlainIdentifier } from '../dialects/identifiers.js';
 import { DEFAULT_TABLE_NAME, runMigrations } from '../dialects/migrator.js';
+import { tableNames } from '../dialects/identifiers.js';
+import { defaultPublication, logicalNames } from '../relay/logical/names.js';
+import { createPublications } from '../relay/logical/slots.js';
 
 export interface MigrateOptions {
   dialect: DialectName;
@@ -10,6 +13,13 @@ export interface MigrateOptions {
   table?: string;
   /** PostgreSQL schema or MySQL database; created if missing. Default: the connection's own. */
   schema?: string;
+  /**
+   * PostgreSQL, for the logical relay: also create this publication of the table's inserts (unless it exists).
+   * With `partitions`, one publication per partition, `<publication>_<i>`, each with its row filter (PostgreSQL 15+).
+   */
+  publication?: string;
+  /** How many partitions the logical relays split the stream into (the relays' `partitions`). Default 1. */
+  partitions?: number;
 }
 
 /**
@@ -22,5 +32,11 @@ export async function migrate<DB>(db: Kysely<DB>, options: MigrateOptions): Prom
   }
   const table = assertPlainIdentifier(options.table ?? DEFAULT_TABLE_NAME, 'table');
   const schema = options.schema === undefined ? null : assertPlainIdentifier(options.schema, 'schema');
-  return runMigrations(db, { dialect: options.dialect, component: 'outbox', table, schema });
+  const results = await runMigrations(db, { dialect: options.dialect, component: 'outbox', table, schema });
+  if (options.publication !== undefined || options.partitions !== undefined) {
+    if (options.dialect !== 'postgres') throw new ConfigError('migrate: publication is for the logical relay, which needs PostgreSQL.');
+    const names = tableNames(table, schema);
+    await createPublications(db, names, logicalNames(options.publication ?? defaultPublication(names), options.publication ?? defaultPublication(names), options.partitions ?? 1));
+  }
+  return results;
 }

@@ -24,6 +24,12 @@ export interface OutboxOptions {
    * messages by adaptive polling instead (or call `relay.kick()` after a commit when the relay runs in-process).
    */
   notify?: boolean;
+  /**
+   * Which relay reads this outbox. 'logical' (PostgreSQL): relays stream committed rows from a replication slot, so
+   * enqueue is a plain insert with no wake-up at all (`notify` must stay off). Default 'polling', which is a plain
+   * insert too since 0.2; the option states the deployment and refuses what would not work in it.
+   */
+  mode?: 'polling' | 'logical';
 }
 
 /** Hard ceiling for maxBatch: keeps one enqueue statement well inside both databases' limits. */
@@ -41,13 +47,27 @@ const schema = z.object({
     .default(1024 * 1024),
   maxBatch: z.number().int().positive().max(MAX_BATCH_CEILING).default(1000),
   notify: z.boolean().default(false),
+  mode: z.enum(['polling', 'logical']).default('polling'),
   generateId: z.custom<IdGenerator>((value) => typeof value === 'function', 'generateId must be a function').optional(),
 });
 
 export type ResolvedOutboxOptions = Omit<z.output<typeof schema>, 'schema'> & { schema: string | null };
 
 export function resolveOutboxOptions(options: OutboxOptions): ResolvedOutboxOptions {
-  const resolved = parseOptions(schema.strict(), options, 'createOutbox');
+  const resolved = parseOptions(
+    schema
+      .strict()
+      .refine((o) => o.mode === 'polling' || o.dialect === 'postgres', {
+        message: "mode 'logical' reads PostgreSQL's write-ahead log: use it with dialect 'postgres'",
+        path: ['mode'],
+      })
+      .refine((o) => o.mode === 'polling' || !o.notify, {
+        message: "mode 'logical' needs no wake-up: relays stream each commit from the slot; leave notify off",
+        path: ['notify'],
+      }),
+    options,
+    'createOutbox',
+  );
   assertPlainIdentifier(resolved.table, 'table');
   if (resolved.schema !== undefined) assertPlainIdentifier(resolved.schema, 'schema');
   return { ...resolved, schema: resolved.schema ?? null };

@@ -10,6 +10,9 @@ import { parseOptions } from '../config.js';
 
 export type DeadLetterPolicy = 'block-key' | 'skip';
 
+/** 'polling' (default) claims rows from the table; 'logical' (PostgreSQL) streams them from a replication slot. */
+export type RelayMode = 'polling' | 'logical';
+
 export interface RelayOptions<DB = unknown> {
   /** A Kysely instance (with its own pool) on the database that holds the outbox. */
   db: Kysely<DB>;
@@ -63,6 +66,24 @@ export interface RelayOptions<DB = unknown> {
    * message is tried as a probe; the first that gets through resumes full speed. Default 250 ms.
    */
   brokerProbeIntervalMs?: number;
+  /** How the relay finds committed messages. Default 'polling'. 'logical' needs PostgreSQL with wal_level = logical. */
+  mode?: RelayMode;
+  /** Logical mode: the replication slot (created on first start when missing). Default `<table>_slot`. */
+  slot?: string;
+  /** Logical mode: the publication `migrate(db, { publication })` created. Default `<table>_publication`. */
+  publication?: string;
+  /**
+   * Logical mode: split the stream into this many partitions by a hash of the key, one slot and publication each
+   * (`<slot>_<i>`, `<publication>_<i>`; migrate with the same number), so several relays publish in parallel.
+   */
+  partitions?: number;
+  /**
+   * Logical mode: the connection the slot is streamed over (a connection string or pg client options). Default:
+   * the host, port, database and user of `db`'s own connections, with the password from PGPASSWORD.
+   */
+  replication?: string | Record<string, unknown>;
+  /** Logical mode: how often a standby relay tries to take a slot another relay holds. Default 500 ms. */
+  standbyRetryMs?: number;
 }
 
 const schema = z
@@ -113,8 +134,18 @@ const schema = z
       .custom<RelayStore>((value) => typeof (value as { claim?: unknown })?.claim === 'function', 'store must be a RelayStore')
       .optional(),
     brokerProbeIntervalMs: z.number().int().min(10).max(60_000).default(250),
+    mode: z.enum(['polling', 'logical']).default('polling'),
+    slot: z.string().optional(),
+    publication: z.string().optional(),
+    partitions: z.number().int().min(1).max(64).default(1),
+    replication: z.union([z.string().min(1), z.record(z.string(), z.unknown())]).optional(),
+    standbyRetryMs: z.number().int().min(10).max(60_000).default(500),
   })
   .strict()
+  .refine((options) => options.mode === 'polling' || options.dialect === 'postgres', {
+    message: "mode 'logical' reads PostgreSQL's write-ahead log: use it with dialect 'postgres' (MySQL relays poll)",
+    path: ['mode'],
+  })
   .refine((options) => options.leaseMs > options.publishTimeoutMs, {
     message: 'leaseMs must be longer than publishTimeoutMs, or a slow publish could be taken over and sent twice',
     path: ['leaseMs'],

@@ -9,6 +9,8 @@ import { backoffDelay } from './backoff.js';
 import { CircuitBreaker } from './circuit-breaker.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 import { listenForWakeups } from './pg-listener.js';
+import { publishWithDeadline } from './publish-with-deadline.js';
+import { LogicalRelay } from './logical/logical-relay.js';
 import { Waker } from './waker.js';
 
 export interface RetryingMessage {
@@ -373,39 +375,8 @@ export class Relay extends EventEmitter<RelayEvents> {
     );
   }
 
-  /**
-   * Publishes with a deadline. Past it, or when the broker throws, the outcome is unknown for every message of
-   * the batch: they are retried with the same ids, which is what keeps delivery at-least-once.
-   */
-  private async publish(messages: OutgoingMessage[]): Promise<PublishOutcome[]> {
-    const { broker, publishTimeoutMs } = this.options;
-    if (messages.length === 0) return [];
-    const controller = new AbortController();
-    this.inFlight.add(controller);
-    let timer: NodeJS.Timeout | undefined;
-    const unknown = (error: string): PublishOutcome[] => messages.map(() => ({ status: 'retryable', error }));
-    try {
-      const deadline = new Promise<PublishOutcome[]>((resolve) => {
-        timer = setTimeout(() => {
-          // Resolved before the abort, whose listener below would settle with the abort's less telling reason.
-          resolve(unknown(`no acknowledgement within ${publishTimeoutMs} ms (outcome unknown; resent with the same id)`));
-          controller.abort(new Error('publish deadline passed'));
-        }, publishTimeoutMs);
-        controller.signal.addEventListener('abort', () => resolve(unknown(String(controller.signal.reason))), { once: true });
-      });
-      const outcomes = await Promise.race([broker.publish(messages, { signal: controller.signal }), deadline]);
-      if (!Array.isArray(outcomes) || outcomes.length !== messages.length) {
-        return unknown(
-          `broker ${broker.name} answered ${Array.isArray(outcomes) ? outcomes.length : 'no'} outcomes for ${messages.length} messages`,
-        );
-      }
-      return outcomes;
-    } catch (error) {
-      return unknown(error instanceof Error ? error.message : String(error));
-    } finally {
-      clearTimeout(timer);
-      this.inFlight.delete(controller);
-    }
+  private publish(messages: OutgoingMessage[]): Promise<PublishOutcome[]> {
+    return publishWithDeadline(this.options.broker, messages, this.options.publishTimeoutMs, this.inFlight);
   }
 
   private nextToken(): string {
@@ -436,6 +407,9 @@ function toOutgoing(message: ClaimedMessage): OutgoingMessage {
   };
 }
 
-export function createRelay<DB>(options: RelayOptions<DB>): Relay {
-  return new Relay(options as RelayOptions<unknown>);
+/** A relay: polling (the default) or, with `mode: 'logical'`, streaming from a PostgreSQL replication slot. */
+export function createRelay<DB>(options: RelayOptions<DB> & { mode: 'logical' }): LogicalRelay;
+export function createRelay<DB>(options: RelayOptions<DB>): Relay;
+export function createRelay<DB>(options: RelayOptions<DB>): Relay | LogicalRelay {
+  return options.mode === 'logical' ? new LogicalRelay(options as RelayOptions<unknown>) : new Relay(options as RelayOptions<unknown>);
 }

@@ -1,0 +1,119 @@
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { sql, type Kysely } from 'kysely';
+import type pg from 'pg';
+import { tableNames, type TableNames } from '../../dialects/identifiers.js';
+import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from '../options.js';
+import type { RelayEvents } from '../relay.js';
+import { defaultPublication, defaultSlot, logicalNames, type LogicalNames } from './names.js';
+import { PartitionRunner } from './partition-runner.js';
+import type { ReplicationSource } from './slot-stream.js';
+import { assertLogicalDecoding } from './slots.js';
+
+/** Which slots this relay holds now. */
+export interface LogicalRelayStatus {
+  partitions: { slot: string; owned: boolean }[];
+}
+
+/**
+ * The relay in mode 'logical': committed outbox inserts come from PostgreSQL's write-ahead log through a logical
+ * replication slot (pgoutput), in commit order, instead of from claims on the table. One relay at a time holds a
+ * slot; the others stand by and take over when it goes. See PartitionRunner for the protocol.
+ */
+export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: string, owned: boolean] }> {
+  readonly instanceId: string;
+  readonly names: LogicalNames;
+  private readonly options: ResolvedRelayOptions;
+  private readonly table: TableNames;
+  private runners: PartitionRunner[] = [];
+  private starting: Promise<void> | null = null;
+
+  constructor(options: RelayOptions<unknown>) {
+    super();
+    this.options = resolveRelayOptions(options);
+    this.table = tableNames(this.options.table, this.options.schema);
+    this.names = logicalNames(
+      this.options.slot ?? defaultSlot(this.table),
+      this.options.publication ?? defaultPublication(this.table),
+      this.options.partitions,
+    );
+    this.instanceId = this.options.instanceId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  }
+
+  /**
+   * Checks that the server can decode its WAL (a clear error if not), then holds or stands by for each slot.
+   * Resolves once the relay is running; rejects (and runs nothing) when logical decoding is unavailable.
+   */
+  start(): Promise<void> {
+    this.starting ??= this.begin().catch((error: unknown) => {
+      this.starting = null;
+      throw error;
+    });
+    return this.starting;
+  }
+
+  /** Stops streaming; publishes in flight get up to `drainMs` before they are aborted (their rows are streamed again). */
+  async stop({ drainMs = 10_000 }: { drainMs?: number } = {}): Promise<void> {
+    await this.starting?.catch(() => undefined);
+    this.starting = null;
+    const runners = this.runners;
+    this.runners = [];
+    await Promise.all(runners.map((runner) => runner.stop(drainMs)));
+  }
+
+  /** Streaming needs no wake-up; kept so both modes offer the same calls. */
+  kick(): void {}
+
+  status(): LogicalRelayStatus {
+    return { partitions: this.runners.map((runner, index) => ({ slot: this.names.slots[index]!, owned: runner.owned })) };
+  }
+
+  private async begin(): Promise<void> {
+    const db = this.options.db as Kysely<unknown>;
+    await assertLogicalDecoding(db);
+    const replication = await replicationSource(db, this.options.replication);
+    const token = `${this.instanceId}:${randomBytes(4).toString('hex')}`;
+    this.runners = this.names.slots.map(
+      (slot, partition) =>
+        new PartitionRunner(db, {
+          options: this.options,
+          names: this.table,
+          replication,
+          slot,
+          publication: this.names.publications[partition]!,
+          partition,
+          partitions: this.names.partitions,
+          token,
+          events: {
+            published: (messages) => this.emit('published', messages),
+            retrying: (messages) => this.emit('retrying', messages),
+            dead: (messages) => this.emit('dead', messages),
+            error: (error) => this.report(error),
+            owned: (owned) => this.emit('owned', slot, owned),
+          },
+        }),
+    );
+    for (const runner of this.runners) runner.start();
+  }
+
+  private report(error: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', error);
+    else console.error(`[txoutbox relay ${this.instanceId}]`, error);
+  }
+}
+
+/** The replication connection: as given, or the server, database and user of db's own connections. */
+async function replicationSource(db: Kysely<unknown>, given: ResolvedRelayOptions['replication']): Promise<ReplicationSource> {
+  if (given !== undefined) return given as ReplicationSource;
+  const { rows } = await sql<{ host: string | null; port: number; database: string; user: string }>`
+    SELECT host(inet_server_addr()) AS host, current_setting('port')::int AS port, current_database() AS database, current_user AS user`.execute(
+    db,
+  );
+  const row = rows[0]!;
+  const config: pg.ClientConfig = { port: row.port, database: row.database, user: row.user };
+  // NULL: db connects over a Unix socket; pg then uses PGHOST or its default, as db's own connections did.
+  if (row.host !== null) config.host = row.host;
+  if (process.env.PGPASSWORD !== undefined) config.password = process.env.PGPASSWORD;
+  return config;
+}

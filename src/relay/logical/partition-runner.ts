@@ -1,0 +1,439 @@
+import { sql, type Kysely } from 'kysely';
+import type { OutgoingMessage, PublishOutcome } from '../../brokers/broker.js';
+import type { TableNames } from '../../dialects/identifiers.js';
+import { backoffDelay } from '../backoff.js';
+import { isUnreachable } from '../circuit-breaker.js';
+import type { ResolvedRelayOptions } from '../options.js';
+import { publishWithDeadline } from '../publish-with-deadline.js';
+import type { DeadMessage, RetryingMessage } from '../relay.js';
+import { parseLsn, type Lsn } from './lsn.js';
+import { Marker } from './marker.js';
+import { partitionFilter } from './names.js';
+import { ensureSlot } from './slots.js';
+import { SlotStream, type ReplicationSource, type StreamedRow, type StreamedTransaction } from './slot-stream.js';
+
+/** A streamed transaction not yet confirmed: its end position, and how many of its rows are not yet marked. */
+interface Pending {
+  endLsn: Lsn;
+  open: number;
+}
+
+interface Entry {
+  row: StreamedRow;
+  /** The streamed transaction the row came in; null for a row found by the backfill. */
+  transaction: Pending | null;
+  attempts: number;
+}
+
+export interface PartitionEvents {
+  published(messages: OutgoingMessage[]): void;
+  retrying(messages: RetryingMessage[]): void;
+  dead(messages: DeadMessage[]): void;
+  error(error: Error): void;
+  /** The slot is this relay's (true) or no longer (false). */
+  owned(owned: boolean): void;
+}
+
+export interface PartitionOptions {
+  options: ResolvedRelayOptions;
+  names: TableNames;
+  replication: ReplicationSource;
+  slot: string;
+  publication: string;
+  partition: number;
+  partitions: number;
+  token: string;
+  events: PartitionEvents;
+}
+
+/** Buffered messages past which the relay stops reading the slot until the broker catches up. */
+const BUFFER_FACTOR = 20;
+
+/**
+ * Relays one slot (one partition of the outbox) while this process holds it: streams committed rows in commit
+ * order, publishes each key's messages one at a time (keys in parallel), marks their rows after the broker's
+ * acknowledgement, and confirms the slot past a transaction once all its rows are marked (sent or dead), so a
+ * crash anywhere streams again what was not confirmed, with the same ids. Another relay holding the slot makes
+ * this one a standby: it tries again every standbyRetryMs and takes over once the slot is free.
+ */
+export class PartitionRunner {
+  private running = false;
+  private stream: SlotStream | null = null;
+  private loop: Promise<void> | null = null;
+  private readonly inFlight = new Set<AbortController>();
+  owned = false;
+
+  // The state of one tenure of the slot; reset whenever the slot is (re)acquired.
+  private keys = new Map<string, Entry[]>();
+  private ready: Entry[] = [];
+  private transactions: Pending[] = [];
+  private buffered = 0;
+  private busy = 0;
+  private backfilled: Set<string> | null = null;
+  /** Transactions streamed while the backfill runs (chunks already read keep coming after a pause). */
+  private held: StreamedTransaction[] | null = null;
+  private backfillLsn: Lsn = 0n;
+  private blocked = new Set<string>();
+  private marker: Marker<unknown> | null = null;
+  private wakeWorkers: (() => void)[] = [];
+  private timers = new Set<NodeJS.Timeout>();
+  private epoch = 0;
+
+  constructor(
+    private readonly db: Kysely<unknown>,
+    private readonly config: PartitionOptions,
+  ) {}
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loop = this.hold();
+  }
+
+  async stop(drainMs: number): Promise<void> {
+    this.running = false;
+    const deadline = Date.now() + drainMs;
+    while (this.busy > 0 && Date.now() < deadline) await sleep(10);
+    for (const controller of this.inFlight) controller.abort(new Error('the relay is stopping'));
+    await this.marker?.flush().catch(() => undefined);
+    await this.stream?.stop();
+    this.wake();
+    await this.loop;
+  }
+
+  /** Holds the slot while running: stream from it, or stand by and try again while another relay holds it. */
+  private async hold(): Promise<void> {
+    const { options, slot } = this.config;
+    while (this.running) {
+      this.reset();
+      const epoch = this.epoch;
+      const stream = new SlotStream(
+        this.config.replication,
+        slot,
+        this.config.publication,
+        { schema: this.config.names.schema, name: this.config.names.table },
+        {
+          transaction: (transaction) => this.intake(transaction),
+          caughtUp: (lsn) => this.caughtUp(lsn),
+          started: () => void this.acquired(epoch),
+        },
+      );
+      this.stream = stream;
+      let standby = false;
+      try {
+        await ensureSlot(this.db, slot);
+        await stream.run(0n);
+      } catch (error) {
+        standby = /is active for PID/i.test(String(error));
+        if (!standby && this.running) this.report(error);
+      } finally {
+        this.stream = null;
+        this.setOwned(false);
+      }
+      if (this.running) await sleep(standby ? options.standbyRetryMs : Math.max(options.standbyRetryMs, 1000));
+    }
+    this.reset();
+  }
+
+  private reset(): void {
+    this.epoch++;
+    this.marker?.close();
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
+    this.keys = new Map();
+    this.ready = [];
+    this.transactions = [];
+    this.buffered = 0;
+    this.backfilled = null;
+    this.held = null;
+    this.blocked = new Set();
+    this.marker = new Marker(
+      this.db,
+      this.config.names,
+      {
+        retainSent: this.config.options.retainSentMs > 0,
+        asyncCommit: this.config.options.asyncCommit,
+        token: this.config.token,
+        flushMs: 5,
+        maxBatch: 1000,
+      },
+      (error) => this.report(error),
+    );
+    this.wake();
+  }
+
+  /** The slot is ours: load the blocked keys, then backfill what the slot will not stream, then let it stream. */
+  private async acquired(epoch: number): Promise<void> {
+    const stream = this.stream;
+    if (stream === null) return;
+    stream.pause();
+    this.held = [];
+    try {
+      this.setOwned(true);
+      if (this.config.options.deadLetterPolicy === 'block-key') {
+        const { rows } = await sql<{ msg_key: string }>`
+          SELECT DISTINCT msg_key FROM ${this.table()} WHERE state = 'dead' AND msg_key IS NOT NULL AND ${this.inPartition()}`.execute(
+          this.db,
+        );
+        if (epoch !== this.epoch) return;
+        this.blocked = new Set(rows.map((row) => row.msg_key));
+      }
+      await this.backfill(epoch);
+      if (epoch !== this.epoch) return;
+      const held = this.held;
+      this.held = null;
+      for (const transaction of held) this.intake(transaction);
+      for (let i = 0; i < this.config.options.concurrency; i++) void this.work(epoch);
+    } catch (error) {
+      this.report(error);
+      await stream.stop();
+      return;
+    }
+    if (epoch === this.epoch) stream.resume();
+  }
+
+  /**
+   * Rows the slot will not stream: committed before it existed (or before a relay last confirmed past them but
+   * failed to mark them). Every pending row is read, in seq order, before the stream goes on; rows the stream
+   * then brings again are skipped until it passes the position the backfill read at.
+   */
+  private async backfill(epoch: number): Promise<void> {
+    const seen = new Set<string>();
+    let after = '0';
+    for (;;) {
+      const { rows } = await sql<Record<string, unknown>>`
+        SELECT seq, id, topic, msg_key, payload, content_type, headers, attempts, next_attempt_at, created_at
+        FROM ${this.table()} WHERE state = 'pending' AND seq > ${after}::int8 AND ${this.inPartition()}
+        ORDER BY seq LIMIT 1000`.execute(this.db);
+      if (epoch !== this.epoch) return;
+      for (const row of rows) {
+        const streamed = rowFromTable(row);
+        seen.add(streamed.seq);
+        this.add({ row: streamed, transaction: null, attempts: streamed.attempts });
+      }
+      if (rows.length < 1000) break;
+      after = String(rows[rows.length - 1]!.seq);
+      while (this.buffered > this.bufferLimit() && epoch === this.epoch && this.running) await sleep(5);
+    }
+    // Read after the pages: every transaction they saw ended before this position, so once the stream is past it
+    // nothing it brings can have been read here.
+    const { rows: position } = await sql<{ lsn: string }>`SELECT pg_current_wal_insert_lsn()::text AS lsn`.execute(this.db);
+    this.backfillLsn = parseLsn(position[0]!.lsn);
+    this.backfilled = seen;
+  }
+
+  private intake(transaction: StreamedTransaction): void {
+    if (this.held !== null) {
+      this.held.push(transaction);
+      return;
+    }
+    if (this.backfilled !== null && transaction.endLsn > this.backfillLsn) this.backfilled = null;
+    const rows = this.backfilled === null ? transaction.rows : transaction.rows.filter((row) => !this.backfilled!.has(row.seq));
+    if (rows.length === 0) {
+      this.transactions.push({ endLsn: transaction.endLsn, open: 0 });
+      this.confirmDone();
+      return;
+    }
+    const pending: Pending = { endLsn: transaction.endLsn, open: rows.length };
+    this.transactions.push(pending);
+    for (const row of rows) this.add({ row, transaction: pending, attempts: row.attempts });
+    if (this.buffered > this.bufferLimit()) this.stream?.pause();
+  }
+
+  /** With nothing streamed left to mark, the slot may be confirmed up to where the server has decoded. */
+  private caughtUp(lsn: Lsn): void {
+    if (this.transactions.length === 0 && this.owned) this.stream?.confirm(lsn);
+  }
+
+  private add(entry: Entry): void {
+    this.buffered++;
+    const key = entry.row.key;
+    if (key === null) {
+      this.schedule(entry, entry.row.notBefore.getTime() - Date.now());
+      return;
+    }
+    if (this.blocked.has(key)) {
+      // Behind a dead message of its key ('block-key'): parked as dead too, so `dead retry` sends them in order.
+      this.finish(entry, { kind: 'dead', seq: entry.row.seq, error: 'waiting behind a dead message of its key', attempts: entry.attempts });
+      return;
+    }
+    const queue = this.keys.get(key);
+    if (queue === undefined) {
+      this.keys.set(key, [entry]);
+      this.schedule(entry, entry.row.notBefore.getTime() - Date.now());
+    } else queue.push(entry);
+  }
+
+  /** Makes an entry publishable now, or after a delay. */
+  private schedule(entry: Entry, delayMs: number): void {
+    if (delayMs <= 0) {
+      this.ready.push(entry);
+      this.wake();
+      return;
+    }
+    const epoch = this.epoch;
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      if (epoch === this.epoch) this.schedule(entry, 0);
+    }, delayMs);
+    this.timers.add(timer);
+  }
+
+  private async work(epoch: number): Promise<void> {
+    const { batchSize, maxBatchBytes, broker, publishTimeoutMs } = this.config.options;
+    while (this.running && epoch === this.epoch) {
+      if (this.ready.length === 0) {
+        await new Promise<void>((resolve) => this.wakeWorkers.push(resolve));
+        continue;
+      }
+      const batch: Entry[] = [];
+      let bytes = 0;
+      while (batch.length < batchSize && this.ready.length > 0) {
+        const next = this.ready[0]!;
+        if (batch.length > 0 && bytes + next.row.payload.length > maxBatchBytes) break;
+        bytes += next.row.payload.length;
+        batch.push(this.ready.shift()!);
+      }
+      this.busy++;
+      try {
+        for (const entry of batch) entry.attempts++;
+        const outcomes = await publishWithDeadline(broker, batch.map(toOutgoing), publishTimeoutMs, this.inFlight);
+        if (epoch === this.epoch) this.settle(batch, outcomes);
+      } finally {
+        this.busy--;
+      }
+    }
+  }
+
+  private settle(batch: Entry[], outcomes: PublishOutcome[]): void {
+    const { maxAttempts, backoff, random, deadLetterPolicy } = this.config.options;
+    const published: Entry[] = [];
+    const retrying: RetryingMessage[] = [];
+    const dead: DeadMessage[] = [];
+    batch.forEach((entry, index) => {
+      const outcome = outcomes[index]!;
+      if (outcome.status === 'ok') {
+        published.push(entry);
+        this.finish(entry, { kind: 'sent', seq: entry.row.seq });
+        this.next(entry);
+        return;
+      }
+      if (isUnreachable(outcome)) entry.attempts--; // The broker's outage, not the message's: not counted.
+      if (outcome.status === 'retryable' && entry.attempts < maxAttempts) {
+        const delayMs = isUnreachable(outcome) ? this.config.options.brokerProbeIntervalMs : backoffDelay(entry.attempts, backoff, random);
+        retrying.push({ message: toOutgoing(entry), error: outcome.error, delayMs });
+        this.schedule(entry, delayMs);
+        return;
+      }
+      dead.push({ message: toOutgoing(entry), error: outcome.error });
+      this.finish(entry, { kind: 'dead', seq: entry.row.seq, error: outcome.error, attempts: entry.attempts });
+      const key = entry.row.key;
+      if (key !== null && deadLetterPolicy === 'block-key') {
+        this.blocked.add(key);
+        const queue = this.keys.get(key) ?? [];
+        this.keys.delete(key);
+        for (const waiting of queue.slice(1)) {
+          this.finish(waiting, { kind: 'dead', seq: waiting.row.seq, error: `waiting behind dead message ${entry.row.id}`, attempts: waiting.attempts });
+        }
+      } else this.next(entry);
+    });
+    if (published.length > 0) this.config.events.published(published.map(toOutgoing));
+    if (retrying.length > 0) this.config.events.retrying(retrying);
+    if (dead.length > 0) this.config.events.dead(dead);
+  }
+
+  /** The key's next message, if any, may go now. */
+  private next(entry: Entry): void {
+    const key = entry.row.key;
+    if (key === null) return;
+    const queue = this.keys.get(key);
+    if (queue === undefined) return;
+    queue.shift();
+    const following = queue[0];
+    if (following === undefined) this.keys.delete(key);
+    else this.schedule(following, following.row.notBefore.getTime() - Date.now());
+  }
+
+  /** Marks the row; once that commits, its transaction may be confirmed. */
+  private finish(entry: Entry, mark: Parameters<Marker<unknown>['add']>[0]): void {
+    const epoch = this.epoch;
+    this.marker!.add(mark, () => {
+      if (epoch !== this.epoch) return;
+      this.buffered--;
+      if (this.buffered <= this.bufferLimit() / 2) this.stream?.resume();
+      if (entry.transaction !== null) {
+        entry.transaction.open--;
+        this.confirmDone();
+      }
+    });
+  }
+
+  /** Confirms the slot past every leading transaction whose rows are all marked. */
+  private confirmDone(): void {
+    let confirmed: Lsn | null = null;
+    while (this.transactions.length > 0 && this.transactions[0]!.open === 0) confirmed = this.transactions.shift()!.endLsn;
+    if (confirmed !== null) this.stream?.confirm(confirmed);
+  }
+
+  private bufferLimit(): number {
+    return this.config.options.batchSize * this.config.options.concurrency * BUFFER_FACTOR;
+  }
+
+  private wake(): void {
+    const sleepers = this.wakeWorkers;
+    this.wakeWorkers = [];
+    for (const resolve of sleepers) resolve();
+  }
+
+  private setOwned(owned: boolean): void {
+    if (this.owned === owned) return;
+    this.owned = owned;
+    this.config.events.owned(owned);
+  }
+
+  private table() {
+    const { names } = this.config;
+    return names.schema === null ? sql.id(names.table) : sql.id(names.schema, names.table);
+  }
+
+  private inPartition() {
+    return this.config.partitions === 1 ? sql`true` : sql.raw(partitionFilter(this.config.partition, this.config.partitions));
+  }
+
+  private report(error: unknown): void {
+    this.config.events.error(error instanceof Error ? error : new Error(String(error)));
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+function rowFromTable(row: Record<string, unknown>): StreamedRow {
+  return {
+    seq: String(row.seq),
+    id: String(row.id),
+    topic: String(row.topic),
+    key: row.msg_key === null ? null : String(row.msg_key),
+    payload: row.payload as Buffer,
+    contentType: String(row.content_type),
+    headers: row.headers as Record<string, string>,
+    attempts: Number(row.attempts),
+    notBefore: row.next_attempt_at as Date,
+    createdAt: row.created_at as Date,
+  };
+}
+
+function toOutgoing(entry: Entry): OutgoingMessage {
+  const { row } = entry;
+  return {
+    id: row.id,
+    topic: row.topic,
+    key: row.key,
+    payload: row.payload,
+    contentType: row.contentType,
+    headers: row.headers,
+    attempt: entry.attempts,
+    createdAt: row.createdAt,
+  };
+}

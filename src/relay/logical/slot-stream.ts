@@ -1,0 +1,188 @@
+import pg from 'pg';
+import { PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import { formatLsn, parseLsn, type Lsn } from './lsn.js';
+
+/** A committed outbox row as the slot streamed it. */
+export interface StreamedRow {
+  seq: string;
+  id: string;
+  topic: string;
+  key: string | null;
+  payload: Buffer;
+  contentType: string;
+  headers: Record<string, string>;
+  attempts: number;
+  notBefore: Date;
+  createdAt: Date;
+}
+
+/** One committed transaction's outbox rows, in the order it inserted them. */
+export interface StreamedTransaction {
+  /** Where the transaction's commit record ends: confirming this position confirms the transaction. */
+  endLsn: Lsn;
+  commitTime: Date;
+  rows: StreamedRow[];
+}
+
+export interface SlotStreamHandlers {
+  transaction(transaction: StreamedTransaction): void;
+  /** The server has sent everything up to here: with nothing of ours in flight, this may be confirmed. */
+  caughtUp(lsn: Lsn): void;
+  /** The server has started streaming: the slot is this connection's until it closes. */
+  started(): void;
+}
+
+/** Where a relay's connection to the server is taken from: a connection string or pg client options. */
+export type ReplicationSource = string | pg.ClientConfig;
+
+interface CopyConnection {
+  stream: { pause(): void; resume(): void };
+  on(event: 'copyData', listener: (message: { chunk: Buffer }) => void): void;
+  once(event: 'replicationStart', listener: () => void): void;
+  sendCopyFromChunk(chunk: Buffer): void;
+}
+
+/** Microseconds between the Unix epoch and PostgreSQL's (2000-01-01). */
+const PG_EPOCH_US = 946_684_800_000_000n;
+
+/**
+ * One replication connection streaming a slot through pgoutput: it hands over each committed transaction's
+ * outbox inserts, in commit order, and tells the server only the position the relay confirms (never what was
+ * merely received), so the server keeps everything after it for the next start.
+ */
+export class SlotStream {
+  private client: pg.Client | null = null;
+  private connection: CopyConnection | null = null;
+  private confirmed: Lsn = 0n;
+  private current: StreamedTransaction | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private paused = false;
+
+  constructor(
+    private readonly source: ReplicationSource,
+    private readonly slot: string,
+    private readonly publication: string,
+    private readonly table: { schema: string | null; name: string },
+    private readonly handlers: SlotStreamHandlers,
+    private readonly statusIntervalMs = 1000,
+  ) {}
+
+  /**
+   * Streams until the connection ends. Rejects at once when the slot is in use by another relay (the error says
+   * "is active for PID"), missing, or the server refuses.
+   */
+  async run(from: Lsn): Promise<void> {
+    const config = typeof this.source === 'string' ? { connectionString: this.source } : this.source;
+    const client = new pg.Client({ ...config, replication: 'database' } as pg.ClientConfig);
+    this.client = client;
+    this.confirmed = from;
+    client.on('error', () => {
+      // The stream's promise below rejects with the same error; without a listener it would crash the process.
+    });
+    await client.connect();
+    const connection = client.connection as unknown as CopyConnection;
+    this.connection = connection;
+    const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [this.publication] });
+    connection.on('copyData', ({ chunk }) => this.receive(chunk, plugin));
+    connection.once('replicationStart', () => this.handlers.started());
+    this.timer = setInterval(() => this.sendStatus(false), this.statusIntervalMs);
+    this.timer.unref();
+    try {
+      await plugin.start(client, this.slot, formatLsn(from));
+    } finally {
+      this.close();
+    }
+  }
+
+  /** Everything before this position is relayed: the server may free its WAL, and a restart begins here. */
+  confirm(lsn: Lsn): void {
+    if (lsn <= this.confirmed) return;
+    this.confirmed = lsn;
+    this.sendStatus(false);
+  }
+
+  /** Stops reading from the server (backpressure) until resume(). */
+  pause(): void {
+    if (this.paused || this.connection === null) return;
+    this.paused = true;
+    this.connection.stream.pause();
+  }
+
+  resume(): void {
+    if (!this.paused || this.connection === null) return;
+    this.paused = false;
+    this.connection.stream.resume();
+  }
+
+  async stop(): Promise<void> {
+    const client = this.client;
+    this.close();
+    await client?.end().catch(() => undefined);
+  }
+
+  private close(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+    this.connection = null;
+    this.client = null;
+  }
+
+  private receive(chunk: Buffer, plugin: PgoutputPlugin): void {
+    if (chunk[0] === 0x6b) {
+      // Keepalive: the position the server has decoded up to, and whether it wants an answer now.
+      this.handlers.caughtUp(chunk.readBigUInt64BE(1));
+      if (chunk[17] === 1) this.sendStatus(false);
+      return;
+    }
+    if (chunk[0] !== 0x77) return;
+    const message = plugin.parse(chunk.subarray(25)) as Pgoutput.Message;
+    switch (message.tag) {
+      case 'begin':
+        this.current = { endLsn: 0n, commitTime: new Date(Number(message.commitTime) / 1000), rows: [] };
+        return;
+      case 'insert':
+        if (this.current !== null && message.relation.name === this.table.name && (this.table.schema === null || message.relation.schema === this.table.schema)) {
+          this.current.rows.push(toRow(message.new));
+        }
+        return;
+      case 'commit': {
+        const transaction = this.current;
+        this.current = null;
+        if (transaction === null || message.commitEndLsn === null) return;
+        transaction.endLsn = parseLsn(message.commitEndLsn);
+        this.handlers.transaction(transaction);
+        return;
+      }
+      default:
+    }
+  }
+
+  /** A standby status update: written, flushed and applied all say the confirmed position. */
+  private sendStatus(replyRequested: boolean): void {
+    if (this.connection === null) return;
+    const status = Buffer.alloc(34);
+    status[0] = 0x72;
+    status.writeBigUInt64BE(this.confirmed, 1);
+    status.writeBigUInt64BE(this.confirmed, 9);
+    status.writeBigUInt64BE(this.confirmed, 17);
+    status.writeBigInt64BE(BigInt(Date.now()) * 1000n - PG_EPOCH_US, 25);
+    status[33] = replyRequested ? 1 : 0;
+    this.connection.sendCopyFromChunk(status);
+  }
+}
+
+function toRow(row: Record<string, unknown>): StreamedRow {
+  const headers = row.headers;
+  return {
+    seq: String(row.seq),
+    id: String(row.id),
+    topic: String(row.topic),
+    key: row.msg_key === null || row.msg_key === undefined ? null : String(row.msg_key),
+    payload: Buffer.isBuffer(row.payload) ? row.payload : Buffer.from(String(row.payload)),
+    contentType: String(row.content_type),
+    headers: (typeof headers === 'string' ? JSON.parse(headers) : (headers ?? {})) as Record<string, string>,
+    attempts: Number(row.attempts ?? 0),
+    notBefore: row.next_attempt_at instanceof Date ? row.next_attempt_at : new Date(String(row.next_attempt_at)),
+    createdAt: row.created_at instanceof Date ? row.created_at : new Date(String(row.created_at)),
+  };
+}

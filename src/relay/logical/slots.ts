@@ -1,0 +1,116 @@
+import { sql, type Kysely } from 'kysely';
+import { TxOutboxError } from '../../errors.js';
+import type { TableNames } from '../../dialects/identifiers.js';
+import { partitionFilter, type LogicalNames } from './names.js';
+
+/** PostgreSQL is not set up for logical decoding; the message says what to change. */
+export class LogicalDecodingUnavailableError extends TxOutboxError {
+  constructor(message: string) {
+    super(message, 'TXOUTBOX_LOGICAL_UNAVAILABLE');
+  }
+}
+
+const DUPLICATE_OBJECT = '42710';
+const codeOf = (error: unknown) => (error as { code?: unknown } | null)?.code;
+const qualifiedTable = (names: TableNames) =>
+  names.schema === null ? sql.id(names.table) : sql.id(names.schema, names.table);
+
+/** Refuses clearly, instead of hanging or failing later, when the server cannot decode its WAL. */
+export async function assertLogicalDecoding<DB>(db: Kysely<DB>): Promise<void> {
+  const { rows } = await sql<{ wal_level: string }>`SELECT current_setting('wal_level') AS wal_level`.execute(db);
+  const level = rows[0]?.wal_level;
+  if (level !== 'logical') {
+    throw new LogicalDecodingUnavailableError(
+      `The logical relay needs wal_level = logical, but this server has wal_level = ${level}. ` +
+        "Run ALTER SYSTEM SET wal_level = 'logical' and restart PostgreSQL (on a managed service, turn on its " +
+        'logical replication setting), or use the polling relay (the default mode).',
+    );
+  }
+}
+
+/** Creates the publications of the outbox table (one per partition, each with its row filter), unless they exist. */
+export async function createPublications<DB>(db: Kysely<DB>, names: TableNames, logical: LogicalNames): Promise<string[]> {
+  const created: string[] = [];
+  for (const [index, publication] of logical.publications.entries()) {
+    const { rows } = await sql`SELECT 1 FROM pg_publication WHERE pubname = ${publication}`.execute(db);
+    if (rows.length > 0) continue;
+    const filter = logical.partitions === 1 ? sql`` : sql` WHERE (${sql.raw(partitionFilter(index, logical.partitions))})`;
+    try {
+      // Inserts only: a row's later updates and its deletion after sending are the relay's own bookkeeping.
+      await sql`CREATE PUBLICATION ${sql.id(publication)} FOR TABLE ${qualifiedTable(names)}${filter} WITH (publish = 'insert')`.execute(
+        db,
+      );
+      created.push(publication);
+    } catch (error) {
+      if (codeOf(error) !== DUPLICATE_OBJECT) throw error;
+    }
+  }
+  return created;
+}
+
+export async function dropPublications<DB>(db: Kysely<DB>, logical: LogicalNames): Promise<void> {
+  for (const publication of logical.publications) await sql`DROP PUBLICATION IF EXISTS ${sql.id(publication)}`.execute(db);
+}
+
+/** Creates the slot (pgoutput) unless it exists; says whether it did. Another relay creating it at once is fine. */
+export async function ensureSlot<DB>(db: Kysely<DB>, slot: string): Promise<boolean> {
+  const { rows } = await sql`SELECT 1 FROM pg_replication_slots WHERE slot_name = ${slot}`.execute(db);
+  if (rows.length > 0) return false;
+  try {
+    await sql`SELECT pg_create_logical_replication_slot(${slot}, 'pgoutput')`.execute(db);
+    return true;
+  } catch (error) {
+    if (codeOf(error) === DUPLICATE_OBJECT) return false;
+    if (codeOf(error) === '55000') throw new LogicalDecodingUnavailableError(`Could not create slot ${slot}: ${String(error)}`);
+    throw error;
+  }
+}
+
+export async function dropSlot<DB>(db: Kysely<DB>, slot: string): Promise<boolean> {
+  const { rows } = await sql`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = ${slot}`.execute(db);
+  return rows.length > 0;
+}
+
+export interface SlotStatus {
+  slot: string;
+  exists: boolean;
+  /** A relay is streaming from it (the server process that serves it). */
+  active: boolean;
+  activePid: number | null;
+  confirmedFlushLsn: string | null;
+  /** WAL the server keeps for this slot, in bytes (from its restart position to the current one). */
+  retainedBytes: number | null;
+  /** Bytes written since the last position the relay confirmed: what it has yet to relay, at most. */
+  lagBytes: number | null;
+  /** 'reserved', 'extended', 'unreserved' or 'lost' (max_slot_wal_keep_size passed). */
+  walStatus: string | null;
+}
+
+export async function slotStatus<DB>(db: Kysely<DB>, slot: string): Promise<SlotStatus> {
+  const { rows } = await sql<{
+    active: boolean;
+    active_pid: number | null;
+    confirmed_flush_lsn: string | null;
+    retained: string | null;
+    lag: string | null;
+    wal_status: string | null;
+  }>`
+    SELECT active, active_pid, confirmed_flush_lsn::text AS confirmed_flush_lsn, wal_status,
+           pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8::text AS retained,
+           pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8::text AS lag
+    FROM pg_replication_slots WHERE slot_name = ${slot}`.execute(db);
+  const row = rows[0];
+  if (row === undefined) {
+    return { slot, exists: false, active: false, activePid: null, confirmedFlushLsn: null, retainedBytes: null, lagBytes: null, walStatus: null };
+  }
+  return {
+    slot,
+    exists: true,
+    active: row.active,
+    activePid: row.active_pid,
+    confirmedFlushLsn: row.confirmed_flush_lsn,
+    retainedBytes: row.retained === null ? null : Number(row.retained),
+    lagBytes: row.lag === null ? null : Math.max(0, Number(row.lag)),
+    walStatus: row.wal_status,
+  };
+}

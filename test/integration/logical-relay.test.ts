@@ -1,0 +1,187 @@
+import { sql } from 'kysely';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createRelay, migrate, MemoryBroker, slotStatus, type LogicalRelay, type OutboxMessage } from '../../src/index.js';
+import { createHarness, type Harness } from '../support/harness.js';
+
+/** The relay in mode 'logical': committed rows streamed from a replication slot (PostgreSQL, wal_level = logical). */
+describe('the logical relay on postgres', () => {
+  let h: Harness;
+  let relays: LogicalRelay[] = [];
+  let slot: string;
+  let publication: string;
+  let round = 0;
+
+  beforeAll(async () => {
+    h = await createHarness('postgres');
+  });
+  afterAll(async () => {
+    // Publications outlive the schema's tables: drop this file's.
+    const { rows } = await sql<{ pubname: string }>`SELECT pubname FROM pg_publication WHERE pubname LIKE ${`${h.schema}%`}`.execute(h.db);
+    for (const { pubname } of rows) await sql`DROP PUBLICATION ${sql.id(pubname)}`.execute(h.db);
+    await h?.destroy();
+  });
+  afterEach(async () => {
+    await Promise.all(relays.map((relay) => relay.stop({ drainMs: 1000 })));
+    relays = [];
+    // A slot left behind would keep WAL on this server for ever.
+    await sql`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE ${`${slot}%`} AND NOT active`.execute(h.db);
+    await sql`DELETE FROM ${sql.id(h.schema, 'txoutbox')}`.execute(h.db);
+  });
+
+  /** A fresh slot and publication per test, so tests do not see each other's stream. */
+  async function setUp(partitions = 1) {
+    round++;
+    slot = `${h.schema}_s${round}`;
+    publication = `${h.schema}_p${round}`;
+    await migrate(h.db, { dialect: 'postgres', schema: h.schema, publication, partitions });
+  }
+
+  function relay(broker: MemoryBroker, options: Partial<Parameters<typeof createRelay>[0]> = {}): LogicalRelay {
+    const created = createRelay({
+      ...options,
+      db: h.db,
+      dialect: 'postgres',
+      schema: h.schema,
+      broker,
+      mode: 'logical',
+      slot,
+      publication,
+      backoff: { initialMs: 10, maxMs: 50 },
+    });
+    relays.push(created);
+    return created;
+  }
+
+  const outbox = () => h.createOutbox({ mode: 'logical' });
+  const commit = (messages: OutboxMessage[]) => h.db.transaction().execute((trx) => outbox().enqueue(trx, messages));
+  const ids = (broker: MemoryBroker) => broker.received().map((m) => m.id);
+
+  async function until(check: () => boolean | Promise<boolean>, what: string, ms = 15_000) {
+    const deadline = Date.now() + ms;
+    while (!(await check())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+  const pendingRows = async () =>
+    Number((await sql<{ n: string }>`SELECT count(*) AS n FROM ${sql.id(h.schema, 'txoutbox')} WHERE state = 'pending'`.execute(h.db)).rows[0]!.n);
+
+  it('publishes what commits, in commit order per key, never what rolls back, and deletes rows once acknowledged', async () => {
+    await setUp();
+    const broker = new MemoryBroker();
+    await relay(broker).start();
+    await commit([1, 2, 3].map((n) => ({ id: `a${n}`, topic: 'orders', key: 'A', payload: n })));
+    await h.db
+      .transaction()
+      .execute(async (trx) => {
+        await outbox().enqueue(trx, { id: 'rolled-back', topic: 'orders', key: 'A', payload: 0 });
+        throw new Error('roll back');
+      })
+      .catch(() => undefined);
+    await commit([{ id: 'b1', topic: 'orders', key: 'B', payload: 1 }, { id: 'a4', topic: 'orders', key: 'A', payload: 4 }]);
+    await commit([{ id: 'keyless', topic: 'audit', payload: {} }]);
+    await until(() => new Set(ids(broker)).size === 6, 'six messages');
+    // One relay, no crash: each exactly once (the rows committed while it read the table are not sent twice).
+    expect(ids(broker)).toHaveLength(6);
+    expect(ids(broker).filter((id) => id.startsWith('a'))).toEqual(['a1', 'a2', 'a3', 'a4']);
+    expect(ids(broker)).not.toContain('rolled-back');
+    await until(async () => (await pendingRows()) === 0, 'the rows to be deleted');
+    // The slot is confirmed past them: nothing is left for the next start.
+    await until(async () => ((await slotStatus(h.db, slot)).lagBytes ?? 1) < 100_000, 'the slot to be confirmed');
+  });
+
+  it('publishes rows committed before its slot existed (backfill), before what the stream brings', async () => {
+    await setUp();
+    await commit([1, 2].map((n) => ({ id: `early${n}`, topic: 'orders', key: 'K', payload: n })));
+    const broker = new MemoryBroker();
+    await relay(broker).start();
+    await commit([{ id: 'late', topic: 'orders', key: 'K', payload: 3 }]);
+    await until(() => broker.received().length >= 3, 'three messages');
+    expect(ids(broker)).toEqual(['early1', 'early2', 'late']);
+  });
+
+  it('loses nothing across a restart: a new relay publishes whatever the stopped one had not confirmed', async () => {
+    await setUp();
+    const first = new MemoryBroker();
+    await relay(first).start();
+    const messages = Array.from({ length: 500 }, (_, n) => ({ id: `m${n}`, topic: 'orders', key: `k${n % 20}`, payload: n }));
+    for (let n = 0; n < 500; n += 50) await commit(messages.slice(n, n + 50));
+    await until(() => first.received().length > 0, 'a first publish');
+    await relays[0]!.stop({ drainMs: 0 });
+    const second = new MemoryBroker();
+    await relay(second).start();
+    await until(async () => (await pendingRows()) === 0, 'every row to be sent');
+    const all = new Set([...ids(first), ...ids(second)]);
+    expect(all.size).toBe(500);
+    // Per key, the second relay's messages continue in order.
+    for (let key = 0; key < 20; key++) {
+      const mine = second.received().filter((m) => m.key === `k${key}`).map((m) => Number(m.id.slice(1)));
+      expect(mine).toEqual([...mine].sort((a, b) => a - b));
+    }
+  });
+
+  it('dead-letters a poison message without holding the slot back; its key waits, other keys flow', async () => {
+    await setUp();
+    const broker = new MemoryBroker().fail({ kind: 'permanent', error: 'poison pill' }, { times: 1, where: (m) => m.id === 'p1' });
+    await relay(broker).start();
+    await commit([
+      { id: 'p1', topic: 'orders', key: 'P', payload: 1 },
+      { id: 'p2', topic: 'orders', key: 'P', payload: 2 },
+      { id: 'q1', topic: 'orders', key: 'Q', payload: 1 },
+    ]);
+    await commit([{ id: 'q2', topic: 'orders', key: 'Q', payload: 2 }]);
+    await until(() => ids(broker).includes('q2'), 'the other key');
+    await until(async () => (await pendingRows()) === 0, 'nothing pending');
+    const { rows } = await sql<{ id: string; state: string; last_error: string }>`
+      SELECT id, state, last_error FROM ${sql.id(h.schema, 'txoutbox')} ORDER BY seq`.execute(h.db);
+    expect(rows).toEqual([
+      { id: 'p1', state: 'dead', last_error: expect.stringContaining('poison pill') },
+      { id: 'p2', state: 'dead', last_error: expect.stringContaining('waiting behind dead message p1') },
+    ]);
+    expect(ids(broker)).not.toContain('p2');
+    await until(async () => ((await slotStatus(h.db, slot)).lagBytes ?? 1) < 100_000, 'the slot to be confirmed');
+  });
+
+  it('a standby takes over the slot when the active relay goes, within 5 s', async () => {
+    await setUp();
+    const a = new MemoryBroker();
+    const b = new MemoryBroker();
+    const active = relay(a);
+    await active.start();
+    await until(() => active.status().partitions[0]!.owned, 'the first relay to hold the slot');
+    const standby = relay(b);
+    await standby.start();
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(standby.status().partitions[0]!.owned).toBe(false);
+    await commit([{ id: 'x1', topic: 'orders', key: 'X', payload: 1 }]);
+    await until(() => ids(a).includes('x1'), 'the active relay to publish');
+    await active.stop({ drainMs: 0 });
+    const gone = Date.now();
+    await commit([{ id: 'x2', topic: 'orders', key: 'X', payload: 2 }]);
+    await until(() => ids(b).includes('x2'), 'the standby to publish', 5000);
+    expect(Date.now() - gone).toBeLessThan(5000);
+  });
+
+  it('with partitions, each slot streams its share of the keys, and together they send everything in order per key', async () => {
+    await setUp(2);
+    const broker = new MemoryBroker();
+    const partitioned = relay(broker, { partitions: 2 });
+    await partitioned.start();
+    const messages = Array.from({ length: 200 }, (_, n) => ({ id: `m${n}`, topic: 'orders', key: `k${n % 10}`, payload: n }));
+    for (let n = 0; n < 200; n += 20) await commit(messages.slice(n, n + 20));
+    await until(() => new Set(ids(broker)).size === 200, 'all 200 messages');
+    expect(partitioned.status().partitions.map((p) => p.slot)).toEqual([`${slot}_0`, `${slot}_1`]);
+    for (let key = 0; key < 10; key++) {
+      const sent = broker.received().filter((m) => m.key === `k${key}`).map((m) => Number(m.id.slice(1)));
+      expect(sent).toEqual([...sent].sort((a, b) => a - b));
+    }
+    // Both slots carried some of them.
+    const streamed = await Promise.all([0, 1].map(async (i) => (await slotStatus(h.db, `${slot}_${i}`)).exists));
+    expect(streamed).toEqual([true, true]);
+  });
+
+  it('refuses what logical mode cannot do: MySQL, and notify', () => {
+    expect(() => createRelay({ db: h.db, dialect: 'mysql', broker: new MemoryBroker(), mode: 'logical' })).toThrow(/dialect 'postgres'/);
+    expect(() => h.createOutbox({ mode: 'logical', notify: true })).toThrow(/notify/);
+  });
+});
