@@ -13,7 +13,15 @@ import { assertLogicalDecoding } from './slots.js';
 
 /** Which slots this relay holds now. */
 export interface LogicalRelayStatus {
-  partitions: { slot: string; owned: boolean }[];
+  partitions: {
+    slot: string;
+    /** This relay streams from the slot now (false: it stands by, or the slot is missing). */
+    owned: boolean;
+    /** Rows streamed from this slot since the relay started. */
+    streamed: number;
+    /** Commit time of the oldest transaction streamed but not yet confirmed; null when all are. */
+    oldestUnconfirmedCommit: Date | null;
+  }[];
 }
 
 /**
@@ -66,7 +74,14 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
   kick(): void {}
 
   status(): LogicalRelayStatus {
-    return { partitions: this.runners.map((runner, index) => ({ slot: this.names.slots[index]!, owned: runner.owned })) };
+    return {
+      partitions: this.runners.map((runner, index) => ({
+        slot: this.names.slots[index]!,
+        owned: runner.owned,
+        streamed: runner.streamed,
+        oldestUnconfirmedCommit: runner.oldestUnconfirmed(),
+      })),
+    };
   }
 
   private async begin(): Promise<void> {

@@ -15,6 +15,7 @@ import { SlotStream, type ReplicationSource, type StreamedRow, type StreamedTran
 /** A streamed transaction not yet confirmed: its end position, and how many of its rows are not yet marked. */
 interface Pending {
   endLsn: Lsn;
+  commitTime: Date;
   open: number;
 }
 
@@ -62,6 +63,8 @@ export class PartitionRunner {
   private loop: Promise<void> | null = null;
   private readonly inFlight = new Set<AbortController>();
   owned = false;
+  /** Rows taken from the stream (not the backfill) since this relay started. */
+  streamed = 0;
 
   // The state of one tenure of the slot; reset whenever the slot is (re)acquired.
   private keys = new Map<string, Entry[]>();
@@ -230,11 +233,12 @@ export class PartitionRunner {
     if (this.backfilled !== null && transaction.endLsn > this.backfillLsn) this.backfilled = null;
     const rows = this.backfilled === null ? transaction.rows : transaction.rows.filter((row) => !this.backfilled!.has(row.seq));
     if (rows.length === 0) {
-      this.transactions.push({ endLsn: transaction.endLsn, open: 0 });
+      this.transactions.push({ endLsn: transaction.endLsn, commitTime: transaction.commitTime, open: 0 });
       this.confirmDone();
       return;
     }
-    const pending: Pending = { endLsn: transaction.endLsn, open: rows.length };
+    const pending: Pending = { endLsn: transaction.endLsn, commitTime: transaction.commitTime, open: rows.length };
+    this.streamed += rows.length;
     this.transactions.push(pending);
     for (const row of rows) this.add({ row, transaction: pending, attempts: row.attempts });
     if (this.buffered > this.bufferLimit()) this.stream?.pause();
@@ -366,6 +370,11 @@ export class PartitionRunner {
         this.confirmDone();
       }
     });
+  }
+
+  /** When the oldest transaction streamed but not yet confirmed committed: how far behind the relay is. */
+  oldestUnconfirmed(): Date | null {
+    return this.transactions[0]?.commitTime ?? null;
   }
 
   /** Confirms the slot past every leading transaction whose rows are all marked. */
