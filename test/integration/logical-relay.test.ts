@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { fork } from 'node:child_process';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createRelay, migrate, MemoryBroker, slotStatus, type LogicalRelay, type OutboxMessage } from '../../src/index.js';
 import { createHarness, type Harness } from '../support/harness.js';
 
@@ -178,6 +179,47 @@ describe('the logical relay on postgres', () => {
     // Both slots carried some of them.
     const streamed = await Promise.all([0, 1].map(async (i) => (await slotStatus(h.db, `${slot}_${i}`)).exists));
     expect(streamed).toEqual([true, true]);
+  });
+
+  it('a standby takes over within 5 s of the active relay process being killed (SIGKILL), and nothing is lost', async () => {
+    await setUp();
+    const script = new URL('../support/logical-relay-process.ts', import.meta.url).pathname;
+    const url = inject('pgUrl');
+    const child = fork(script, ['postgres', url, h.schema, slot, publication, url], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    const fromChild: string[] = [];
+    let childOwns = false;
+    child.on('message', (message: { owned?: boolean; published?: string[] }) => {
+      if (message.owned !== undefined) childOwns = message.owned;
+      if (message.published) fromChild.push(...message.published);
+    });
+    try {
+      await until(() => childOwns, 'the child relay to hold the slot');
+      const broker = new MemoryBroker();
+      const standby = relay(broker);
+      await standby.start();
+      await commit(Array.from({ length: 50 }, (_, n) => ({ id: `before${n}`, topic: 'orders', key: `k${n % 5}`, payload: n })));
+      await until(() => fromChild.length >= 50, 'the child relay to publish');
+      expect(standby.status().partitions[0]!.owned).toBe(false);
+      const killed = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      await killed;
+      const gone = Date.now();
+      await commit(Array.from({ length: 50 }, (_, n) => ({ id: `after${n}`, topic: 'orders', key: `k${n % 5}`, payload: n })));
+      await until(() => ids(broker).filter((id) => id.startsWith('after')).length === 50, 'the standby to publish', 5000);
+      expect(Date.now() - gone).toBeLessThan(5000);
+      await until(async () => (await pendingRows()) === 0, 'nothing pending');
+      // Every message went out (some of the child's last ones perhaps twice: at-least-once), each key in order.
+      expect(new Set([...fromChild, ...ids(broker)]).size).toBe(100);
+      for (let key = 0; key < 5; key++) {
+        const after = broker.received().filter((m) => m.key === `k${key}` && m.id.startsWith('after')).map((m) => Number(m.id.slice(5)));
+        expect(after).toEqual([...after].sort((a, b) => a - b));
+      }
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
   });
 
   it('refuses what logical mode cannot do: MySQL, and notify', () => {

@@ -35,10 +35,11 @@ describe.each(DIALECTS)('migrate on %s', (dialect) => {
     const tsx = new URL('../../node_modules/.bin/tsx', import.meta.url).pathname;
     const outputs = await Promise.all([1, 2].map(() => run(tsx, [script, dialect, url, h.schema, table])));
     const applied = outputs.map(({ stdout }) => JSON.parse(stdout) as string[]);
-    expect(applied.flat()).toEqual(['001_create_outbox', '002_relay_sequences_keys']);
+    const files = ['001_create_outbox', '002_relay_sequences_keys', '003_logical_slots'];
+    expect(applied.flat()).toEqual(files);
 
     const history = await sql<{ name: string }>`SELECT name FROM ${sql.id(h.schema, `${table}_migrations`)}`.execute(h.db);
-    expect(history.rows.map((row) => row.name).sort()).toEqual(['001_create_outbox', '002_relay_sequences_keys']);
+    expect(history.rows.map((row) => row.name).sort()).toEqual(files);
     expect(await tablesIn(h.schema)).toEqual(expect.arrayContaining([table]));
     expect(await tablesIn(h.schema)).not.toContain(`${table}_keys`);
   });
@@ -47,7 +48,7 @@ describe.each(DIALECTS)('migrate on %s', (dialect) => {
     const schema = `${h.schema}_b`;
     try {
       await migrate(h.db, { dialect, schema, table: 'orders_outbox' });
-      const expected = dialect === 'postgres' ? ['orders_outbox'] : ['orders_outbox', 'orders_outbox_key_locks'];
+      const expected = dialect === 'postgres' ? ['orders_outbox', 'orders_outbox_slots'] : ['orders_outbox', 'orders_outbox_key_locks'];
       expect((await tablesIn(schema)).filter((name) => !name.includes('migration'))).toEqual(expected);
       const outbox = createOutbox({ dialect, schema, table: 'orders_outbox' });
       await h.db.transaction().execute((trx) => outbox.enqueue(trx, { id: 'in-custom', topic: 't', key: 'k', payload: 1 }));

@@ -9,7 +9,7 @@ import type { DeadMessage, RetryingMessage } from '../relay.js';
 import { parseLsn, type Lsn } from './lsn.js';
 import { Marker } from './marker.js';
 import { partitionFilter } from './names.js';
-import { ensureSlot } from './slots.js';
+import { backfillThrough, ensureSlot } from './slots.js';
 import { SlotStream, type ReplicationSource, type StreamedRow, type StreamedTransaction } from './slot-stream.js';
 
 /** A streamed transaction not yet confirmed: its end position, and how many of its rows are not yet marked. */
@@ -124,7 +124,7 @@ export class PartitionRunner {
       this.stream = stream;
       let standby = false;
       try {
-        await ensureSlot(this.db, slot);
+        await ensureSlot(this.db, slot, this.config.names);
         await stream.run(0n);
       } catch (error) {
         standby = /is active for PID/i.test(String(error));
@@ -196,17 +196,19 @@ export class PartitionRunner {
   }
 
   /**
-   * Rows the slot will not stream: committed before it existed (or before a relay last confirmed past them but
-   * failed to mark them). Every pending row is read, in seq order, before the stream goes on; rows the stream
-   * then brings again are skipped until it passes the position the backfill read at.
+   * Rows the slot will not stream: committed before it existed. Those still pending (up to the seq recorded when
+   * the slot was made) are read in seq order before the stream goes on; rows the stream then brings again are
+   * skipped until it passes the position the backfill read at.
    */
   private async backfill(epoch: number): Promise<void> {
     const seen = new Set<string>();
+    const through = await backfillThrough(this.db, this.config.slot, this.config.names);
     let after = '0';
     for (;;) {
       const { rows } = await sql<Record<string, unknown>>`
         SELECT seq, id, topic, msg_key, payload, content_type, headers, attempts, next_attempt_at, created_at
-        FROM ${this.table()} WHERE state = 'pending' AND seq > ${after}::int8 AND ${this.inPartition()}
+        FROM ${this.table()}
+        WHERE state = 'pending' AND seq > ${after}::int8 AND seq <= ${through}::int8 AND ${this.inPartition()}
         ORDER BY seq LIMIT 1000`.execute(this.db);
       if (epoch !== this.epoch) return;
       for (const row of rows) {

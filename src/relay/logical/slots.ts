@@ -52,22 +52,44 @@ export async function dropPublications<DB>(db: Kysely<DB>, logical: LogicalNames
   for (const publication of logical.publications) await sql`DROP PUBLICATION IF EXISTS ${sql.id(publication)}`.execute(db);
 }
 
-/** Creates the slot (pgoutput) unless it exists; says whether it did. Another relay creating it at once is fine. */
-export async function ensureSlot<DB>(db: Kysely<DB>, slot: string): Promise<boolean> {
+const slotsTable = (names: TableNames) =>
+  names.schema === null ? sql.id(`${names.table}_slots`) : sql.id(names.schema, `${names.table}_slots`);
+
+/**
+ * Creates the slot (pgoutput) unless it exists, and records the highest seq the table holds right after: rows up
+ * to it may have committed before the slot could stream them (see backfillThrough). Says whether it created the
+ * slot. Another relay creating it at the same moment is fine.
+ */
+export async function ensureSlot<DB>(db: Kysely<DB>, slot: string, names: TableNames): Promise<boolean> {
   const { rows } = await sql`SELECT 1 FROM pg_replication_slots WHERE slot_name = ${slot}`.execute(db);
-  if (rows.length > 0) return false;
-  try {
-    await sql`SELECT pg_create_logical_replication_slot(${slot}, 'pgoutput')`.execute(db);
-    return true;
-  } catch (error) {
-    if (codeOf(error) === DUPLICATE_OBJECT) return false;
-    if (codeOf(error) === '55000') throw new LogicalDecodingUnavailableError(`Could not create slot ${slot}: ${String(error)}`);
-    throw error;
+  let created = false;
+  if (rows.length === 0) {
+    try {
+      await sql`SELECT pg_create_logical_replication_slot(${slot}, 'pgoutput')`.execute(db);
+      created = true;
+    } catch (error) {
+      if (codeOf(error) === '55000') throw new LogicalDecodingUnavailableError(`Could not create slot ${slot}: ${String(error)}`);
+      if (codeOf(error) !== DUPLICATE_OBJECT) throw error;
+    }
   }
+  // A new slot replaces what an old one of the same name recorded; a slot made by hand gets its record now.
+  await sql`
+    INSERT INTO ${slotsTable(names)} (slot, backfill_through)
+    SELECT ${slot}, coalesce(max(seq), 0) FROM ${qualifiedTable(names)}
+    ON CONFLICT (slot) DO ${created ? sql`UPDATE SET backfill_through = excluded.backfill_through` : sql`NOTHING`}`.execute(db);
+  return created;
 }
 
-export async function dropSlot<DB>(db: Kysely<DB>, slot: string): Promise<boolean> {
+/** The highest seq a relay taking the slot must look for in the table: past it, the slot streams every row. */
+export async function backfillThrough<DB>(db: Kysely<DB>, slot: string, names: TableNames): Promise<string> {
+  const { rows } = await sql<{ through: string }>`
+    SELECT backfill_through::text AS through FROM ${slotsTable(names)} WHERE slot = ${slot}`.execute(db);
+  return rows[0]?.through ?? '9223372036854775807';
+}
+
+export async function dropSlot<DB>(db: Kysely<DB>, slot: string, names: TableNames): Promise<boolean> {
   const { rows } = await sql`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = ${slot}`.execute(db);
+  await sql`DELETE FROM ${slotsTable(names)} WHERE slot = ${slot}`.execute(db);
   return rows.length > 0;
 }
 
