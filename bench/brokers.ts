@@ -84,9 +84,11 @@ const RELAY_POOL_SIZE = 10;
 const RUN_TIMEOUT_MS = 120_000;
 const NATS_ACK_TIMEOUT_MS = 5000;
 const GOALS = { rabbitmq: 0.8, nats: 0.75 } as const;
+/** The logical relay's goals (#13): its own, higher for RabbitMQ. */
+const LOGICAL_GOALS: Record<keyof typeof GOALS, number> = { rabbitmq: 0.85, nats: 0.75 };
 
 type BrokerName = keyof typeof GOALS;
-type Kind = 'raw' | 'adapter' | 'relay' | 'memory';
+type Kind = 'raw' | 'adapter' | 'relay' | 'logical' | 'memory';
 
 const progress = progressFor('brokers');
 
@@ -419,6 +421,18 @@ function timed(inner: Broker, stats: RelayStats, active: () => boolean): Broker 
 }
 
 /** Time out a wait: resolves false after `ms`, with the timer cleared when `done` settles first. */
+/** A logical relay's slot and publication. */
+interface LogicalSlot {
+  slot: string;
+  publication: string;
+}
+
+/** Slots outlive the run (and would keep WAL for ever): drop it, and its publication. */
+async function dropLogical(db: Kysely<any>, logical: LogicalSlot): Promise<void> {
+  await sql`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = ${logical.slot}`.execute(db);
+  await sql`DROP PUBLICATION IF EXISTS ${sql.id(logical.publication)}`.execute(db);
+}
+
 function within(done: Promise<void>, timeoutMs: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([
@@ -489,6 +503,7 @@ async function relayRun(
   table: string,
   messages: readonly BenchMessage[],
   destination: Destination | null,
+  logical: LogicalSlot | null = null,
 ): Promise<Run> {
   // As autovacuum would have by now in production, then let the database catch up on the enqueue's writes.
   await analyze(target, db, schema, table);
@@ -536,6 +551,7 @@ async function relayRun(
       broker: timed(inner, stats, () => active),
       batchSize: WINDOW,
       concurrency: WINDOWS_IN_FLIGHT,
+      ...(logical === null ? {} : { mode: 'logical' as const, slot: logical.slot, publication: logical.publication }),
     });
     let published = 0;
     let retried = 0;
@@ -566,7 +582,7 @@ async function relayRun(
     const cpuBefore = cpuSnapshot();
     active = true;
     const began = performance.now();
-    relay.start();
+    Promise.resolve(relay.start()).catch((error: unknown) => progress(`relay failed to start: ${String(error)}`));
     const finished = await within(done, RUN_TIMEOUT_MS);
     const elapsed = (finished ? ended : performance.now()) - began;
     active = false;
@@ -579,7 +595,7 @@ async function relayRun(
     shareOutControl(stats, target.dialect);
     const rowsLeft = await rowsIn(db, schema, table);
     return finishRun(destination, {
-      kind: destination === null ? 'memory' : 'relay',
+      kind: destination === null ? 'memory' : logical === null ? 'relay' : 'logical',
       wanted: messages.length,
       acked,
       ms: elapsed,
@@ -650,16 +666,21 @@ async function benchBroker(target: Target, db: Kysely<any>, schema: string, brok
   progress(
     `${broker.label}: warm-up raw run ${count(calibration.rate)} msg/s → ${count(total)} messages per run × ${ROUNDS} rounds`,
   );
-  const runs: Record<Kind, Run[]> = { raw: [], adapter: [], relay: [], memory: [] };
+  const runs: Record<Kind, Run[]> = { raw: [], adapter: [], relay: [], logical: [], memory: [] };
+  const postgres = target.dialect === 'postgres';
   for (let round = 0; round < ROUNDS; round++) {
     const messages = roundMessages(round, total);
     const table = (kind: Kind) => `${broker.name}_${kind}${round}`;
     // Both relay tables of the round at once, to save wall time; each timed run starts after the database settled.
+    // The logical relay's table gets its publication and slot first, so the slot streams the enqueued messages.
+    const slot: LogicalSlot = { slot: `${schema}_${table('logical')}`.toLowerCase(), publication: `${schema}_${table('logical')}_pub`.toLowerCase() };
     await Promise.all([
       fillTable(target, db, schema, table('relay'), messages),
       fillTable(target, db, schema, table('memory'), messages),
+      ...(postgres ? [fillTable(target, db, schema, table('logical'), messages, slot)] : []),
     ]);
-    const order: Kind[] = round % 2 === 0 ? ['raw', 'adapter', 'relay', 'memory'] : ['memory', 'relay', 'adapter', 'raw'];
+    const kinds: Kind[] = postgres ? ['raw', 'adapter', 'relay', 'logical', 'memory'] : ['raw', 'adapter', 'relay', 'memory'];
+    const order: Kind[] = round % 2 === 0 ? kinds : [...kinds].reverse();
     for (const kind of order) {
       const name = `${kind}${round}`;
       let run: Run;
@@ -669,7 +690,13 @@ async function benchBroker(target: Target, db: Kysely<any>, schema: string, brok
         const destination = await broker.destination(name);
         try {
           if (kind === 'relay') run = await relayRun(target, db, schema, table(kind), messages, destination);
-          else {
+          else if (kind === 'logical') {
+            try {
+              run = await relayRun(target, db, schema, table(kind), messages, destination, slot);
+            } finally {
+              await dropLogical(db, slot);
+            }
+          } else {
             await settle(target, db, progress);
             run =
               kind === 'raw'
@@ -799,6 +826,10 @@ interface Figures {
   serial: number;
   rawWindowMs: number;
   adapterWindowMs: number;
+  /** The logical relay (PostgreSQL only), median msg/s and its ratio to raw. */
+  logical: number | null;
+  logicalRatio: number | null;
+  logicalRoundRatios: number[];
   /** Means per batch, over all rounds. */
   real: Cycle;
   inMemory: Cycle;
@@ -834,10 +865,14 @@ function figures(report: BrokerReport): Figures {
       beyondPublish: cycle - publish,
     };
   };
+  const logical = runs.logical.length === 0 ? null : med('logical');
   return {
     raw,
     adapter: med('adapter'),
     relay,
+    logical,
+    logicalRatio: logical === null ? null : logical / raw,
+    logicalRoundRatios: runs.logical.map((run, i) => rate(run) / rate(runs.raw[i]!)),
     memory,
     ratio: relay / raw,
     roundRatios: runs.relay.map((run, i) => rate(run) / rate(runs.raw[i]!)),
@@ -846,7 +881,13 @@ function figures(report: BrokerReport): Figures {
     adapterWindowMs: meanWindow('adapter'),
     real: perBatch('relay'),
     inMemory: perBatch('memory'),
-    cpu: { raw: cpuOf(runs.raw), adapter: cpuOf(runs.adapter), relay: cpuOf(runs.relay), memory: cpuOf(runs.memory) },
+    cpu: {
+      raw: cpuOf(runs.raw),
+      adapter: cpuOf(runs.adapter),
+      relay: cpuOf(runs.relay),
+      logical: cpuOf(runs.logical),
+      memory: cpuOf(runs.memory),
+    },
   };
 }
 
@@ -960,6 +1001,12 @@ function renderBroker(report: BrokerReport, f: Figures): string[] {
     `| Adapter alone, no database (median) | ${count(f.adapter)} msg/s (${ratio(f.adapter / f.raw)} × raw) | ${rounds('adapter')} | — | — |`,
     `| **Relay → ${broker.label}** (median) | ${count(f.relay)} msg/s | ${rounds('relay')} | — | — |`,
     `| **Relay / raw** | **${ratio(f.ratio)}** | ${f.roundRatios.map(ratio).join(', ')} | ≥ ${ratio(goal)} | ${f.ratio >= goal ? 'met' : '**missed**'} |`,
+    ...(f.logical === null || f.logicalRatio === null
+      ? []
+      : [
+          `| **Logical relay → ${broker.label}** (mode 'logical', median) | ${count(f.logical)} msg/s | ${rounds('logical')} | — | — |`,
+          `| **Logical relay / raw** | **${ratio(f.logicalRatio)}** | ${f.logicalRoundRatios.map(ratio).join(', ')} | ≥ ${ratio(LOGICAL_GOALS[broker.name])} | ${f.logicalRatio >= LOGICAL_GOALS[broker.name] ? 'met' : '**missed**'} |`,
+        ]),
     `| Relay, in-memory broker (database only, median) | ${count(f.memory)} msg/s | ${rounds('memory')} | — | — |`,
     `| Serial estimate 1 / (1/memory + 1/raw) | ${count(f.serial)} msg/s (${ratio(f.serial / f.raw)} × raw) | — | — | — |`,
     '',
@@ -984,6 +1031,7 @@ function renderCpu(target: Target, f: Figures): string[] {
     raw: 'Raw client',
     adapter: 'Adapter alone',
     relay: 'Relay → broker',
+    logical: 'Logical relay → broker',
     memory: 'Relay → in-memory broker',
   };
   const rows = (Object.keys(labels) as Kind[]).flatMap((kind) => {

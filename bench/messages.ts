@@ -2,6 +2,8 @@ import { sql, type Kysely } from 'kysely';
 import { createUlidGenerator } from '../src/outbox/ids.js';
 import { createOutbox, migrate, type OutboxMessage, type OutgoingMessage } from '../src/index.js';
 import type { Target } from './support.js';
+import { ensureSlot } from '../src/relay/logical/slots.js';
+import { tableNames } from '../src/dialects/identifiers.js';
 
 /**
  * The workload the broker-facing benches share (brokers, scaling, pgboss): ~200-byte JSON order events, keys
@@ -9,8 +11,9 @@ import type { Target } from './support.js';
  */
 
 export const TOPIC = 'orders.created';
-export const KEYS = 1000;
-export const PAYLOAD_BYTES = 200;
+/** The workload's shape; BENCH_KEYS and BENCH_PAYLOAD_BYTES change it (e.g. 200 keys × 1 KB). */
+export const KEYS = Number(process.env.BENCH_KEYS ?? 1000);
+export const PAYLOAD_BYTES = Number(process.env.BENCH_PAYLOAD_BYTES ?? 200);
 export const ENQUEUE_BATCH = 1000;
 
 /** A type, not an interface: the outbox's JsonValue needs the implicit index signature. */
@@ -72,8 +75,11 @@ export async function fillTable(
   schema: string,
   table: string,
   messages: readonly BenchMessage[],
+  /** For the logical relay: its publication and slot are made first, so the slot streams these messages. */
+  logical: { slot: string; publication: string } | null = null,
 ): Promise<void> {
-  await migrate(db, { dialect: target.dialect, schema, table });
+  await migrate(db, { dialect: target.dialect, schema, table, ...(logical === null ? {} : { publication: logical.publication }) });
+  if (logical !== null) await ensureSlot(db, logical.slot, tableNames(table, schema));
   const outbox = createOutbox({ dialect: target.dialect, schema, table });
   for (let start = 0; start < messages.length; start += ENQUEUE_BATCH) {
     const batch: OutboxMessage[] = messages

@@ -1,6 +1,7 @@
 import { benchBrokers, benchBrokersMysql } from './brokers.js';
 import { benchEnqueue } from './enqueue.js';
 import { benchInbox } from './inbox.js';
+import { benchLogical } from './logical.js';
 import { benchPgBoss } from './pgboss.js';
 import { benchProducers } from './producers.js';
 import { benchRelay } from './relay.js';
@@ -19,6 +20,7 @@ const BENCHES: Readonly<Record<string, () => Promise<string>>> = {
   'brokers-mysql': benchBrokersMysql,
   scaling: benchScaling,
   pgboss: benchPgBoss,
+  logical: benchLogical,
 };
 
 async function main(args: readonly string[]): Promise<number> {
