@@ -24,8 +24,13 @@ describe('the logical relay on postgres', () => {
   afterEach(async () => {
     await Promise.all(relays.map((relay) => relay.stop({ drainMs: 1000 })));
     relays = [];
-    // A slot left behind would keep WAL on this server for ever.
-    await sql`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE ${`${slot}%`} AND NOT active`.execute(h.db);
+    // A slot left behind would keep WAL on this server for ever. A stopped relay's server process may take a moment
+    // to let go of it.
+    await until(async () => {
+      const { rows } = await sql`SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE ${`${slot}%`} AND active`.execute(h.db);
+      return rows.length === 0;
+    }, 'the slots to be released');
+    await sql`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE ${`${slot}%`}`.execute(h.db);
     await sql`DELETE FROM ${sql.id(h.schema, 'txoutbox')}`.execute(h.db);
   });
 
