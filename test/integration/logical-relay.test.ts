@@ -227,6 +227,56 @@ describe('the logical relay on postgres', () => {
     }
   });
 
+  it('a message that kills the relay process on every publish is dead after maxAttempts takeovers; all the others go out', async () => {
+    await setUp();
+    const script = new URL('../support/logical-relay-process.ts', import.meta.url).pathname;
+    const url = inject('pgUrl');
+    const published: string[] = [];
+    let crashes = 0;
+    const startChild = async () => {
+      const child = fork(script, ['postgres', url, h.schema, slot, publication, url, 'poison'], {
+        execArgv: ['--import', 'tsx'],
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      });
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.on('message', (message: { published?: string[] }) => {
+        if (message.published) published.push(...message.published);
+      });
+      return { child, exited };
+    };
+    let current = await startChild();
+    await until(async () => (await slotStatus(h.db, slot)).active, 'the child relay to hold the slot');
+    await commit([
+      ...Array.from({ length: 10 }, (_, n) => ({ id: `a${n}`, topic: 'orders', key: `k${n % 3}`, payload: n })),
+      { id: 'poison', topic: 'orders', key: 'P', payload: 0 },
+      ...Array.from({ length: 10 }, (_, n) => ({ id: `b${n}`, topic: 'orders', key: `k${n % 3}`, payload: n })),
+    ]);
+    try {
+      const deadline = Date.now() + 60_000;
+      let exited = false;
+      void current.exited.then(() => (exited = true));
+      while ((await pendingRows()) > 0) {
+        if (Date.now() > deadline) throw new Error('timed out waiting for the outbox to drain');
+        if (exited) {
+          crashes++;
+          expect(crashes, 'crashes before the poison went dead').toBeLessThanOrEqual(4);
+          exited = false;
+          current = await startChild();
+          void current.exited.then(() => (exited = true));
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const { rows } = await sql<{ id: string; state: string }>`SELECT id, state FROM ${sql.id(h.schema, 'txoutbox')}`.execute(h.db);
+      expect(rows).toEqual([{ id: 'poison', state: 'dead' }]);
+      expect(crashes).toBe(4);
+      const others = new Set(published);
+      for (const id of [...Array.from({ length: 10 }, (_, n) => `a${n}`), ...Array.from({ length: 10 }, (_, n) => `b${n}`)]) expect(others).toContain(id);
+    } finally {
+      current.child.kill('SIGKILL');
+      await current.exited;
+    }
+  });
+
   it('refuses what logical mode cannot do: MySQL, and notify', () => {
     expect(() => createRelay({ db: h.db, dialect: 'mysql', broker: new MemoryBroker(), mode: 'logical' })).toThrow(/dialect 'postgres'/);
     expect(() => h.createOutbox({ mode: 'logical', notify: true })).toThrow(/notify/);

@@ -1,20 +1,22 @@
 // A logical relay in a process of its own, to be killed with SIGKILL like a crashed host. It publishes to the
-// in-memory broker and tells its parent (IPC) once it holds the slot and which ids it published.
+// in-memory broker and tells its parent (IPC) once it holds the slot and which ids it published. Given a fourth
+// argument, it kills itself whenever it publishes the message with that id (a message that crashes the relay).
 import { createRelay, MemoryBroker, type Broker } from '../../src/index.js';
 import { childRelaySetup } from './child-relay.js';
 
 const { schema, args, db } = childRelaySetup();
-const [slot, publication, url] = args as [string, string, string];
+const [slot, publication, url, killer] = args as [string, string, string, string | undefined];
 const memory = new MemoryBroker();
 const broker: Broker = {
   name: 'reporting',
   async publish(messages, context) {
+    if (killer !== undefined && messages.some((m) => m.id === killer)) process.kill(process.pid, 'SIGKILL');
     const outcomes = await memory.publish(messages, context);
     process.send?.({ published: messages.map((m) => m.id) });
     return outcomes;
   },
 };
-const relay = createRelay({ db, dialect: 'postgres', schema, broker, mode: 'logical', slot, publication, replication: url });
+const relay = createRelay({ db, dialect: 'postgres', schema, broker, mode: 'logical', slot, publication, replication: url, maxAttempts: 3 });
 relay.on('owned', (_slot, owned) => process.send?.({ owned }));
 await relay.start();
 process.send?.({ started: true });

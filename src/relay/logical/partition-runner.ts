@@ -24,6 +24,11 @@ interface Entry {
   /** The streamed transaction the row came in; null for a row found by the backfill. */
   transaction: Pending | null;
   attempts: number;
+  /**
+   * Committed before this relay took the slot, and among what the relay before it may have been publishing when it
+   * stopped (see publishSuspects): its attempt is counted in the table before it goes out.
+   */
+  suspect: boolean;
 }
 
 export interface PartitionEvents {
@@ -77,6 +82,10 @@ export class PartitionRunner {
   private held: StreamedTransaction[] | null = null;
   private backfillLsn: Lsn = 0n;
   private blocked = new Set<string>();
+  /** Rows with a seq up to this one committed before this tenure of the slot began (see Entry.suspect). */
+  private suspectThrough = -1n;
+  private suspectBudget = 0;
+  private suspectBusy = false;
   private marker: Marker<unknown> | null = null;
   private wakeWorkers: (() => void)[] = [];
   private timers = new Set<NodeJS.Timeout>();
@@ -149,6 +158,9 @@ export class PartitionRunner {
     this.buffered = 0;
     this.backfilled = null;
     this.held = null;
+    this.suspectThrough = -1n;
+    this.suspectBudget = 0;
+    this.suspectBusy = false;
     this.blocked = new Set();
     this.marker = new Marker(
       this.db,
@@ -173,6 +185,10 @@ export class PartitionRunner {
     this.held = [];
     try {
       this.setOwned(true);
+      const { rows: top } = await sql<{ seq: string | null }>`SELECT max(seq)::text AS seq FROM ${this.table()}`.execute(this.db);
+      if (epoch !== this.epoch) return;
+      this.suspectThrough = BigInt(top[0]?.seq ?? '-1');
+      this.suspectBudget = this.bufferLimit();
       if (this.config.options.deadLetterPolicy === 'block-key') {
         const { rows } = await sql<{ msg_key: string }>`
           SELECT DISTINCT msg_key FROM ${this.table()} WHERE state = 'dead' AND msg_key IS NOT NULL AND ${this.inPartition()}`.execute(
@@ -214,7 +230,7 @@ export class PartitionRunner {
       for (const row of rows) {
         const streamed = rowFromTable(row);
         seen.add(streamed.seq);
-        this.add({ row: streamed, transaction: null, attempts: streamed.attempts });
+        this.add({ row: streamed, transaction: null, attempts: streamed.attempts, suspect: true });
       }
       if (rows.length < 1000) break;
       after = String(rows[rows.length - 1]!.seq);
@@ -242,7 +258,7 @@ export class PartitionRunner {
     const pending: Pending = { endLsn: transaction.endLsn, commitTime: transaction.commitTime, open: rows.length };
     this.streamed += rows.length;
     this.transactions.push(pending);
-    for (const row of rows) this.add({ row, transaction: pending, attempts: row.attempts });
+    for (const row of rows) this.add({ row, transaction: pending, attempts: row.attempts, suspect: this.isSuspect(row) });
     if (this.buffered > this.bufferLimit()) this.stream?.pause();
   }
 
@@ -292,11 +308,29 @@ export class PartitionRunner {
         await new Promise<void>((resolve) => this.wakeWorkers.push(resolve));
         continue;
       }
+      if (this.suspectBusy) {
+        await new Promise<void>((resolve) => this.wakeWorkers.push(resolve));
+        continue;
+      }
+      if (this.ready[0]!.suspect) {
+        // Nothing else in flight meanwhile, so a crash counts against these only.
+        this.suspectBusy = true;
+        try {
+          while (this.busy > 0) await sleep(1);
+          const suspects: Entry[] = [];
+          while (suspects.length < batchSize && this.ready[0]?.suspect === true) suspects.push(this.ready.shift()!);
+          await this.publishSuspects(epoch, suspects);
+        } finally {
+          this.suspectBusy = false;
+          this.wake();
+        }
+        continue;
+      }
       const batch: Entry[] = [];
       let bytes = 0;
       while (batch.length < batchSize && this.ready.length > 0) {
         const next = this.ready[0]!;
-        if (batch.length > 0 && bytes + next.row.payload.length > maxBatchBytes) break;
+        if (next.suspect || (batch.length > 0 && bytes + next.row.payload.length > maxBatchBytes)) break;
         bytes += next.row.payload.length;
         batch.push(this.ready.shift()!);
       }
@@ -308,6 +342,59 @@ export class PartitionRunner {
       } finally {
         this.busy--;
       }
+    }
+  }
+
+  /** Stream rows committed before this tenure, up to as many as a relay keeps in memory (see Entry.suspect). */
+  private isSuspect(row: StreamedRow): boolean {
+    if (BigInt(row.seq) > this.suspectThrough || this.suspectBudget <= 0) return false;
+    this.suspectBudget--;
+    return true;
+  }
+
+  /**
+   * Messages a relay may have died publishing. Each one's attempt is counted in the table before it goes out, so a
+   * crash leaves it counted: those counted once (this is their first attempt since a crash) go out as a batch;
+   * those counted before were in flight when a relay stopped and go out alone, so an innocent one is sent and a
+   * message that kills the relay on every publish reaches maxAttempts and is dead-lettered without another try.
+   * Marks are flushed before anything else goes.
+   */
+  private async publishSuspects(epoch: number, suspects: Entry[]): Promise<void> {
+    const { broker, publishTimeoutMs, maxAttempts } = this.config.options;
+    this.busy++;
+    try {
+      const { rows } = await sql<{ seq: string; attempts: number }>`
+        UPDATE ${this.table()} SET attempts = attempts + 1
+        WHERE seq = ANY(${suspects.map((entry) => entry.row.seq)}::int8[]) AND state = 'pending'
+        RETURNING seq::text AS seq, attempts`.execute(this.db);
+      if (epoch !== this.epoch) return;
+      const counted = new Map(rows.map((row) => [row.seq, row.attempts]));
+      const fresh: Entry[] = [];
+      const alone: Entry[] = [];
+      for (const entry of suspects) {
+        entry.suspect = false;
+        const attempts = counted.get(entry.row.seq);
+        if (attempts === undefined) {
+          // Marked before this relay took over (sent, or dead): nothing to publish.
+          this.next(entry);
+          this.finish(entry, null);
+        } else if (attempts > maxAttempts) {
+          entry.attempts = attempts - 1;
+          this.settle([entry], [{ status: 'permanent', error: `the relay stopped while publishing it, ${attempts - 1} times (crashed or killed)` }]);
+        } else {
+          entry.attempts = Math.max(entry.attempts + 1, attempts);
+          (attempts > 1 ? alone : fresh).push(entry);
+        }
+      }
+      for (const batch of [fresh, ...alone.map((entry) => [entry])]) {
+        if (batch.length === 0) continue;
+        const outcomes = await publishWithDeadline(broker, batch.map(toOutgoing), publishTimeoutMs, this.inFlight);
+        if (epoch !== this.epoch) return;
+        this.settle(batch, outcomes);
+        await this.marker?.flush();
+      }
+    } finally {
+      this.busy--;
     }
   }
 
@@ -360,10 +447,10 @@ export class PartitionRunner {
     else this.schedule(following, following.row.notBefore.getTime() - Date.now());
   }
 
-  /** Marks the row; once that commits, its transaction may be confirmed. */
-  private finish(entry: Entry, mark: Parameters<Marker<unknown>['add']>[0]): void {
+  /** Marks the row (null: nothing to write); once that commits, its transaction may be confirmed. */
+  private finish(entry: Entry, mark: Parameters<Marker<unknown>['add']>[0] | null): void {
     const epoch = this.epoch;
-    this.marker!.add(mark, () => {
+    const done = () => {
       if (epoch !== this.epoch) return;
       this.buffered--;
       if (this.buffered <= this.bufferLimit() / 2) this.stream?.resume();
@@ -371,7 +458,9 @@ export class PartitionRunner {
         entry.transaction.open--;
         this.confirmDone();
       }
-    });
+    };
+    if (mark === null) done();
+    else this.marker!.add(mark, done);
   }
 
   /** When the oldest transaction streamed but not yet confirmed committed: how far behind the relay is. */
