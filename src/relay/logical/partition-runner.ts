@@ -86,6 +86,7 @@ export class PartitionRunner {
   private suspectThrough = -1n;
   private suspectBudget = 0;
   private suspectBusy = false;
+  private saidNoSender = false;
   private marker: Marker<unknown> | null = null;
   private wakeWorkers: (() => void)[] = [];
   private timers = new Set<NodeJS.Timeout>();
@@ -134,10 +135,17 @@ export class PartitionRunner {
       let standby = false;
       try {
         await ensureSlot(this.db, slot, this.config.names);
-        await stream.run(0n);
+        // A standby asks over its pool whether the slot is taken before it opens a replication connection: WAL
+        // senders are few (max_wal_senders), and standbys trying them all the time can starve the relays that stream.
+        const { rows } = await sql<{ active: boolean }>`SELECT active FROM pg_replication_slots WHERE slot_name = ${slot}`.execute(this.db);
+        if (rows[0]?.active === true) standby = true;
+        else await stream.run(0n);
       } catch (error) {
         standby = /is active for PID/i.test(String(error));
-        if (!standby && this.running) this.report(error);
+        // Out of WAL senders: said once (max_wal_senders must cover relays × partitions), then tried again quietly.
+        const noSender = /max_wal_senders/.test(String(error));
+        if (!standby && this.running && !(noSender && this.saidNoSender)) this.report(error);
+        if (noSender) this.saidNoSender = true;
       } finally {
         this.stream = null;
         this.setOwned(false);
