@@ -3,6 +3,7 @@ import { fork } from 'node:child_process';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createRelay, migrate, MemoryBroker, slotStatus, type LogicalRelay, type OutboxMessage } from '../../src/index.js';
 import { createHarness, type Harness } from '../support/harness.js';
+import { SlotStream } from '../../src/relay/logical/slot-stream.js';
 
 /** The relay in mode 'logical': committed rows streamed from a replication slot (PostgreSQL, wal_level = logical). */
 describe('the logical relay on postgres', () => {
@@ -275,6 +276,27 @@ describe('the logical relay on postgres', () => {
       current.child.kill('SIGKILL');
       await current.exited;
     }
+  });
+
+  it('a replication connection refused its slot (held by another relay) is closed, not left holding a WAL sender', async () => {
+    await setUp();
+    const holder = relay(new MemoryBroker());
+    await holder.start();
+    await until(() => holder.status().partitions[0]!.owned, 'the relay to hold the slot');
+    const walSenders = async () =>
+      Number(
+        (
+          await sql<{ n: string }>`
+            SELECT count(*) AS n FROM pg_stat_activity WHERE backend_type = 'walsender' AND query LIKE ${`%${slot}%`}`.execute(h.db)
+        ).rows[0]!.n,
+      );
+    const refused = new SlotStream(inject('pgUrl'), slot, publication, { schema: h.schema, name: 'txoutbox' }, {
+      transaction: () => undefined,
+      caughtUp: () => undefined,
+      started: () => undefined,
+    });
+    for (let attempt = 0; attempt < 3; attempt++) await expect(refused.run(0n)).rejects.toThrow(/is active for PID/);
+    await until(async () => (await walSenders()) === 1, 'only the holder to have a WAL sender');
   });
 
   it('refuses what logical mode cannot do: MySQL, and notify', () => {

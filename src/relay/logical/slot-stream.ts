@@ -79,7 +79,13 @@ export class SlotStream {
     client.on('error', () => {
       // The stream's promise below rejects with the same error; without a listener it would crash the process.
     });
-    await client.connect();
+    try {
+      await client.connect();
+    } catch (error) {
+      this.close();
+      await client.end().catch(() => undefined);
+      throw error;
+    }
     const connection = client.connection as unknown as CopyConnection;
     this.connection = connection;
     const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [this.publication] });
@@ -91,6 +97,9 @@ export class SlotStream {
       await plugin.start(client, this.slot, formatLsn(from));
     } finally {
       this.close();
+      // A refused START_REPLICATION (the slot is another relay's) leaves the connection open: each would hold one
+      // of the server's few WAL senders for good.
+      await client.end().catch(() => undefined);
     }
   }
 
