@@ -3,6 +3,8 @@ import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DIALECT_NAMES } from '../dialects/dialect-name.js';
+import { tableNames } from '../dialects/identifiers.js';
+import { defaultPublication, defaultSlot, logicalNames, type LogicalNames } from '../relay/logical/names.js';
 import { CliError, EXIT } from './errors.js';
 import { isSecretField, Redactor } from './redact.js';
 
@@ -48,6 +50,18 @@ const relaySettings = z
     drainMs: ms,
     /** While the broker is unreachable: how often one message probes for its return. */
     brokerProbeIntervalMs: z.number().int().min(10).max(60_000),
+    /** 'logical' (PostgreSQL): stream committed rows from a replication slot instead of polling the table. */
+    mode: z.enum(['polling', 'logical']),
+    /** Logical mode: the replication slot; default `<schema>_<table>_slot`. */
+    slot: z.string().min(1),
+    /** Logical mode: the publication `migrate` creates; default `<schema>_<table>_publication`. */
+    publication: z.string().min(1),
+    /** Logical mode: split the stream into this many slots by a hash of the key. */
+    partitions: numeric(z.number().int().min(1).max(64)),
+    /** Logical mode: how often a standby tries to take a slot another relay holds. */
+    standbyRetryMs: numeric(z.number().int().min(10).max(60_000)),
+    /** Logical mode: past this much WAL kept for a slot, the sidecar logs a warning (once per crossing). */
+    maxRetainedWalBytes: numeric(z.number().int().min(1)),
   })
   .partial()
   .strict();
@@ -289,6 +303,64 @@ function leaseProblems(config: z.output<typeof configSchema>): string[] {
   return [...problems];
 }
 
+/** Where a relay setting of a table comes from, for messages: the table's own, or the global one. */
+function settingPath(table: TableConfig, d: number, t: number, setting: keyof RelaySettings): string {
+  return table.relay?.[setting] !== undefined ? `databases.${d}.tables.${t}.relay.${setting}` : `relay.${setting}`;
+}
+
+/**
+ * Tables in mode 'logical': only on PostgreSQL, with valid slot and publication names that no other table of the
+ * database uses, and without retainSentMs (the logical relay deletes sent rows at once and runs no cleanup, so
+ * kept rows would never go). createRelay checks some of this too, but only once databases are open, with exit 1.
+ */
+function logicalProblems(config: z.output<typeof configSchema>): string[] {
+  const problems = new Set<string>();
+  config.databases.forEach((db, d) => {
+    const slots = new Map<string, string>();
+    const publications = new Map<string, string>();
+    db.tables.forEach((table, t) => {
+      const settings = relaySettingsFor(config, table);
+      if (settings.mode !== 'logical') return;
+      if (db.dialect !== 'postgres') {
+        problems.add(
+          `${settingPath(table, d, t, 'mode')}: mode logical reads PostgreSQL's write-ahead log, but database ` +
+            `"${db.name}" is ${db.dialect} (MySQL/MariaDB tables are relayed by polling: remove mode there)`,
+        );
+        return;
+      }
+      if ((settings.retainSentMs ?? 0) > 0) {
+        problems.add(
+          `${settingPath(table, d, t, 'retainSentMs')}: the logical relay deletes rows once sent and keeps none; ` +
+            'leave retainSentMs out (or 0) for tables in mode logical',
+        );
+      }
+      let names: LogicalNames;
+      try {
+        names = logicalNamesOf(db, table, settings);
+      } catch (error) {
+        problems.add(`databases.${d}.tables.${t}.relay: ${(error as Error).message}`);
+        return;
+      }
+      const label = `${db.name}/${table.table}`;
+      for (const [used, own, setting] of [
+        [slots, names.slots, 'slot'],
+        [publications, names.publications, 'publication'],
+      ] as const) {
+        for (const name of own) {
+          const other = used.get(name);
+          if (other !== undefined) {
+            problems.add(
+              `${settingPath(table, d, t, setting)}: ${setting} "${name}" is also used by ${other}; give each table its own`,
+            );
+          }
+          used.set(name, label);
+        }
+      }
+    });
+  });
+  return [...problems];
+}
+
 /** Validates an already parsed configuration object; every problem is listed with its path. */
 export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv, source = 'the configuration'): LoadedConfig {
   const missing: string[] = [];
@@ -300,7 +372,7 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv, source = 'the 
   if (!parsed.success) {
     for (const issue of parsed.error.issues) problems.push(`${issue.path.map(String).join('.') || '(root)'}: ${issue.message}`);
   }
-  if (parsed.success) problems.push(...leaseProblems(parsed.data));
+  if (parsed.success) problems.push(...leaseProblems(parsed.data), ...logicalProblems(parsed.data));
   if (problems.length > 0 || !parsed.success) {
     throw new CliError(
       redactor.text(`Invalid configuration in ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`),
@@ -340,3 +412,16 @@ export function relaySettingsFor(config: Config, table: TableConfig): RelaySetti
 
 /** Sent rows are kept a minute by default so `status` can say what was sent in the last minute. */
 export const DEFAULT_RETAIN_SENT_MS = 60_000;
+
+/** Retained WAL per slot past which the sidecar warns (relay.maxRetainedWalBytes): 1 GiB. */
+export const DEFAULT_MAX_RETAINED_WAL_BYTES = 1024 ** 3;
+
+/** The slots and publications a table in mode logical uses: its settings, or the relay's defaults for the table. */
+export function logicalNamesOf(database: DatabaseConfig, table: TableConfig, settings: RelaySettings): LogicalNames {
+  const names = tableNames(table.table, table.schema ?? database.schema ?? null);
+  return logicalNames(
+    settings.slot ?? defaultSlot(names),
+    settings.publication ?? defaultPublication(names),
+    settings.partitions ?? 1,
+  );
+}

@@ -1,6 +1,6 @@
 import { adminStoreFor, type AdminStore } from '../dialects/admin.js';
 import { tableNames } from '../dialects/identifiers.js';
-import type { DatabaseConfig, LoadedConfig, TableConfig } from './config.js';
+import { relaySettingsFor, type DatabaseConfig, type LoadedConfig, type TableConfig } from './config.js';
 import { assertTableExists, openDatabases, schemaOf, tableLabel, type OpenDatabase } from './databases.js';
 import { CliError, EXIT } from './errors.js';
 
@@ -64,12 +64,16 @@ export async function openTargets(
         if (selection.table !== undefined && table.table !== selection.table) continue;
         await assertTableExists(database, table);
         const schema = schemaOf(database.config, table);
+        const settings = relaySettingsFor(loaded.config, table);
         targets.push({
           database,
           table,
           label: tableLabel(database.config, table),
           labels: { database: database.config.name, table: schema === undefined ? table.table : `${schema}.${table.table}` },
-          admin: adminStoreFor(database.config.dialect, database.db, tableNames(table.table, schema ?? null)),
+          admin: adminStoreFor(database.config.dialect, database.db, tableNames(table.table, schema ?? null), {
+            mode: settings.mode ?? 'polling',
+            deadLetterPolicy: settings.deadLetterPolicy ?? 'block-key',
+          }),
         });
       }
     }

@@ -13,6 +13,8 @@ export const EXIT = {
   notFound: 5,
   /** A bulk action was not confirmed. */
   aborted: 6,
+  /** `slot drop`: a replication slot is in use by a running relay. */
+  slotActive: 7,
 } as const;
 
 /** An error meant for a person at a terminal: what went wrong, what to do, and the exit code to leave with. */

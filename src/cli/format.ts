@@ -32,3 +32,16 @@ export function truncate(text: string, max: number): string {
   const single = text.replace(/\s+/g, ' ');
   return single.length <= max ? single : `${single.slice(0, max - 1)}…`;
 }
+
+/** `1.5 GiB`, `300 KiB`, `12 B`; `-` for none. */
+export function formatBytes(bytes: number | null): string {
+  if (bytes === null) return '-';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${value} B` : `${value < 10 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
+}

@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 
 export interface ReadinessCheck {
-  kind: 'database' | 'broker';
+  /** A slot check is a table in mode logical: ready while this relay streams one of its slots. */
+  kind: 'database' | 'broker' | 'slot';
   name: string;
   check(): Promise<void>;
 }
@@ -27,7 +28,7 @@ export interface HealthServerOptions {
 
 /**
  * /metrics (Prometheus text), /healthz (the process answers) and /readyz (every database and broker answered just
- * now: 200, else 503 with what failed). Concurrent /readyz requests share one round of checks.
+ * now, and every table in mode logical has a slot this relay streams: 200, else 503 with what failed). Concurrent /readyz requests share one round of checks.
  */
 export async function startHealthServer(
   options: HealthServerOptions,

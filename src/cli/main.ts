@@ -4,6 +4,7 @@ import { doctorCommand } from './commands/doctor.js';
 import { deadActCommand, deadListCommand, deadShowCommand, terminalConfirm, type DeadIo } from './commands/dead.js';
 import { migrateCommand } from './commands/migrate.js';
 import { relayCommand } from './commands/relay.js';
+import { slotCreateCommand, slotDropCommand, slotStatusCommand } from './commands/slot.js';
 import { statusCommand } from './commands/status.js';
 import { loadConfig } from './config.js';
 import { CliError, EXIT } from './errors.js';
@@ -75,6 +76,27 @@ export function buildProgram(): Command {
     .option('--json', 'machine-readable output')
     .action(async (options: { database?: string; table?: string; dryRun?: boolean; json?: boolean }) =>
       doctorCommand(await config(), { ...options, out }),
+    );
+
+  const slot = program
+    .command('slot')
+    .description('the replication slots of tables in mode logical (relay.mode: logical, PostgreSQL)');
+  const slotCommand = (name: string, description: string) =>
+    slot
+      .command(name)
+      .description(description)
+      .option('--database <name>', 'only this configured database')
+      .option('--table <name>', 'only this outbox table');
+  slotCommand('create', 'create the publication(s) and slot(s), unless they exist (a relay creates its slot on start too)').action(
+    async (options: { database?: string; table?: string }) => slotCreateCommand(await config(), { ...options, out }),
+  );
+  slotCommand('drop', 'drop the slot(s) so the server keeps no WAL for them; refuses while a relay streams from one').action(
+    async (options: { database?: string; table?: string }) => slotDropCommand(await config(), { ...options, out }),
+  );
+  slotCommand('status', 'per slot: exists, streamed by a relay, confirmed position, retained WAL, lag, wal_status')
+    .option('--json', 'machine-readable output')
+    .action(async (options: { database?: string; table?: string; json?: boolean }) =>
+      slotStatusCommand(await config(), { ...options, out }),
     );
 
   const dead = program.command('dead').description('inspect, retry and discard dead letters');

@@ -1,6 +1,8 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from '../brokers/broker.js';
 import type { TableStatus } from '../dialects/admin.js';
+import type { LogicalRelay, LogicalRelayStatus } from '../relay/logical/logical-relay.js';
+import type { SlotStatus } from '../relay/logical/slots.js';
 import type { Relay } from '../relay/relay.js';
 
 /** Labels that say where a message lives. */
@@ -8,6 +10,9 @@ export interface TableLabels {
   database: string;
   table: string;
 }
+
+/** One slot of a table in mode logical, as this relay sees it. */
+export type SlotPartition = LogicalRelayStatus['partitions'][number];
 
 /** The topic label of every topic past a table's cap. */
 export const OTHER_TOPICS = '_other';
@@ -105,6 +110,32 @@ export class SidecarMetrics {
     labelNames: ['kind', 'name'] as const,
     registers: [this.registry],
   });
+  private readonly slotLabels = ['database', 'table', 'slot'] as const;
+  readonly slotLagBytes = new Gauge({
+    name: 'txoutbox_slot_lag_bytes',
+    help: 'Logical mode: WAL written since the position confirmed on the slot (at most what is left to relay)',
+    labelNames: this.slotLabels,
+    registers: [this.registry],
+  });
+  readonly slotLagSeconds = new Gauge({
+    name: 'txoutbox_slot_lag_seconds',
+    help: 'Logical mode: age of the oldest commit this relay streamed from the slot and has not confirmed (0 when none)',
+    labelNames: this.slotLabels,
+    registers: [this.registry],
+  });
+  readonly slotRetainedWal = new Gauge({
+    name: 'txoutbox_slot_retained_wal_bytes',
+    help: 'Logical mode: WAL the server keeps for the slot; it grows while no relay streams from it',
+    labelNames: this.slotLabels,
+    registers: [this.registry],
+  });
+  readonly streamed = new Counter({
+    name: 'txoutbox_messages_streamed_total',
+    help: "Logical mode: rows this relay took from the slot's stream (rows read by the backfill are not counted)",
+    labelNames: this.slotLabels,
+    registers: [this.registry],
+  });
+  private readonly seenStreamed = new Map<string, number>();
   private readonly seenTopics = new Map<string, Set<string>>();
   private readonly seenExpired = new Map<string, number>();
   /** Per table: the topics that have a label of their own. */
@@ -128,7 +159,7 @@ export class SidecarMetrics {
   }
 
   /** Counts what a relay reports through its events. */
-  watch(relay: Relay, where: TableLabels): void {
+  watch(relay: Relay | LogicalRelay, where: TableLabels): void {
     const at = (message: OutgoingMessage) => ({ ...where, topic: this.topicLabel(where, message.topic) });
     const first = (message: OutgoingMessage) => {
       if (message.attempt === 1) this.enqueued.inc(at(message));
@@ -169,6 +200,25 @@ export class SidecarMetrics {
         }
       },
     };
+  }
+
+  /**
+   * Sets a slot's gauges: lag and retained WAL from the server (`server`; null when it could not be read, and 0 when
+   * the slot is missing), lag seconds and rows streamed from this relay's own view of it.
+   */
+  recordSlot(where: TableLabels, partition: SlotPartition, server: SlotStatus | null, now = Date.now()): void {
+    const labels = { ...where, slot: partition.slot };
+    if (server !== null) {
+      this.slotLagBytes.set(labels, server.lagBytes ?? 0);
+      this.slotRetainedWal.set(labels, server.retainedBytes ?? 0);
+    }
+    const oldest = partition.oldestUnconfirmedCommit;
+    this.slotLagSeconds.set(labels, oldest === null ? 0 : Math.max(0, (now - oldest.getTime()) / 1000));
+    // The relay counts rows since it started; the counter grows by what came since the last read.
+    const key = `${where.database}\u0000${where.table}\u0000${partition.slot}`;
+    const before = this.seenStreamed.get(key) ?? 0;
+    this.streamed.inc(labels, Math.max(0, partition.streamed - before));
+    this.seenStreamed.set(key, Math.max(before, partition.streamed));
   }
 
   /** Declares topics a table is known to carry, so their series exist (at 0) before the first message. */

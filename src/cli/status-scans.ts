@@ -1,5 +1,6 @@
 import { adminStoreFor, type AdminStore } from '../dialects/admin.js';
 import { tableNames } from '../dialects/identifiers.js';
+import { slotStatus, type SlotStatus } from '../relay/logical/slots.js';
 import type { DatabaseConfig } from './config.js';
 import type { OutboxTarget } from './context.js';
 import { openDatabase, schemaOf, type OpenDatabase } from './databases.js';
@@ -17,6 +18,14 @@ export interface StatusScans {
   close(): Promise<void>;
 }
 
+/** Slot reads for tables in mode logical, in the same rounds and on the same pools as the table reads. */
+export interface SlotScans {
+  /** The replication slots of a target (none for a polling table). */
+  slotsOf(target: OutboxTarget): readonly string[];
+  /** Each slot's status, in the order slotsOf gave them. */
+  record(target: OutboxTarget, statuses: SlotStatus[]): void;
+}
+
 /**
  * Opens a small pool per database for status reads, apart from the relays' pool: a slow status read must not take
  * connections the relays need to claim and mark messages.
@@ -25,9 +34,10 @@ export async function openStatusScans(
   targets: readonly OutboxTarget[],
   record: (target: OutboxTarget, status: Awaited<ReturnType<AdminStore['status']>>) => void,
   onError: (target: OutboxTarget | null, database: DatabaseConfig, error: Error) => void,
+  slots?: SlotScans,
 ): Promise<StatusScans> {
   const pools = new Map<string, OpenDatabase>();
-  const stores: { target: OutboxTarget; admin: AdminStore }[] = [];
+  const stores: { target: OutboxTarget; admin: AdminStore; pool: OpenDatabase }[] = [];
   for (const target of targets) {
     const config = target.database.config;
     let pool = pools.get(config.name);
@@ -36,14 +46,20 @@ export async function openStatusScans(
       pools.set(config.name, pool);
     }
     const schema = schemaOf(config, target.table);
-    stores.push({ target, admin: adminStoreFor(config.dialect, pool.db, tableNames(target.table.table, schema ?? null)) });
+    stores.push({ target, pool, admin: adminStoreFor(config.dialect, pool.db, tableNames(target.table.table, schema ?? null)) });
   }
 
   let round: Promise<void> | null = null;
   const runRound = async () => {
-    for (const { target, admin } of stores) {
+    for (const { target, admin, pool } of stores) {
       try {
         record(target, await admin.status());
+        const names = slots?.slotsOf(target) ?? [];
+        if (names.length > 0) {
+          const statuses: SlotStatus[] = [];
+          for (const slot of names) statuses.push(await slotStatus(pool.db, slot));
+          slots!.record(target, statuses);
+        }
       } catch (error) {
         onError(target, target.database.config, error instanceof Error ? error : new Error(String(error)));
       }

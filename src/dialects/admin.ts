@@ -95,8 +95,18 @@ export interface AdminStore {
   repairHeads(keys: readonly string[]): Promise<number>;
 }
 
-export function adminStoreFor<DB>(dialect: DialectName, db: Kysely<DB>, names: TableNames): AdminStore {
-  return dialect === 'postgres' ? postgresAdminStore(db, names) : mysqlAdminStore(db, names);
+/** How the table's relays run, where that changes what retry and discard must write. */
+export interface AdminOptions {
+  /**
+   * 'logical' (PostgreSQL): the relays stream inserts from a slot, so dead letters come back by being inserted again
+   * (an update is never streamed), and under 'block-key' the messages parked behind them come back with them.
+   */
+  mode?: 'polling' | 'logical';
+  deadLetterPolicy?: 'block-key' | 'skip';
+}
+
+export function adminStoreFor<DB>(dialect: DialectName, db: Kysely<DB>, names: TableNames, options: AdminOptions = {}): AdminStore {
+  return dialect === 'postgres' ? postgresAdminStore(db, names, options) : mysqlAdminStore(db, names);
 }
 
 /** `orders.*` → `orders.%` with LIKE's own characters escaped (`\` is the escape character). */

@@ -119,4 +119,18 @@ unknownSection: true
     expect(broker.stderr).toContain('url must be an amqp:// or amqps:// URL');
     expect(broker.stderr).not.toContain('Pa55-word-4');
   });
+
+  it('refuses mode logical on a MySQL database before connecting, naming the path, with exit 2', async () => {
+    await cli.writeConfig({
+      databases: [{ name: 'shop', dialect: 'mysql', url: inject('mysqlUrl'), tables: [{ table: 'txoutbox', relay: { mode: 'logical' } }] }],
+      brokers: { mem: { type: 'memory' } },
+    });
+    for (const command of [['relay'], ['migrate'], ['slot', 'status']]) {
+      const result = await cli.run(command);
+      expect(result.code, command.join(' ')).toBe(2);
+      expect(result.stderr).toContain(
+        `databases.0.tables.0.relay.mode: mode logical reads PostgreSQL's write-ahead log, but database "shop" is mysql`,
+      );
+    }
+  });
 });

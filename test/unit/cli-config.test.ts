@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { routeTopic, topicMatches } from '../../src/cli/brokers.js';
-import { parseConfig, relaySettingsFor, substituteEnv } from '../../src/cli/config.js';
+import { logicalNamesOf, parseConfig, relaySettingsFor, substituteEnv } from '../../src/cli/config.js';
 import { Redactor, redactUrl } from '../../src/cli/redact.js';
 
 describe('CLI configuration', () => {
@@ -155,5 +155,94 @@ describe('CLI configuration from the environment', () => {
     expect(
       problems({ databases: [{ name: 'a', dialect: 'postgres', url: 'postgres://h/db', inbox: { table: 'bad-name' } }] }),
     ).toEqual(['  - databases.0.inbox.table: must be a plain SQL identifier (a letter or _, then letters, digits or _)']);
+  });
+});
+
+describe('CLI configuration of tables in mode logical', () => {
+  const problems = (raw: unknown) => {
+    try {
+      parseConfig(raw, {}, 'x.yaml');
+    } catch (error) {
+      return { code: (error as { exitCode?: number }).exitCode, lines: (error as Error).message.split('\n').slice(1) };
+    }
+    throw new Error('the configuration was accepted');
+  };
+
+  it('accepts mode, slot, publication, partitions, standbyRetryMs and maxRetainedWalBytes, and derives the names', () => {
+    const { config } = parseConfig(
+      {
+        databases: [
+          {
+            name: 'a',
+            dialect: 'postgres',
+            url: 'postgres://h/db',
+            schema: 'app',
+            tables: [
+              { table: 'orders', relay: { slot: 'orders_slot', publication: 'orders_pub', partitions: '2' } },
+              { table: 'audit' },
+            ],
+          },
+        ],
+        brokers: { m: { type: 'memory' } },
+        relay: { mode: 'logical', standbyRetryMs: 250, maxRetainedWalBytes: '1048576' },
+      },
+      {},
+    );
+    const [orders, audit] = config.databases[0]!.tables;
+    expect(relaySettingsFor(config, orders!)).toEqual({
+      mode: 'logical',
+      slot: 'orders_slot',
+      publication: 'orders_pub',
+      partitions: 2,
+      standbyRetryMs: 250,
+      maxRetainedWalBytes: 1_048_576,
+    });
+    expect(logicalNamesOf(config.databases[0]!, orders!, relaySettingsFor(config, orders!))).toEqual({
+      slots: ['orders_slot_0', 'orders_slot_1'],
+      publications: ['orders_pub_0', 'orders_pub_1'],
+      partitions: 2,
+    });
+    // The relay's own defaults: `<schema>_<table>_slot`, `<schema>_<table>_publication`.
+    expect(logicalNamesOf(config.databases[0]!, audit!, relaySettingsFor(config, audit!))).toEqual({
+      slots: ['app_audit_slot'],
+      publications: ['app_audit_publication'],
+      partitions: 1,
+    });
+  });
+
+  it('refuses mode logical on MySQL, kept sent rows, bad or shared slot names, each with its path (exit 2)', () => {
+    const refused = problems({
+      databases: [
+        { name: 'shop', dialect: 'mysql', url: 'mysql://h/db', tables: [{ table: 't', relay: { mode: 'logical' } }] },
+        {
+          name: 'orders',
+          dialect: 'postgres',
+          url: 'postgres://h/db',
+          tables: [
+            { table: 'a', relay: { mode: 'logical', slot: 'Not-A-Slot' } },
+            { table: 'b', relay: { mode: 'logical', slot: 'shared', retainSentMs: 1000 } },
+            { table: 'c', relay: { mode: 'logical', slot: 'shared' } },
+          ],
+        },
+      ],
+      brokers: { m: { type: 'memory' } },
+    });
+    expect(refused.code).toBe(2);
+    expect(refused.lines).toEqual([
+      `  - databases.0.tables.0.relay.mode: mode logical reads PostgreSQL's write-ahead log, but database "shop" is mysql (MySQL/MariaDB tables are relayed by polling: remove mode there)`,
+      '  - databases.1.tables.0.relay: slot name "Not-A-Slot" is not valid: use lower-case letters, digits and underscores, at most 63 characters.',
+      '  - databases.1.tables.1.relay.retainSentMs: the logical relay deletes rows once sent and keeps none; leave retainSentMs out (or 0) for tables in mode logical',
+      '  - databases.1.tables.2.relay.slot: slot "shared" is also used by orders/b; give each table its own',
+    ]);
+    // A global mode reaches every table, a MySQL one too: the path says where it was set.
+    expect(
+      problems({
+        databases: [{ name: 'shop', dialect: 'mysql', url: 'mysql://h/db' }],
+        brokers: { m: { type: 'memory' } },
+        relay: { mode: 'logical' },
+      }).lines,
+    ).toEqual([
+      `  - relay.mode: mode logical reads PostgreSQL's write-ahead log, but database "shop" is mysql (MySQL/MariaDB tables are relayed by polling: remove mode there)`,
+    ]);
   });
 });

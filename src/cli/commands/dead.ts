@@ -250,9 +250,11 @@ export async function deadActCommand(
     } finally {
       bar?.stop();
     }
+    // In logical mode a retried message brings back the ones parked behind it (block-key): more than were chosen.
+    const parked = done > total ? ` (${done - total} of them were waiting behind the ones chosen)` : '';
     io.out(
       action === 'retry'
-        ? `Retried ${done} dead letter(s): they are pending again and a running relay publishes them (in key order).`
+        ? `Retried ${done} dead letter(s)${parked}: they are pending again and a running relay publishes them (in key order).`
         : `Discarded ${done} dead letter(s); their keys moved on to their next messages.`,
     );
   });

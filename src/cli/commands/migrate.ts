@@ -1,6 +1,8 @@
 import { migrateInbox } from '../../dedupe/migrate.js';
 import { migrate } from '../../outbox/migrate.js';
-import type { LoadedConfig } from '../config.js';
+import { tableNames } from '../../dialects/identifiers.js';
+import { createPublications } from '../../relay/logical/slots.js';
+import { logicalNamesOf, relaySettingsFor, type LoadedConfig } from '../config.js';
 import { selectDatabases } from '../context.js';
 import { openDatabases, schemaOf, tableLabel } from '../databases.js';
 import { CliError, EXIT } from '../errors.js';
@@ -15,8 +17,8 @@ export interface MigrateCommandOptions {
 }
 
 /**
- * Creates or upgrades the outbox tables and the inbox tables of every selected database (idempotent; safe from
- * several processes). `--outbox` / `--inbox` pick one component; asking for one nothing declares is an error,
+ * Creates or upgrades the outbox tables and the inbox tables of every selected database, and the publications of
+ * tables in mode logical (idempotent; safe from several processes). `--outbox` / `--inbox` pick one component; asking for one nothing declares is an error,
  * since a deploy step that silently migrates nothing hides a config mistake.
  */
 export async function migrateCommand(loaded: LoadedConfig, options: MigrateCommandOptions): Promise<void> {
@@ -51,6 +53,14 @@ export async function migrateCommand(loaded: LoadedConfig, options: MigrateComma
             ...(schema === undefined ? {} : { schema }),
           });
           report(tableLabel(config, table), 'outbox', results);
+          // A table in mode logical is streamed through its publication(s) of inserts: created here, like the table.
+          const settings = relaySettingsFor(loaded.config, table);
+          if (settings.mode === 'logical') {
+            const names = logicalNamesOf(config, table, settings);
+            const created = await createPublications(database.db, tableNames(table.table, schema ?? null), names);
+            const said = names.publications.map((name) => `${name} ${created.includes(name) ? 'created' : 'exists'}`);
+            options.out(`${tableLabel(config, table)}: publication ${said.join(', ')}`);
+          }
         }
       }
       if (wantInbox && config.inbox !== undefined) {

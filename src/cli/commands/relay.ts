@@ -1,12 +1,17 @@
+import { LogicalRelay } from '../../relay/logical/logical-relay.js';
+import { LogicalDecodingUnavailableError } from '../../relay/logical/slots.js';
 import { createRelay, type Relay } from '../../relay/relay.js';
 import type { RelayOptions } from '../../relay/options.js';
 import { traceBroker } from '../../relay/tracing.js';
 import { closeBrokers, openBrokers, RoutingBroker } from '../brokers.js';
-import { DEFAULT_RETAIN_SENT_MS, relaySettingsFor, type LoadedConfig } from '../config.js';
+import { DEFAULT_MAX_RETAINED_WAL_BYTES, DEFAULT_RETAIN_SENT_MS, relaySettingsFor, type LoadedConfig } from '../config.js';
 import { openTargets, type OutboxTarget } from '../context.js';
+import { CliError, EXIT } from '../errors.js';
 import { startHealthServer, type ReadinessCheck } from '../http-server.js';
 import { createLogger } from '../logger.js';
 import { SidecarMetrics } from '../metrics.js';
+import { slotReadiness } from '../slot-readiness.js';
+import { watchSlots } from '../slot-watch.js';
 import { openStatusScans } from '../status-scans.js';
 
 export interface RelayCommandOptions {
@@ -37,23 +42,27 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
   }
   const router = new RoutingBroker(config.routes, brokers);
   const metrics = new SidecarMetrics({ maxTopicsPerTable: config.metrics.maxTopicsPerTable });
-  const relays: { relay: Relay; target: OutboxTarget; drainMs: number }[] = [];
+  const relays: { relay: Relay | LogicalRelay; target: OutboxTarget; drainMs: number; maxRetainedWalBytes: number }[] = [];
 
   for (const target of opened.targets) {
     const settings = relaySettingsFor(config, target.table);
-    const { drainMs = 10_000, ...relayOptions } = settings;
+    const { drainMs = 10_000, maxRetainedWalBytes = DEFAULT_MAX_RETAINED_WAL_BYTES, ...relayOptions } = settings;
     const { dialect, url, listen } = target.database.config;
     const schema = target.table.schema ?? target.database.config.schema;
-    const relay = createRelay({
+    const logical = settings.mode === 'logical';
+    const options: RelayOptions = {
       ...(relayOptions as Partial<RelayOptions>),
       db: target.database.db,
       dialect,
       table: target.table.table,
       ...(schema === undefined ? {} : { schema }),
       broker: traceBroker(metrics.timeBroker(router, target.labels)),
-      retainSentMs: relayOptions.retainSentMs ?? DEFAULT_RETAIN_SENT_MS,
-      ...(dialect === 'postgres' && listen ? { listen: url } : {}),
-    });
+      // The logical relay deletes rows as it marks them and runs no cleanup: it keeps no sent rows.
+      retainSentMs: relayOptions.retainSentMs ?? (logical ? 0 : DEFAULT_RETAIN_SENT_MS),
+      // The slot is streamed over a replication connection to the same database, as the same user.
+      ...(logical ? { replication: url } : dialect === 'postgres' && listen ? { listen: url } : {}),
+    };
+    const relay = logical ? createRelay({ ...options, mode: 'logical' }) : createRelay(options);
     const where = { database: target.database.config.name, table: target.labels.table };
     metrics.watch(relay, target.labels);
     metrics.declareTopics(target.labels, target.table.topics ?? []);
@@ -80,10 +89,19 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
       }
     });
     relay.on('error', (error) => log.error({ ...where, err: error }, 'relay error (it keeps going)'));
-    relays.push({ relay, target, drainMs });
+    if (relay instanceof LogicalRelay) {
+      relay.on('owned', (slot, owned) =>
+        log.info({ ...where, slot }, owned ? `streaming from slot ${slot}` : `no longer streaming from slot ${slot}`),
+      );
+    }
+    relays.push({ relay, target, drainMs, maxRetainedWalBytes });
   }
 
-  // Backlog gauges: read on a small pool of their own, one table at a time, never two rounds at once.
+  // Backlog gauges (and the slots of logical tables): read on a small pool of their own, one table at a time, never
+  // two rounds at once.
+  const logicalOf = new Map(
+    relays.flatMap((r) => (r.relay instanceof LogicalRelay ? [[r.target, { ...r, relay: r.relay }] as const] : [])),
+  );
   const scans = await openStatusScans(
     relays.map(({ target }) => target),
     (target, status) => metrics.record(target.labels, status),
@@ -91,6 +109,7 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
       target === null
         ? log.warn({ database: database.name, err: error }, 'database connection error (status reads)')
         : log.warn({ database: target.labels.database, table: target.labels.table, err: error }, 'reading the backlog failed'),
+    watchSlots(logicalOf, metrics, log),
   );
   await scans.scan();
   const backlogTimer = setInterval(() => void scans.scan(), config.metrics.backlogIntervalMs);
@@ -99,6 +118,7 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
   const checks: ReadinessCheck[] = [
     ...opened.databases.map((d): ReadinessCheck => ({ kind: 'database', name: d.config.name, check: () => d.ping(2000) })),
     ...[...brokers.values()].map((b): ReadinessCheck => ({ kind: 'broker', name: b.name, check: () => b.probe(2000) })),
+    ...[...logicalOf.values()].map(({ relay, target }) => slotReadiness(target.label, relay, target.database.db, 2000)),
   ];
   let lastReady = new Map<string, boolean>();
   const http = config.http.enabled
@@ -115,7 +135,10 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
             now.set(id, r.ok);
             metrics.up.set({ kind: r.kind, name: r.name }, r.ok ? 1 : 0);
             if (lastReady.get(id) !== r.ok) {
-              if (r.ok) log.info({ [r.kind]: r.name }, `${r.kind} ${r.name} is reachable`);
+              if (r.kind === 'slot') {
+                if (r.ok) log.info({ table: r.name }, `${r.name}: ready, this relay streams its slot`);
+                else log.warn({ table: r.name, error: r.error }, `${r.name}: not ready, this relay streams no slot of it`);
+              } else if (r.ok) log.info({ [r.kind]: r.name }, `${r.kind} ${r.name} is reachable`);
               else log.warn({ [r.kind]: r.name, error: r.error }, `${r.kind} ${r.name} is unreachable`);
             }
           }
@@ -124,7 +147,26 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
       })
     : null;
 
-  for (const { relay } of relays) relay.start();
+  const shutdown = async () => {
+    clearInterval(backlogTimer);
+    await Promise.all(relays.map(({ relay, drainMs }) => relay.stop({ drainMs })));
+    await http?.close();
+    await closeBrokers(brokers);
+    await scans.close();
+    await opened.close();
+  };
+  try {
+    // A logical relay resolves once it runs, and rejects when the server cannot decode its WAL.
+    for (const { relay, target } of relays) {
+      await Promise.resolve(relay.start()).catch((error: unknown) => {
+        if (!(error instanceof LogicalDecodingUnavailableError)) throw error;
+        throw new CliError(`${target.label}: ${error.message}`, EXIT.failure, { cause: error });
+      });
+    }
+  } catch (error) {
+    await shutdown();
+    throw error;
+  }
   for (const broker of brokers.values()) {
     broker
       .probe(2000)
@@ -147,12 +189,7 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
       stopping = true;
       log.info({ signal }, 'draining: finishing batches in flight, then exiting (send the signal again to exit at once)');
       void (async () => {
-        clearInterval(backlogTimer);
-        await Promise.all(relays.map(({ relay, drainMs }) => relay.stop({ drainMs })));
-        await http?.close();
-        await closeBrokers(brokers);
-        await scans.close();
-        await opened.close();
+        await shutdown();
         log.info('stopped cleanly');
         resolve();
       })();

@@ -4,6 +4,7 @@ import {
   headProblem,
   distinctKeys,
   likePattern,
+  type AdminOptions,
   type AdminStore,
   type DeadLetterFilter,
   type DeadLetterRow,
@@ -12,6 +13,7 @@ import { kyselyExecutor, readCommittedTransaction, type SqlExecutor } from '../e
 import type { TableNames } from '../identifiers.js';
 import { compiler, qualified } from './compiler.js';
 import { postgresHeads } from './heads.js';
+import { discardDeadLogical, retryDeadLogical } from './logical-dead.js';
 
 interface DeadRow {
   seq: string;
@@ -19,8 +21,9 @@ interface DeadRow {
   ready: boolean;
 }
 
-export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminStore {
+export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames, options: AdminOptions = {}): AdminStore {
   const table = qualified(names, names.table);
+  const logical = options.mode === 'logical' ? { followers: options.deadLetterPolicy !== 'skip' } : null;
   const heads = postgresHeads(names);
   const run = kyselyExecutor(db);
   const transaction = readCommittedTransaction(db);
@@ -115,6 +118,7 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames): Admin
 
     async retryDead(seqs) {
       if (seqs.length === 0) return 0;
+      if (logical !== null) return transaction((trx) => retryDeadLogical(trx, table, seqs, logical));
       const keyNames = await keysOf(seqs);
       return transaction(async (trx) => {
         await heads.lock(trx, keyNames);
@@ -140,6 +144,7 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames): Admin
 
     async discardDead(seqs) {
       if (seqs.length === 0) return 0;
+      if (logical !== null) return transaction((trx) => discardDeadLogical(trx, table, seqs, logical));
       const keyNames = await keysOf(seqs);
       return transaction(async (trx) => {
         await heads.lock(trx, keyNames);

@@ -32,6 +32,8 @@ export interface WebhookReceiverOptions {
  * - `/reset`            destroys the connection without answering.
  * - `/ok-then-stall`    sends a 200 status line and part of a body, then nothing more.
  * - `/flaky/<n>`        answers 503 to the first n requests of each txoutbox-id, then stores and answers 200.
+ * - `/gate/...`         as `gate` says: 'open' stores and answers 200, 'hold' keeps the request waiting until the gate
+ *                       changes, 'reject' answers 400 (a permanent failure).
  * Everything it receives is kept in this process, so it survives `restart()`.
  */
 export class WebhookReceiver {
@@ -48,6 +50,8 @@ export class WebhookReceiver {
   private port = 0;
   private readonly connectionIds = new WeakMap<Socket, number>();
   private readonly flakyCounts = new Map<string, number>();
+  private gateState: 'open' | 'hold' | 'reject' = 'open';
+  private readonly held: (() => void)[] = [];
 
   constructor(private readonly options: WebhookReceiverOptions = {}) {}
 
@@ -101,6 +105,18 @@ export class WebhookReceiver {
   url(path: string): string {
     if (this.port === 0) throw new Error('start() the receiver first');
     return `http://127.0.0.1:${this.port}${path}`;
+  }
+
+  /** Sets what `/gate/` requests get; requests held so far get the new answer now (unless it is 'hold' again). */
+  gate(state: 'open' | 'hold' | 'reject'): void {
+    this.gateState = state;
+    if (state === 'hold') return;
+    for (const answer of this.held.splice(0)) answer();
+  }
+
+  /** `/gate/` requests waiting for the gate right now. */
+  heldAtGate(): number {
+    return this.held.length;
   }
 
   /** Requests that arrived on a path starting with `prefix`. */
@@ -175,6 +191,12 @@ export class WebhookReceiver {
         response.writeHead(200, { 'content-type': 'text/plain' });
         response.write('partial body that never ends');
         return;
+      case 'gate': {
+        const pass = () => (this.gateState === 'reject' ? answer(400, 'rejected at the gate') : store());
+        if (this.gateState === 'hold') this.held.push(pass);
+        else pass();
+        return;
+      }
       case 'flaky': {
         const id = header(received.headers, 'txoutbox-id') ?? '';
         const seen = (this.flakyCounts.get(id) ?? 0) + 1;
