@@ -105,9 +105,7 @@ describe('txoutbox dead retry in mode logical (the CLI against PostgreSQL and a 
     expect((await relay.exited).code).toBe(0);
   };
 
-  // Needs the relay to notice that a blocked key's dead message is gone: it keeps the keys it blocked in memory, and
-  // parks the rows `dead retry` inserts again. Unskip once partition-runner re-checks a blocked key (see the report).
-  it.skip('a poison head goes dead with its follower parked; retrying the head republishes both, in order, through the running relay', async () => {
+  it('a poison head goes dead with its follower parked; retrying the head republishes both, in order, through the running relay', async () => {
     const relay = await started();
     const from = receiver.accepted.length;
     const { head, follower } = await poisonAndPark(relay, 'inv-1');

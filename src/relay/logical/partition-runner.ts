@@ -170,6 +170,7 @@ export class PartitionRunner {
     this.suspectBudget = 0;
     this.suspectBusy = false;
     this.blocked = new Set();
+    this.rechecking = new Map();
     this.marker = new Marker(
       this.db,
       this.config.names,
@@ -277,14 +278,31 @@ export class PartitionRunner {
 
   private add(entry: Entry): void {
     this.buffered++;
+    this.place(entry);
+  }
+
+  /** Streamed rows of blocked keys, waiting while the table is asked whether the key's dead message is still there. */
+  private rechecking = new Map<string, Entry[]>();
+
+  private place(entry: Entry): void {
     const key = entry.row.key;
     if (key === null) {
       this.schedule(entry, entry.row.notBefore.getTime() - Date.now());
       return;
     }
+    const waiting = this.rechecking.get(key);
+    if (waiting !== undefined) {
+      waiting.push(entry);
+      return;
+    }
     if (this.blocked.has(key)) {
-      // Behind a dead message of its key ('block-key'): parked as dead too, so `dead retry` sends them in order.
-      this.finish(entry, { kind: 'dead', seq: entry.row.seq, error: 'waiting behind a dead message of its key', attempts: entry.attempts });
+      if (entry.transaction !== null) {
+        // `dead retry` / `dead discard` may have removed the dead rows since the key was blocked: ask the table.
+        this.rechecking.set(key, [entry]);
+        void this.recheck(key, entry.row.seq, this.epoch);
+        return;
+      }
+      this.park(entry);
       return;
     }
     const queue = this.keys.get(key);
@@ -292,6 +310,32 @@ export class PartitionRunner {
       this.keys.set(key, [entry]);
       this.schedule(entry, entry.row.notBefore.getTime() - Date.now());
     } else queue.push(entry);
+  }
+
+  private park(entry: Entry): void {
+    // Behind a dead message of its key ('block-key'): parked as dead too, so `dead retry` sends them in order.
+    this.finish(entry, { kind: 'dead', seq: entry.row.seq, error: 'waiting behind a dead message of its key', attempts: entry.attempts });
+  }
+
+  private async recheck(key: string, seq: string, epoch: number): Promise<void> {
+    let dead = true;
+    try {
+      // The key's own dead marks first: a message that just died is in the table before the question is asked.
+      await this.marker!.flush();
+      const { rows } = await sql`
+        SELECT 1 FROM ${this.table()} WHERE msg_key = ${key} AND state = 'dead' AND seq < ${seq}::int8 LIMIT 1`.execute(this.db);
+      dead = rows.length > 0;
+    } catch (error) {
+      this.report(error);
+    }
+    if (epoch !== this.epoch) return;
+    const waiting = this.rechecking.get(key) ?? [];
+    this.rechecking.delete(key);
+    if (dead) for (const entry of waiting) this.park(entry);
+    else {
+      this.blocked.delete(key);
+      for (const entry of waiting) this.place(entry);
+    }
   }
 
   /** Makes an entry publishable now, or after a delay. */
