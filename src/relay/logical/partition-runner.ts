@@ -171,6 +171,7 @@ export class PartitionRunner {
     this.suspectBusy = false;
     this.blocked = new Set();
     this.rechecking = new Map();
+    this.deadUnwritten = new Map();
     this.marker = new Marker(
       this.db,
       this.config.names,
@@ -273,7 +274,8 @@ export class PartitionRunner {
 
   /** With nothing streamed left to mark, the slot may be confirmed up to where the server has decoded. */
   private caughtUp(lsn: Lsn): void {
-    if (this.transactions.length === 0 && this.owned) this.stream?.confirm(lsn);
+    // Not while transactions wait out the backfill (`held`): they are not among `transactions` yet.
+    if (this.transactions.length === 0 && this.held === null && this.owned) this.stream?.confirm(lsn);
   }
 
   private add(entry: Entry): void {
@@ -283,6 +285,8 @@ export class PartitionRunner {
 
   /** Streamed rows of blocked keys, waiting while the table is asked whether the key's dead message is still there. */
   private rechecking = new Map<string, Entry[]>();
+  /** Per key, dead marks queued but not yet committed: the table cannot tell about those yet. */
+  private deadUnwritten = new Map<string, number>();
 
   private place(entry: Entry): void {
     const key = entry.row.key;
@@ -324,7 +328,8 @@ export class PartitionRunner {
       await this.marker!.flush();
       const { rows } = await sql`
         SELECT 1 FROM ${this.table()} WHERE msg_key = ${key} AND state = 'dead' AND seq < ${seq}::int8 LIMIT 1`.execute(this.db);
-      dead = rows.length > 0;
+      // A dead mark of the key that the flush could not write yet keeps it blocked.
+      dead = rows.length > 0 || this.deadUnwritten.has(key);
     } catch (error) {
       this.report(error);
     }
@@ -502,8 +507,15 @@ export class PartitionRunner {
   /** Marks the row (null: nothing to write); once that commits, its transaction may be confirmed. */
   private finish(entry: Entry, mark: Parameters<Marker<unknown>['add']>[0] | null): void {
     const epoch = this.epoch;
+    const key = mark?.kind === 'dead' ? entry.row.key : null;
+    if (key !== null) this.deadUnwritten.set(key, (this.deadUnwritten.get(key) ?? 0) + 1);
     const done = () => {
       if (epoch !== this.epoch) return;
+      if (key !== null) {
+        const left = this.deadUnwritten.get(key)! - 1;
+        if (left === 0) this.deadUnwritten.delete(key);
+        else this.deadUnwritten.set(key, left);
+      }
       this.buffered--;
       if (this.buffered <= this.bufferLimit() / 2) this.stream?.resume();
       if (entry.transaction !== null) {

@@ -138,8 +138,10 @@ export class SlotStream {
 
   private receive(chunk: Buffer, plugin: PgoutputPlugin): void {
     if (chunk[0] === 0x6b) {
-      // Keepalive: the position the server has decoded up to, and whether it wants an answer now.
-      this.handlers.caughtUp(chunk.readBigUInt64BE(1));
+      // Keepalive: the position the server has decoded up to, and whether it wants an answer now. In the middle of
+      // a transaction (a large one may be interrupted by keepalives) that position can lie past its commit, which
+      // has not reached the relay yet: it is no sign of being caught up then.
+      if (this.current === null) this.handlers.caughtUp(chunk.readBigUInt64BE(1));
       if (chunk[17] === 1) this.sendStatus(false);
       return;
     }
