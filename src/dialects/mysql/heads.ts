@@ -41,6 +41,13 @@ export interface MysqlHeads {
   sequence(trx: SqlExecutor, limit: number, cursor: ScanCursor<string>): Promise<number>;
 }
 
+/** One row a key probe found: a head, or a key's first waiting or unsequenced message. */
+interface ProbeRow {
+  what: string;
+  key: string;
+  seq: bigint;
+}
+
 export function mysqlHeads(names: TableNames): MysqlHeads {
   const table = qualified(names, names.table);
   const lock: MysqlHeads['lock'] = (trx, keys) => lockKeyStripes(trx, names, keys);
@@ -52,7 +59,7 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
    * open InnoDB purges nothing, and those are all the entries the key's earlier messages left behind, each checked
    * against the clustered index.
    */
-  const probe = async (trx: SqlExecutor, parts: readonly RawBuilder<unknown>[]) => {
+  const probe = async (trx: SqlExecutor, parts: readonly RawBuilder<unknown>[]): Promise<ProbeRow[]> => {
     if (parts.length === 0) return [];
     const { rows } = await trx(sql.join(parts, sql` UNION ALL `).compile(compiler));
     return rows.map((row) => ({ what: String(row.what), key: text(row.msg_key), seq: BigInt(row.seq as string) }));
@@ -65,20 +72,26 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
    * Each key's head (pending or dead, from its floor on), read from the top of the key's head entries down:
    * entries that heads sent earlier left behind all lie below the current head.
    */
-  const headsOf = async (trx: SqlExecutor, keys: readonly string[], floors: ReadonlyMap<string, string>) => {
-    const above = (key: string) => BigInt(floors.get(key) ?? 0);
-    const found = await probe(
-      trx,
-      keys.flatMap((key) =>
-        (['pending', 'dead'] as const).map((state) =>
-          part('head', key, sql`state = ${state} AND ready = 1 AND seq >= ${above(key)}`, sql`DESC`),
-        ),
+  const headsOf = async (trx: SqlExecutor, keys: readonly string[], floors: ReadonlyMap<string, string>) =>
+    headsIn(await probe(trx, headParts(keys, floors)));
+  const above = (floors: ReadonlyMap<string, string>, key: string) => BigInt(floors.get(key) ?? 0);
+  const headParts = (keys: readonly string[], floors: ReadonlyMap<string, string>) =>
+    keys.flatMap((key) =>
+      (['pending', 'dead'] as const).map((state) =>
+        part('head', key, sql`state = ${state} AND ready = 1 AND seq >= ${above(floors, key)}`, sql`DESC`),
       ),
     );
+  const headsIn = (found: readonly ProbeRow[]) => {
     const heads = new Map<string, bigint>();
-    for (const row of found) if ((heads.get(row.key) ?? -1n) < row.seq) heads.set(row.key, row.seq);
+    for (const row of found) if (row.what === 'head' && (heads.get(row.key) ?? -1n) < row.seq) heads.set(row.key, row.seq);
     return heads;
   };
+  /** The first waiting and the first unsequenced message of each key, from its floor on. */
+  const firstParts = (keys: readonly string[], floors: ReadonlyMap<string, string>) =>
+    keys.flatMap((key) => [
+      part('waiting', key, sql`state = 'pending' AND ready = 0 AND seq > ${above(floors, key)}`, sql`ASC`),
+      part('unsequenced', key, sql`state = 'pending' AND ready IS NULL AND seq > ${above(floors, key)}`, sql`ASC`),
+    ]);
 
   const promoteWithout = async (
     trx: SqlExecutor,
@@ -86,19 +99,14 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
     heads: ReadonlyMap<string, bigint>,
     arrivals: readonly string[],
     floors: ReadonlyMap<string, string>,
+    known: readonly ProbeRow[] | null = null,
   ) => {
     const ours = new Set(arrivals);
     const headless = keyList.filter((key) => !heads.has(key));
-    const above = (key: string) => BigInt(floors.get(key) ?? 0);
-    const firsts = await probe(
-      trx,
-      headless.flatMap((key) => [
-        part('waiting', key, sql`state = 'pending' AND ready = 0 AND seq > ${above(key)}`, sql`ASC`),
-        part('unsequenced', key, sql`state = 'pending' AND ready IS NULL AND seq > ${above(key)}`, sql`ASC`),
-      ]),
-    );
+    const firsts = known ?? (await probe(trx, firstParts(headless, floors)));
     const first = new Map<string, { seq: bigint; what: string }>();
     for (const row of firsts) {
+      if (row.what === 'head' || heads.has(row.key)) continue;
       const known = first.get(row.key);
       if (known === undefined || row.seq < known.seq) first.set(row.key, row);
     }
@@ -120,9 +128,11 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
     return newHeads.length;
   };
 
+  // One round-trip: heads and first messages read together (a finished head's key usually has no head left).
   const promote: MysqlHeads['promote'] = async (trx, keys, arrivals, floors = new Map()) => {
     const keyList = [...new Set(keys)];
-    return promoteWithout(trx, keyList, await headsOf(trx, keyList, floors), arrivals, floors);
+    const found = await probe(trx, [...headParts(keyList, floors), ...firstParts(keyList, floors)]);
+    return promoteWithout(trx, keyList, headsIn(found), arrivals, floors, found);
   };
 
   /** The rows of these candidates that have a lower seq than their key's head, as the heads read say. */
