@@ -246,7 +246,10 @@ describe('the logical relay on postgres', () => {
       return { child, exited };
     };
     let current = await startChild();
-    await until(async () => (await slotStatus(h.db, slot)).active, 'the child relay to hold the slot');
+    // Once it has published a message it streamed, the child is past its takeover: what follows reaches it live,
+    // so its first crash is one no attempt was counted for (later takeovers count the poison before publishing it).
+    await commit([{ id: 'warm', topic: 'orders', key: 'w', payload: 0 }]);
+    await until(() => published.includes('warm'), 'the child relay to stream');
     await commit([
       ...Array.from({ length: 10 }, (_, n) => ({ id: `a${n}`, topic: 'orders', key: `k${n % 3}`, payload: n })),
       { id: 'poison', topic: 'orders', key: 'P', payload: 0 },
