@@ -127,6 +127,58 @@ describe('the logical relay on postgres', () => {
     }
   });
 
+  it('after a clean stop the next relay sends again only what was not sent, without counting attempts; after a stop mid-publish it counts them', async () => {
+    await setUp();
+    const attemptsOf = async (id: string) =>
+      (await sql<{ attempts: number }>`SELECT attempts FROM ${sql.id(h.schema, 'txoutbox')} WHERE id = ${id}`.execute(h.db)).rows[0]?.attempts;
+    const cleanStop = async () =>
+      (await sql<{ clean_stop: boolean }>`SELECT clean_stop FROM ${sql.id(h.schema, 'txoutbox_slots')} WHERE slot = ${slot}`.execute(h.db))
+        .rows[0]?.clean_stop;
+    /** The ids a broker was asked to publish, hung ones included. */
+    const asked = (broker: MemoryBroker) => {
+      const seen: string[] = [];
+      const publish = broker.publish.bind(broker);
+      broker.publish = (messages, context) => {
+        seen.push(...messages.map((m) => m.id));
+        return publish(messages, context);
+      };
+      return seen;
+    };
+    // x keeps failing, so its transaction stays unconfirmed and the slot streams all of it again to the next relay.
+    const first = new MemoryBroker().fail({ kind: 'retryable', error: 'not now' }, { where: (m) => m.id === 'x' });
+    await relay(first, { maxAttempts: 1000 }).start();
+    await commit([
+      { id: 'a1', topic: 'orders', key: 'A', payload: 1 },
+      { id: 'x', topic: 'orders', key: 'X', payload: 1 },
+      { id: 'b1', topic: 'orders', key: 'B', payload: 1 },
+    ]);
+    await until(() => ids(first).includes('a1') && ids(first).includes('b1'), 'a1 and b1 to be sent');
+    await until(async () => (await pendingRows()) === 1, 'their rows to be marked');
+    await relays[0]!.stop({ drainMs: 5000 });
+    expect(await cleanStop()).toBe(true);
+
+    // Nothing was in flight: x goes out uncounted, and a1 and b1 (marked) are not asked for again.
+    const second = new MemoryBroker().fail({ kind: 'hang' }, { where: (m) => m.id === 'x' });
+    const secondAsked = asked(second);
+    await relay(second).start();
+    await until(() => secondAsked.includes('x'), 'the second relay to publish x');
+    expect(secondAsked).toEqual(['x']);
+    expect(await attemptsOf('x')).toBe(0);
+    expect(await cleanStop()).toBe(false);
+
+    // Stopped while x's publish hangs: not clean, so the third relay counts x's attempt before it sends x.
+    await relays[1]!.stop({ drainMs: 0 });
+    expect(await cleanStop()).toBe(false);
+    const third = new MemoryBroker().fail({ kind: 'hang' }, { times: 1, where: (m) => m.id === 'x' });
+    const thirdAsked = asked(third);
+    await relay(third).start();
+    await until(() => thirdAsked.includes('x'), 'the third relay to publish x');
+    expect(await attemptsOf('x')).toBe(1);
+    third.releaseHung();
+    await until(async () => (await pendingRows()) === 0, 'x to be marked');
+    expect(thirdAsked).toEqual(['x']);
+  });
+
   it('dead-letters a poison message without holding the slot back; its key waits, other keys flow', async () => {
     await setUp();
     const broker = new MemoryBroker().fail({ kind: 'permanent', error: 'poison pill' }, { times: 1, where: (m) => m.id === 'p1' });

@@ -9,7 +9,7 @@ import type { DeadMessage, RetryingMessage } from '../relay.js';
 import { parseLsn, type Lsn } from './lsn.js';
 import { Marker } from './marker.js';
 import { partitionFilter } from './names.js';
-import { backfillThrough, ensureSlot } from './slots.js';
+import { backfillThrough, ensureSlot, recordCleanStop, takeOverSlot } from './slots.js';
 import { SlotStream, type ReplicationSource, type StreamedRow, type StreamedTransaction } from './slot-stream.js';
 
 /** A streamed transaction not yet confirmed: its end position, and how many of its rows are not yet marked. */
@@ -25,10 +25,12 @@ interface Entry {
   transaction: Pending | null;
   attempts: number;
   /**
-   * Committed before this relay took the slot, and among what the relay before it may have been publishing when it
-   * stopped (see publishSuspects): its attempt is counted in the table before it goes out.
+   * Committed before this relay took the slot, so the relay before it may have published it already. 'count': that
+   * relay crashed, and may have died publishing it: its attempt is counted in the table before it goes out (see
+   * publishSuspects). 'check': that relay stopped cleanly: it goes out unless its row is marked already (see
+   * checkSuspects).
    */
-  suspect: boolean;
+  suspect: 'check' | 'count' | null;
 }
 
 export interface PartitionEvents {
@@ -51,6 +53,9 @@ export interface PartitionOptions {
   token: string;
   events: PartitionEvents;
 }
+
+/** Rows checked per read after a clean handover (see checkSuspects). */
+const CHECK_BATCH = 1000;
 
 /** Buffered messages past which the relay stops reading the slot until the broker catches up. */
 const BUFFER_FACTOR = 20;
@@ -86,6 +91,8 @@ export class PartitionRunner {
   private suspectThrough = -1n;
   private suspectBudget = 0;
   private suspectBusy = false;
+  /** The relay before this tenure stopped cleanly (or none streamed the slot yet): nothing was in flight. */
+  private predecessorClean = false;
   private saidNoSender = false;
   private marker: Marker<unknown> | null = null;
   private wakeWorkers: (() => void)[] = [];
@@ -106,9 +113,19 @@ export class PartitionRunner {
   async stop(drainMs: number): Promise<void> {
     this.running = false;
     const deadline = Date.now() + drainMs;
-    while (this.busy > 0 && Date.now() < deadline) await sleep(10);
+    while ((this.busy > 0 || this.suspectBusy) && Date.now() < deadline) await sleep(10);
+    // Clean: every publish came back and its mark is written, so the next relay has nothing to count (see Entry.suspect).
+    const drained = this.busy === 0 && !this.suspectBusy;
     for (const controller of this.inFlight) controller.abort(new Error('the relay is stopping'));
-    await this.marker?.flush().catch(() => undefined);
+    const marked = await (this.marker?.flush() ?? Promise.resolve()).then(
+      () => true,
+      () => false,
+    );
+    if (drained && marked && this.owned && this.stream !== null) {
+      await recordCleanStop(this.db, this.config.slot, this.config.names, this.holder(this.epoch)).catch((error: unknown) =>
+        this.report(error),
+      );
+    }
     await this.stream?.stop();
     this.wake();
     await this.loop;
@@ -169,6 +186,7 @@ export class PartitionRunner {
     this.suspectThrough = -1n;
     this.suspectBudget = 0;
     this.suspectBusy = false;
+    this.predecessorClean = false;
     this.blocked = new Set();
     this.rechecking = new Map();
     this.deadUnwritten = new Map();
@@ -195,6 +213,9 @@ export class PartitionRunner {
     this.held = [];
     try {
       this.setOwned(true);
+      const clean = await takeOverSlot(this.db, this.config.slot, this.config.names, this.holder(epoch));
+      if (epoch !== this.epoch) return;
+      this.predecessorClean = clean;
       const { rows: top } = await sql<{ seq: string | null }>`SELECT max(seq)::text AS seq FROM ${this.table()}`.execute(this.db);
       if (epoch !== this.epoch) return;
       this.suspectThrough = BigInt(top[0]?.seq ?? '-1');
@@ -240,7 +261,9 @@ export class PartitionRunner {
       for (const row of rows) {
         const streamed = rowFromTable(row);
         seen.add(streamed.seq);
-        this.add({ row: streamed, transaction: null, attempts: streamed.attempts, suspect: true });
+        // Read as pending just now; one a relay already tried (it has attempts) is counted whatever came before.
+        const suspect = this.predecessorClean && streamed.attempts === 0 ? null : 'count';
+        this.add({ row: streamed, transaction: null, attempts: streamed.attempts, suspect });
       }
       if (rows.length < 1000) break;
       after = String(rows[rows.length - 1]!.seq);
@@ -268,7 +291,7 @@ export class PartitionRunner {
     const pending: Pending = { endLsn: transaction.endLsn, commitTime: transaction.commitTime, open: rows.length };
     this.streamed += rows.length;
     this.transactions.push(pending);
-    for (const row of rows) this.add({ row, transaction: pending, attempts: row.attempts, suspect: this.isSuspect(row) });
+    for (const row of rows) this.add({ row, transaction: pending, attempts: row.attempts, suspect: this.suspectKind(row) });
     if (this.buffered > this.bufferLimit()) this.stream?.pause();
   }
 
@@ -369,13 +392,18 @@ export class PartitionRunner {
         await new Promise<void>((resolve) => this.wakeWorkers.push(resolve));
         continue;
       }
-      if (this.ready[0]!.suspect) {
+      if (this.ready[0]!.suspect === 'check') {
+        await this.checkSuspects(epoch);
+        continue;
+      }
+      if (this.ready[0]!.suspect === 'count') {
         // Nothing else in flight meanwhile, so a crash counts against these only.
         this.suspectBusy = true;
         try {
           while (this.busy > 0) await sleep(1);
+          if (!this.running) continue;
           const suspects: Entry[] = [];
-          while (suspects.length < batchSize && this.ready[0]?.suspect === true) suspects.push(this.ready.shift()!);
+          while (suspects.length < batchSize && this.ready[0]?.suspect === 'count') suspects.push(this.ready.shift()!);
           await this.publishSuspects(epoch, suspects);
         } finally {
           this.suspectBusy = false;
@@ -387,7 +415,7 @@ export class PartitionRunner {
       let bytes = 0;
       while (batch.length < batchSize && this.ready.length > 0) {
         const next = this.ready[0]!;
-        if (next.suspect || (batch.length > 0 && bytes + next.row.payload.length > maxBatchBytes)) break;
+        if (next.suspect !== null || (batch.length > 0 && bytes + next.row.payload.length > maxBatchBytes)) break;
         bytes += next.row.payload.length;
         batch.push(this.ready.shift()!);
       }
@@ -403,10 +431,50 @@ export class PartitionRunner {
   }
 
   /** Stream rows committed before this tenure, up to as many as a relay keeps in memory (see Entry.suspect). */
-  private isSuspect(row: StreamedRow): boolean {
-    if (BigInt(row.seq) > this.suspectThrough || this.suspectBudget <= 0) return false;
+  private suspectKind(row: StreamedRow): Entry['suspect'] {
+    if (BigInt(row.seq) > this.suspectThrough || this.suspectBudget <= 0) return null;
     this.suspectBudget--;
-    return true;
+    return this.predecessorClean ? 'check' : 'count';
+  }
+
+  /**
+   * After a clean stop the slot streams again what its relay had not confirmed, some of it sent already: one read
+   * drops those whose rows are marked, and the rest go out like any message, several batches at once. A row that a
+   * relay tried before (attempts in the table) may be one that kills relays: it is counted first, as after a crash.
+   */
+  private async checkSuspects(epoch: number): Promise<void> {
+    const checking: Entry[] = [];
+    while (checking.length < CHECK_BATCH && this.ready[0]?.suspect === 'check') checking.push(this.ready.shift()!);
+    this.busy++;
+    try {
+      const { rows } = await sql<{ seq: string; attempts: number }>`
+        SELECT seq::text AS seq, attempts FROM ${this.table()}
+        WHERE seq = ANY(${checking.map((entry) => entry.row.seq)}::int8[]) AND state = 'pending'`.execute(this.db);
+      if (epoch !== this.epoch) return;
+      const pending = new Map(rows.map((row) => [row.seq, row.attempts]));
+      const go: Entry[] = [];
+      for (const entry of checking) {
+        const attempts = pending.get(entry.row.seq);
+        if (attempts === undefined) {
+          // Marked (sent or dead) before this relay took over: nothing to publish.
+          this.next(entry);
+          this.finish(entry, null);
+          continue;
+        }
+        entry.attempts = Math.max(entry.attempts, attempts);
+        entry.suspect = attempts > 0 ? 'count' : null;
+        go.push(entry);
+      }
+      this.ready.unshift(...go);
+    } catch (error) {
+      // Checked again on the next turn.
+      if (epoch === this.epoch) this.ready.unshift(...checking);
+      this.report(error);
+      await sleep(this.config.options.brokerProbeIntervalMs);
+    } finally {
+      this.busy--;
+      this.wake();
+    }
   }
 
   /**
@@ -429,7 +497,7 @@ export class PartitionRunner {
       const fresh: Entry[] = [];
       const alone: Entry[] = [];
       for (const entry of suspects) {
-        entry.suspect = false;
+        entry.suspect = null;
         const attempts = counted.get(entry.row.seq);
         if (attempts === undefined) {
           // Marked before this relay took over (sent, or dead): nothing to publish.
@@ -553,6 +621,11 @@ export class PartitionRunner {
     if (this.owned === owned) return;
     this.owned = owned;
     this.config.events.owned(owned);
+  }
+
+  /** This tenure of the slot, as recorded in the slots table. */
+  private holder(epoch: number): string {
+    return `${this.config.token}:${epoch}`;
   }
 
   private table() {

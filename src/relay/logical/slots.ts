@@ -72,12 +72,32 @@ export async function ensureSlot<DB>(db: Kysely<DB>, slot: string, names: TableN
       if (codeOf(error) !== DUPLICATE_OBJECT) throw error;
     }
   }
-  // A new slot replaces what an old one of the same name recorded; a slot made by hand gets its record now.
+  // A new slot replaces what an old one of the same name recorded, and no relay has streamed it yet (a clean
+  // start); a slot made by hand gets its record now, not known to be clean.
   await sql`
-    INSERT INTO ${slotsTable(names)} (slot, backfill_through)
-    SELECT ${slot}, coalesce(max(seq), 0) FROM ${qualifiedTable(names)}
-    ON CONFLICT (slot) DO ${created ? sql`UPDATE SET backfill_through = excluded.backfill_through` : sql`NOTHING`}`.execute(db);
+    INSERT INTO ${slotsTable(names)} (slot, backfill_through, clean_stop)
+    SELECT ${slot}, coalesce(max(seq), 0), ${created} FROM ${qualifiedTable(names)}
+    ON CONFLICT (slot) DO ${
+      created ? sql`UPDATE SET backfill_through = excluded.backfill_through, clean_stop = true` : sql`NOTHING`
+    }`.execute(db);
   return created;
+}
+
+/**
+ * Called by the relay that now streams the slot: says whether the relay before it stopped cleanly (nothing in
+ * flight), and records that this one has not (yet).
+ */
+export async function takeOverSlot<DB>(db: Kysely<DB>, slot: string, names: TableNames, holder: string): Promise<boolean> {
+  const { rows } = await sql<{ clean: boolean }>`
+    WITH before AS (SELECT clean_stop FROM ${slotsTable(names)} WHERE slot = ${slot} FOR UPDATE)
+    UPDATE ${slotsTable(names)} SET clean_stop = false, holder = ${holder} FROM before WHERE slot = ${slot}
+    RETURNING before.clean_stop AS clean`.execute(db);
+  return rows[0]?.clean === true;
+}
+
+/** Records that the relay holding the slot stops with nothing in flight and every mark written. */
+export async function recordCleanStop<DB>(db: Kysely<DB>, slot: string, names: TableNames, holder: string): Promise<void> {
+  await sql`UPDATE ${slotsTable(names)} SET clean_stop = true WHERE slot = ${slot} AND holder = ${holder}`.execute(db);
 }
 
 /** The highest seq a relay taking the slot must look for in the table: past it, the slot streams every row. */

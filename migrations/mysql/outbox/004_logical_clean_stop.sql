@@ -1,0 +1,2 @@
+-- Nothing to do on MySQL/MariaDB: the logical relay (and its table of slot records) is PostgreSQL's. The file keeps
+-- both dialects' migrations numbered alike.
