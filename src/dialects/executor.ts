@@ -19,8 +19,28 @@ export interface MysqlConnectionLike {
   query(...args: never[]): unknown;
 }
 
+/**
+ * An ORM's open transaction, made into something txoutbox can write in: what `fromPrisma(tx)`, `fromDrizzle(tx)`,
+ * `fromKnex(trx)` and the other ORM modules return. Each module checks that its handle really is a transaction.
+ */
+export interface OrmTransaction<Handle = unknown> {
+  /** Brands the object for txoutbox (an ORM's own transaction object is never mistaken for one). */
+  readonly txoutboxOrmTransaction: true;
+  /** The ORM, for errors ("prisma", "drizzle", ...). */
+  readonly orm: string;
+  /** The ORM's own handle, as given: a processOnce handler can use it. */
+  readonly handle: Handle;
+  /**
+   * Runs one statement inside the transaction, with the dialect's placeholders ($1, $2 on PostgreSQL; ? on MySQL).
+   * Parameters may be strings, numbers, bigints, booleans, null, Dates, Buffers and (PostgreSQL) arrays. A failure
+   * must reject with the database driver's own error, or an error carrying the same `code` (PostgreSQL SQLSTATE) or
+   * `errno` (MySQL error number) at its top level, with the ORM's error as its `cause`.
+   */
+  query(sql: string, parameters: readonly unknown[]): Promise<SqlResult>;
+}
+
 /** Whatever holds the caller's open transaction. */
-export type TransactionLike = KyselyTransactionLike | PgClientLike | MysqlConnectionLike;
+export type TransactionLike = KyselyTransactionLike | PgClientLike | MysqlConnectionLike | OrmTransaction;
 
 export interface SqlResult {
   rows: Record<string, unknown>[];
@@ -100,6 +120,10 @@ export function readCommittedStatements<DB>(db: Kysely<DB>, defaultLevel: Compil
   };
 }
 
+export function isOrmTransaction(value: unknown): value is OrmTransaction {
+  return (value as Partial<OrmTransaction> | null)?.txoutboxOrmTransaction === true;
+}
+
 export function isKyselyLike(value: unknown): value is KyselyTransactionLike {
   const candidate = value as Partial<KyselyTransactionLike> | null;
   return typeof candidate?.executeQuery === 'function' && typeof candidate.isTransaction === 'boolean';
@@ -110,6 +134,10 @@ export function isKyselyLike(value: unknown): value is KyselyTransactionLike {
  * plain connection would autocommit the message whether or not the business work later commits.
  */
 export async function transactionExecutor(trx: unknown, dialect: DialectName): Promise<SqlExecutor> {
+  if (isOrmTransaction(trx)) {
+    const run: SqlExecutor = (query) => trx.query(query.sql, query.parameters);
+    return dialect === 'postgres' ? withFailedTransactionCheck(run) : run;
+  }
   if (isKyselyLike(trx)) {
     if (!trx.isTransaction) throw new NotInTransactionError('a Kysely instance that is not a transaction');
     return dialect === 'postgres' ? withFailedTransactionCheck(kyselyExecutor(trx)) : kyselyExecutor(trx);
