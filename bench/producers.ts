@@ -32,6 +32,11 @@ const OFFERED_PER_SECOND = 500;
 const OFFERED_MS = 10_000;
 /** How long the producer holds key K open, and the relay's throughput on the other keys is measured. */
 const HOLD_MS = 30_000;
+/**
+ * Held (true) and unheld runs, interleaved so drift over the bench falls on both alike. Three of each: single
+ * 30 s runs on this machine vary by ±40 % (checkpoints, WAL flushes) with or without the hold.
+ */
+const HOLD_RUNS = [false, true, true, false, false, true];
 /** A backlog that outlasts the hold on each database (a run that drains it early says so in the report). */
 const HOLD_BACKLOG: Record<Target['dialect'], number> = { postgres: 450_000, mysql: 200_000 };
 
@@ -196,13 +201,13 @@ async function measureOffered(
 
 /**
  * The relay's throughput on a backlog of other keys, with and without a producer transaction holding an enqueue
- * for key K open the whole time (runs alternate: without, with, with, without).
+ * for key K open the whole time (runs interleave, see HOLD_RUNS).
  */
 async function measureHold(target: Target, db: Kysely<any>, schema: string, relayDb: Kysely<any>): Promise<HoldResult> {
   const outbox = createOutbox({ dialect: target.dialect, schema });
   const runs: HoldResult['runs'] = [];
   const backlog = HOLD_BACKLOG[target.dialect];
-  for (const held of [false, true, true, false]) {
+  for (const held of HOLD_RUNS) {
     // Every run starts from an empty table with no dead rows: the last run's leftovers, deleted, would be dead
     // rows that nothing can clean while the next run holds its transaction open.
     await sql`TRUNCATE TABLE ${sql.id(schema, 'txoutbox')}`.execute(db);
@@ -250,7 +255,7 @@ function render(date: Date, reports: readonly DbReport[], load: { before: number
     ...machineFacts('npm run bench -- producers', date),
     `- Load average before / after: ${loadavg(load.before)} / ${loadavg(load.after)}`,
     '',
-    `Each transaction inserts one \`orders\` row and, but for the first variant, enqueues one message keyed by one of ${KEYS} customers. Commit rate: no relay runs (it would take CPU in proportion to what the producers commit, on the same 2 cores); ${PRODUCERS} producers as fast as they can, ${ROUNDS} rounds of ${ROUND_MS / 1000} s per variant, the order rotated each round; the ratio divides mean commit rates. Offered load: a relay (concurrency 2, a broker that acknowledges at once) runs in the same process, and the same ${PRODUCERS} producers share a schedule of ${OFFERED_PER_SECOND} transactions/s for ${OFFERED_MS / 1000} s; latency is BEGIN to COMMIT as the producer sees it. Held key: one relay drains a backlog (${count(HOLD_BACKLOG.postgres)} messages on PostgreSQL, ${count(HOLD_BACKLOG.mysql)} on MariaDB/MySQL, more than it sends in the window) on ${KEYS} other keys for ${HOLD_MS / 1000} s, with and without another transaction holding an uncommitted enqueue for key K (whose earlier message is in the backlog) open for those ${HOLD_MS / 1000} s; runs alternate without, with, with, without.`,
+    `Each transaction inserts one \`orders\` row and, but for the first variant, enqueues one message keyed by one of ${KEYS} customers. Commit rate: no relay runs (it would take CPU in proportion to what the producers commit, on the same 2 cores); ${PRODUCERS} producers as fast as they can, ${ROUNDS} rounds of ${ROUND_MS / 1000} s per variant, the order rotated each round; the ratio divides mean commit rates. Offered load: a relay (concurrency 2, a broker that acknowledges at once) runs in the same process, and the same ${PRODUCERS} producers share a schedule of ${OFFERED_PER_SECOND} transactions/s for ${OFFERED_MS / 1000} s; latency is BEGIN to COMMIT as the producer sees it. Held key: one relay drains a backlog (${count(HOLD_BACKLOG.postgres)} messages on PostgreSQL, ${count(HOLD_BACKLOG.mysql)} on MariaDB/MySQL, more than it sends in the window) on ${KEYS} other keys for ${HOLD_MS / 1000} s, with and without another transaction holding an uncommitted enqueue for key K (whose earlier message is in the backlog) open for those ${HOLD_MS / 1000} s; runs go ${HOLD_RUNS.map((held) => (held ? 'with' : 'without')).join(', ')}; the ratio divides the mean rates.`,
     '',
   ];
   for (const report of reports) {
