@@ -156,7 +156,7 @@ export class PartitionRunner {
         // senders are few (max_wal_senders), and standbys trying them all the time can starve the relays that stream.
         const { rows } = await sql<{ active: boolean }>`SELECT active FROM pg_replication_slots WHERE slot_name = ${slot}`.execute(this.db);
         if (rows[0]?.active === true) standby = true;
-        else await stream.run(0n);
+        else if (this.running) await stream.run(0n);
       } catch (error) {
         standby = /is active for PID/i.test(String(error));
         // Out of WAL senders: said once (max_wal_senders must cover relays × partitions), then tried again quietly.

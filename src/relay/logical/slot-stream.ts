@@ -52,6 +52,7 @@ const PG_EPOCH_US = 946_684_800_000_000n;
  */
 export class SlotStream {
   private client: pg.Client | null = null;
+  private stopped = false;
   private connection: CopyConnection | null = null;
   private confirmed: Lsn = 0n;
   private current: StreamedTransaction | null = null;
@@ -72,6 +73,8 @@ export class SlotStream {
    * "is active for PID"), missing, or the server refuses.
    */
   async run(from: Lsn): Promise<void> {
+    // Stopped before it started (the relay stopped while it checked whether the slot was free): never connect.
+    if (this.stopped) return;
     const config = typeof this.source === 'string' ? { connectionString: this.source } : this.source;
     const client = new pg.Client({ ...config, replication: 'database' } as pg.ClientConfig);
     this.client = client;
@@ -85,6 +88,12 @@ export class SlotStream {
       this.close();
       await client.end().catch(() => undefined);
       throw error;
+    }
+    // Stopped while connecting: stop() ended this client already, or will find none to end.
+    if (this.stopped) {
+      this.close();
+      await client.end().catch(() => undefined);
+      return;
     }
     const connection = client.connection as unknown as CopyConnection;
     this.connection = connection;
@@ -124,6 +133,7 @@ export class SlotStream {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     const client = this.client;
     this.close();
     await client?.end().catch(() => undefined);
