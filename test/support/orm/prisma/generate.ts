@@ -23,14 +23,15 @@ const STALE_LOCK_MS = 120_000;
 const inProcess = new Map<string, Promise<string>>();
 
 /**
- * Generates the client of `schemaFile` into `outputDir` (the schema's generator `output`) unless a client of this
+ * Generates the client of `schemaFile` into `outputDir` (the schema's generator `output`; `configFile` is the
+ * prisma.config.ts to load, an empty one by default) unless a client of this
  * exact schema and Prisma version is already there; returns the path of its `client.ts`. Safe to call from several
  * processes at once (a lock directory serializes them).
  */
-export function ensurePrismaClient(schemaFile: string, outputDir: string): Promise<string> {
+export function ensurePrismaClient(schemaFile: string, outputDir: string, configFile = CONFIG): Promise<string> {
   let pending = inProcess.get(outputDir);
   if (pending === undefined) {
-    pending = generate(schemaFile, outputDir).catch((error: unknown) => {
+    pending = generate(schemaFile, outputDir, configFile).catch((error: unknown) => {
       inProcess.delete(outputDir);
       throw error;
     });
@@ -39,7 +40,7 @@ export function ensurePrismaClient(schemaFile: string, outputDir: string): Promi
   return pending;
 }
 
-async function generate(schemaFile: string, outputDir: string): Promise<string> {
+async function generate(schemaFile: string, outputDir: string, configFile: string): Promise<string> {
   const client = join(outputDir, 'client.ts');
   const stampFile = join(outputDir, '.txoutbox-stamp');
   const cli = require.resolve('prisma/build/index.js');
@@ -54,7 +55,7 @@ async function generate(schemaFile: string, outputDir: string): Promise<string> 
   try {
     if (await fresh()) return client;
     await rm(outputDir, { recursive: true, force: true });
-    await run(process.execPath, [cli, 'generate', '--schema', schemaFile, '--config', CONFIG], {
+    await run(process.execPath, [cli, 'generate', '--schema', schemaFile, '--config', configFile], {
       env: {
         ...process.env,
         PRISMA_SCHEMA_ENGINE_BINARY: process.platform === 'win32' ? process.execPath : '/bin/false',
