@@ -37,7 +37,11 @@ export interface PlacedOrder {
 }
 
 /** Places an order: the row and its `orders.placed` message in one transaction. */
-export async function placeOrder(prisma: OrderClient, outbox: Outbox, input: { customer: string; total: number }): Promise<PlacedOrder> {
+export async function placeOrder(
+  prisma: OrderClient,
+  outbox: Outbox,
+  input: { customer: string; total: number },
+): Promise<PlacedOrder> {
   const order = { id: randomUUID(), customer: input.customer, total: input.total };
   const { id: messageId } = await prisma.$transaction(async (tx) => {
     await tx.order.create({ data: order });
@@ -56,12 +60,18 @@ export async function migrateExample(url: string, schema?: string): Promise<void
   const dialect = dialectOf(url);
   const db =
     dialect === 'postgres'
-      ? new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new (await import('pg')).default.Pool({ connectionString: url, max: 1 }) }) })
-      : new Kysely<unknown>({ dialect: new MysqlDialect({ pool: (await import('mysql2')).default.createPool({ uri: url, connectionLimit: 1 }) }) });
+      ? new Kysely<unknown>({
+          dialect: new PostgresDialect({ pool: new (await import('pg')).default.Pool({ connectionString: url, max: 1 }) }),
+        })
+      : new Kysely<unknown>({
+          dialect: new MysqlDialect({ pool: (await import('mysql2')).default.createPool({ uri: url, connectionLimit: 1 }) }),
+        });
   try {
     await migrate(db, { dialect, ...(schema === undefined ? {} : { schema }) });
     const orders = schema === undefined ? sql.id('orders') : sql.id(schema, 'orders');
-    await sql`CREATE TABLE IF NOT EXISTS ${orders} (id varchar(64) PRIMARY KEY, customer varchar(255) NOT NULL, total numeric(12, 2) NOT NULL)`.execute(db);
+    await sql`CREATE TABLE IF NOT EXISTS ${orders} (id varchar(64) PRIMARY KEY, customer varchar(255) NOT NULL, total numeric(12, 2) NOT NULL)`.execute(
+      db,
+    );
   } finally {
     await db.destroy();
   }
@@ -72,7 +82,9 @@ export async function openExampleClient(url: string, schema?: string): Promise<O
   const dialect = dialectOf(url);
   const client = resolve(dirname(fileURLToPath(import.meta.url)), 'generated', dialect, 'client.ts');
   if (!existsSync(client)) {
-    throw new Error(`Generate the Prisma client first: npx prisma generate --config examples/prisma/prisma.config.ts --schema examples/prisma/schema/${dialect}.prisma`);
+    throw new Error(
+      `Generate the Prisma client first: npx prisma generate --config examples/prisma/prisma.config.ts --schema examples/prisma/schema/${dialect}.prisma`,
+    );
   }
   const { PrismaClient } = (await import(pathToFileURL(client).href)) as { PrismaClient: new (options: object) => OrderClient };
   if (dialect === 'postgres') {

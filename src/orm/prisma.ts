@@ -66,8 +66,9 @@ export function fromPrisma<Tx extends PrismaTransactionClient>(tx: Tx): OrmTrans
     orm: 'prisma',
     handle: tx,
     async query(text: string, parameters: readonly unknown[]): Promise<SqlResult> {
-      // Prisma's MariaDB adapter sends prepared statements (the binary protocol).
-      const { sql, parameters: values } = provider === 'mysql' ? forPreparedStatements(text, parameters) : { sql: text, parameters };
+      // Prisma's MariaDB adapter sends prepared statements (the binary protocol); PostgreSQL SQL needs no change.
+      const { sql, parameters: values } =
+        provider === 'postgres' ? { sql: text, parameters } : forPreparedStatements(text, parameters);
       try {
         if (returnsRows(sql)) {
           const rows = (await tx.$queryRawUnsafe(sql, ...values)) as Record<string, unknown>[];
@@ -123,7 +124,11 @@ interface DriverAdapterCause {
  * the SQLSTATE on PostgreSQL and the error number on MySQL/MariaDB, whatever category (`kind`) Prisma filed it under.
  */
 function translated(error: unknown, provider: Provider): unknown {
-  const prisma = error as { code?: unknown; message?: unknown; meta?: { driverAdapterError?: { cause?: DriverAdapterCause } } } | null;
+  const prisma = error as {
+    code?: unknown;
+    message?: unknown;
+    meta?: { driverAdapterError?: { cause?: DriverAdapterCause } };
+  } | null;
   if (prisma?.code === 'P2028' && typeof prisma.message === 'string' && /Transaction already closed/i.test(prisma.message)) {
     // Mostly a `tx` used after its callback returned (a missing await): say so in txoutbox's terms.
     return new NotInTransactionError(`a Prisma transaction client whose transaction has ended (${lastLine(prisma.message)})`);
@@ -133,17 +138,30 @@ function translated(error: unknown, provider: Provider): unknown {
   const original = cause.originalCode ?? cause.code;
   if (original === undefined || original === null) return error;
   const message = String(cause.originalMessage ?? cause.message ?? prisma?.message ?? 'database error');
-  const kind = provider !== 'unknown' ? provider : cause.kind === 'postgres' || /^[0-9A-Z]{5}$/.test(String(original)) ? 'postgres' : 'mysql';
+  // An unknown provider (not seen with Prisma 7): the adapter's own kind, else the code's shape (SQLSTATEs have 5 characters).
+  const kind =
+    provider !== 'unknown'
+      ? provider
+      : cause.kind === 'postgres' || cause.kind === 'mysql'
+        ? cause.kind
+        : /^[0-9A-Z]{5}$/.test(String(original))
+          ? 'postgres'
+          : 'mysql';
   if (kind === 'postgres') return new PrismaDatabaseError(message, { code: String(original) }, error);
   const errno = Number(original);
   if (!Number.isInteger(errno)) return error;
-  return new PrismaDatabaseError(message, { errno, ...(typeof cause.state === 'string' ? { sqlState: cause.state } : {}) }, error);
+  return new PrismaDatabaseError(
+    message,
+    { errno, ...(typeof cause.state === 'string' ? { sqlState: cause.state } : {}) },
+    error,
+  );
 }
 
 /** Prisma returns bytes as Uint8Array; the drivers txoutbox reads elsewhere return Buffers (a view, no copy). */
 function withBuffers(row: Record<string, unknown>): Record<string, unknown> {
   for (const [column, value] of Object.entries(row)) {
-    if (value instanceof Uint8Array && !Buffer.isBuffer(value)) row[column] = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    if (value instanceof Uint8Array && !Buffer.isBuffer(value))
+      row[column] = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
   }
   return row;
 }

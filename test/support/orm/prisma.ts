@@ -31,7 +31,10 @@ type ClientModule = { PrismaClient: new (options: object) => HarnessClient };
 
 /** Loads (generating it first, if need be) the harness schema's client for a dialect. */
 export async function loadHarnessClient(dialect: DialectName): Promise<ClientModule> {
-  const client = await ensurePrismaClient(resolve(HERE, 'prisma', `${dialect}.prisma`), resolve(HERE, 'prisma', 'generated', dialect));
+  const client = await ensurePrismaClient(
+    resolve(HERE, 'prisma', `${dialect}.prisma`),
+    resolve(HERE, 'prisma', 'generated', dialect),
+  );
   // A computed specifier: the generated client does not exist before the first run, and tsc must not need it.
   return (await import(pathToFileURL(client).href)) as ClientModule;
 }

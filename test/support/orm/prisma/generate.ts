@@ -45,7 +45,10 @@ async function generate(schemaFile: string, outputDir: string, configFile: strin
   const stampFile = join(outputDir, '.txoutbox-stamp');
   const cli = require.resolve('prisma/build/index.js');
   const version = (JSON.parse(await readFile(require.resolve('prisma/package.json'), 'utf8')) as { version: string }).version;
-  const stamp = createHash('sha256').update(version).update(await readFile(schemaFile)).digest('hex');
+  const stamp = createHash('sha256')
+    .update(version)
+    .update(await readFile(schemaFile))
+    .digest('hex');
   const fresh = async () => existsSync(client) && (await readFile(stampFile, 'utf8').catch(() => '')) === stamp;
   if (await fresh()) return client;
 
@@ -81,7 +84,10 @@ async function acquire(lock: string): Promise<void> {
       return;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const age = await stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0);
+      const age = await stat(lock).then(
+        (s) => Date.now() - s.mtimeMs,
+        () => 0,
+      );
       if (age > STALE_LOCK_MS) await rm(lock, { recursive: true, force: true });
       else await new Promise((done) => setTimeout(done, 100));
     }
