@@ -53,7 +53,8 @@ export async function clearInbox(h: Harness): Promise<void> {
  * How many sessions are inside a statement on this harness's inbox table, blocked behind another transaction:
  * the proof that concurrent deliveries really queued behind the first, rather than happening to run one after
  * another. PostgreSQL reports the lock wait itself; MariaDB's INNODB_TRX view is a cache that lags, so there a
- * session still executing its INSERT (a single-row insert that would otherwise finish at once) is counted.
+ * session still executing its INSERT (a single-row insert that would otherwise finish at once) is counted: as a
+ * `Query` (text protocol, mysql2) or an `Execute` (a prepared statement: Prisma's MariaDB adapter, the mariadb driver).
  */
 export async function lockWaiters(h: Harness): Promise<number> {
   const pattern = `%${h.schema}%txoutbox_inbox%`;
@@ -64,7 +65,7 @@ export async function lockWaiters(h: Harness): Promise<number> {
           WHERE wait_event_type = 'Lock' AND state = 'active' AND query LIKE ${pattern}`.execute(h.db)
       : await sql<{ n: number }>`
           SELECT count(*) AS n FROM information_schema.processlist
-          WHERE command = 'Query' AND info LIKE 'INSERT INTO%' AND info LIKE ${pattern} AND id <> connection_id()`.execute(h.db);
+          WHERE command IN ('Query', 'Execute') AND info LIKE 'INSERT INTO%' AND info LIKE ${pattern} AND id <> connection_id()`.execute(h.db);
   return Number(rows[0]!.n);
 }
 
