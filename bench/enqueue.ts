@@ -1,5 +1,6 @@
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import { createUlidGenerator } from '../src/outbox/ids.js';
+import { benchOrmEnqueue } from './orm-enqueue.js';
 import { createOutbox, migrate, type Outbox, type OutboxMessage } from '../src/index.js';
 import {
   machineFacts,
@@ -100,7 +101,8 @@ export async function benchEnqueue(): Promise<string> {
   const date = new Date();
   const reports: DbReport[] = [];
   for (const target of targets()) reports.push(await benchTarget(target));
-  return render(date, reports);
+  // A row per ORM (#14): the same one-row transaction through each ORM, with and without enqueue.
+  return `${render(date, reports)}\n\n${await benchOrmEnqueue()}`;
 }
 
 async function benchTarget(target: Target): Promise<DbReport> {

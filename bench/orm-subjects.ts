@@ -1,0 +1,11 @@
+import { openPrismaFixture } from '../test/support/orm/prisma.js';
+import type { EnqueueSubject, OrmSubject } from './orm-enqueue.js';
+
+/** The fixtures' transactions hand out OrmTransactions; the bench passes them back as they came. */
+const subject = (name: string, open: (...args: Parameters<OrmSubject['open']>) => Promise<unknown>): OrmSubject => ({
+  name,
+  open: async (...args) => (await open(...args)) as EnqueueSubject,
+});
+
+/** The ORMs the enqueue bench drives, each opened by the fixture its contract tests use (test/support/orm/). */
+export const ORM_SUBJECTS: readonly OrmSubject[] = [subject('Prisma', openPrismaFixture)];
