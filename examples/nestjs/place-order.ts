@@ -26,7 +26,7 @@ import { MemoryBroker, type Broker, type Outbox } from '../../src/index.js';
 import { TXOUTBOX_OUTBOX, TxOutboxModule } from '../../src/orm/nestjs.js';
 import { fromTypeorm } from '../../src/orm/typeorm.js';
 import { dialectOf, orderDataSource, OrderEntity, type Order } from '../typeorm/place-order.js';
-import { TransactionalAdapterTypeorm } from './typeorm-transactional-adapter.js';
+import { TransactionalAdapterTypeOrm } from '@nestjs-cls/transactional-adapter-typeorm';
 
 export const DATA_SOURCE = Symbol('DATA_SOURCE');
 export const RELAY_DB = Symbol('RELAY_DB');
@@ -34,7 +34,7 @@ export const RELAY_DB = Symbol('RELAY_DB');
 export class OrderService {
   constructor(
     private readonly outbox: Outbox,
-    private readonly txHost: TransactionHost<TransactionalAdapterTypeorm>,
+    private readonly txHost: TransactionHost<TransactionalAdapterTypeOrm>,
   ) {}
 
   /** @Transactional(): the order and its message commit together, or neither exists. */
@@ -120,7 +120,7 @@ export class OrdersModule {
           plugins: [
             new ClsPluginTransactional({
               imports: [database],
-              adapter: new TransactionalAdapterTypeorm({ dataSourceToken: DATA_SOURCE }),
+              adapter: new TransactionalAdapterTypeOrm({ dataSourceToken: DATA_SOURCE }),
             }),
           ],
         }),
@@ -136,7 +136,7 @@ export class OrdersModule {
       providers: [
         {
           provide: OrderService,
-          useFactory: (outbox: Outbox, txHost: TransactionHost<TransactionalAdapterTypeorm>) => new OrderService(outbox, txHost),
+          useFactory: (outbox: Outbox, txHost: TransactionHost<TransactionalAdapterTypeOrm>) => new OrderService(outbox, txHost),
           inject: [TXOUTBOX_OUTBOX, TransactionHost],
         },
       ],
