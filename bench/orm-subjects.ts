@@ -1,4 +1,6 @@
 import { openPrismaFixture } from '../test/support/orm/prisma.js';
+import { openSequelizeFixture } from '../test/support/orm/sequelize.js';
+import { openTypeormFixture } from '../test/support/orm/typeorm.js';
 import type { EnqueueSubject, OrmSubject } from './orm-enqueue.js';
 
 /** The fixtures' transactions hand out OrmTransactions; the bench passes them back as they came. */
@@ -8,4 +10,8 @@ const subject = (name: string, open: (...args: Parameters<OrmSubject['open']>) =
 });
 
 /** The ORMs the enqueue bench drives, each opened by the fixture its contract tests use (test/support/orm/). */
-export const ORM_SUBJECTS: readonly OrmSubject[] = [subject('Prisma', openPrismaFixture)];
+export const ORM_SUBJECTS: readonly OrmSubject[] = [
+  subject('Prisma', openPrismaFixture),
+  subject('TypeORM', openTypeormFixture),
+  subject('Sequelize', (dialect, url, schema) => openSequelizeFixture(dialect, url, schema)),
+];
