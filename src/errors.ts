@@ -45,7 +45,8 @@ export class NotInTransactionError extends TxOutboxError {
     super(
       `${operation} needs an open transaction, but got ${what}. ` +
         'Call it inside db.transaction().execute(trx => ...) (Kysely), after BEGIN on a pg client, ' +
-        'or after beginTransaction() on a mysql2 connection, so ' +
+        'after beginTransaction() on a mysql2 connection, or with an ORM transaction wrapped by its txoutbox module ' +
+        '(fromPrisma(tx), fromDrizzle(tx), fromTypeorm(manager), fromKnex(trx), fromSequelize(t), fromMikroOrm(em)), so ' +
         (operation === 'enqueue'
           ? 'the message commits or rolls back with your data.'
           : 'the inbox record commits or rolls back with your effects.'),
