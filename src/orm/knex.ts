@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import type { OrmTransaction, SqlResult } from '../dialects/executor.js';
 import { ConfigError, NotInTransactionError } from '../errors.js';
-import { splitPostgres } from './placeholders.js';
+import { splitMysql, splitPostgres } from './placeholders.js';
 
 /** A Knex transaction made into what `enqueue` and `processOnce` accept. */
 export type KnexOrmTransaction = OrmTransaction<Knex.Transaction>;
@@ -31,8 +31,8 @@ export function knexTransaction<Handle>(orm: string, trx: Knex.Transaction, hand
         const { text, parameters: bound } = splitPostgres(sql, parameters);
         return pgResult(await trx.raw(knexSql(text), bound as Knex.RawBinding[]));
       }
-      // txoutbox's MySQL SQL already uses `?` and no other question mark, as knex.raw and mysql2 read them.
-      return mysqlResult(await trx.raw(sql, parameters as Knex.RawBinding[]));
+      const { text, parameters: bound } = mysqlWithInlineBytes(sql, parameters);
+      return mysqlResult(await trx.raw(text, bound as Knex.RawBinding[]));
     },
   };
 }
@@ -70,6 +70,27 @@ function knexSql(text: readonly string[]): string {
       return part.replaceAll('?', '\\?');
     })
     .join('?');
+}
+
+/**
+ * txoutbox's MySQL SQL uses `?` and no other question mark, as knex.raw reads them, and sends every string as bytes
+ * behind a `_utf8mb4` introducer, relying on mysql2 writing a Buffer as a hex literal `X'...'` (no escapes, so no
+ * SQL mode can misread it). Other drivers differ: the mariadb connector (MikroORM's MariaDB driver) writes
+ * `_BINARY '...'`, a second introducer. So each Buffer goes into the SQL as the hex literal mysql2 would have sent.
+ */
+function mysqlWithInlineBytes(sql: string, parameters: readonly unknown[]): { text: string; parameters: unknown[] } {
+  const { text, parameters: values } = splitMysql(sql, parameters);
+  let out = text[0]!;
+  const bound: unknown[] = [];
+  values.forEach((value, i) => {
+    if (Buffer.isBuffer(value)) out += `X'${value.toString('hex')}'`;
+    else {
+      out += '?';
+      bound.push(value);
+    }
+    out += text[i + 1]!;
+  });
+  return { text: out, parameters: bound };
 }
 
 /** knex.raw on pg resolves with node-postgres's own result. */
