@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { postgresArrayLiteral } from '../../src/orm/pg-array.js';
 import { splitMysql, splitPostgres } from '../../src/orm/placeholders.js';
 
 describe('splitPostgres', () => {
@@ -28,5 +29,22 @@ describe('splitMysql', () => {
       parameters: [1, 2],
     });
     expect(() => splitMysql('SELECT ?', [])).toThrow(RangeError);
+  });
+});
+
+describe('postgresArrayLiteral', () => {
+  it('writes arrays as node-postgres does: quoted, escaped, NULLs bare, bytes in hex', () => {
+    expect(
+      postgresArrayLiteral([
+        'a',
+        'say "hi" \\ bye',
+        null,
+        Buffer.from([0, 255]),
+        5n,
+        true,
+        new Date(Date.UTC(2026, 0, 2)),
+        ['x'],
+      ]),
+    ).toBe(String.raw`{"a","say \"hi\" \\ bye",NULL,\\x00ff,"5","true","2026-01-02T00:00:00.000Z",{"x"}}`);
   });
 });
