@@ -1,0 +1,78 @@
+import { randomBytes } from 'node:crypto';
+import { drizzle as drizzleNodePg } from 'drizzle-orm/node-postgres';
+import { drizzle as drizzlePostgresJs } from 'drizzle-orm/postgres-js';
+import pg from 'pg';
+import postgres from 'postgres';
+import { describe, expect, inject, it } from 'vitest';
+import { migrateTables, openDrizzle, placeOrder } from '../../../examples/drizzle/place-order.js';
+import { createOutbox, NotInTransactionError, type DialectName } from '../../../src/index.js';
+import { fromDrizzle, type DrizzleTransactionLike } from '../../../src/orm/drizzle.js';
+import { ormContract } from '../../support/orm-contract.js';
+import { openDrizzleFixture } from '../../support/orm/drizzle.js';
+import { openKnex } from '../../support/orm/knex.js';
+
+const urls = { postgres: inject('pgUrl'), mysql: inject('mysqlUrl') };
+
+ormContract('drizzle', 'postgres', (h) => openDrizzleFixture('postgres', urls.postgres, h.schema));
+ormContract('drizzle (postgres.js)', 'postgres', (h) => openDrizzleFixture('postgres', urls.postgres, h.schema, 'postgres-js'));
+ormContract('drizzle', 'mysql', (h) => openDrizzleFixture('mysql', urls.mysql, h.schema));
+
+describe.each(['node-postgres', 'postgres-js'] as const)('fromDrizzle on PostgreSQL with %s', (driver) => {
+  it('binds arrays of dates, bytes, text and booleans as one parameter each', async () => {
+    const client =
+      driver === 'node-postgres' ? new pg.Pool({ connectionString: urls.postgres, max: 1 }) : postgres(urls.postgres, { max: 1 });
+    const db = client instanceof pg.Pool ? drizzleNodePg({ client }) : drizzlePostgresJs({ client });
+    try {
+      const at = new Date(Date.UTC(2026, 0, 2, 3, 4, 5, 6));
+      const { rows } = await db.transaction((tx) =>
+        fromDrizzle(tx).query(
+          `SELECT ($1::timestamptz[])[1] = $5::timestamptz AS same_time, encode(($2::bytea[])[2], 'hex') AS hex,
+             cardinality($3::text[]) AS n, ($3::text[])[2] AS quoted, ($4::boolean[])[1] AS yes, '?' AS mark`,
+          [[at, null], [Buffer.from([1]), Buffer.from([0, 255])], ['a', 'b "c" \\ d'], [true, false], at],
+        ),
+      );
+      expect(rows).toEqual([{ same_time: true, hex: '00ff', n: 2, quoted: 'b "c" \\ d', yes: true, mark: '?' }]);
+    } finally {
+      await client.end();
+    }
+  });
+});
+
+describe.each(['postgres', 'mysql'] as DialectName[])('fromDrizzle on %s', (dialect) => {
+  it('refuses a Drizzle database that is not a transaction', async () => {
+    const app = openDrizzle(urls[dialect]);
+    try {
+      expect(() => fromDrizzle(app.db as unknown as DrizzleTransactionLike)).toThrow(NotInTransactionError);
+      // A transaction works: the same database, inside db.transaction.
+      const rows = await (app.dialect === 'postgres'
+        ? app.db.transaction((tx) => fromDrizzle(tx).query('SELECT 1 AS one', []))
+        : app.db.transaction((tx) => fromDrizzle(tx).query('SELECT 1 AS one', [])));
+      expect(rows.rows.map((row) => Number(row.one))).toEqual([1]);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('runs the example: txoutbox’s SQL through Drizzle’s migrator, then an order and its message in one transaction', async () => {
+    const name = `txo_drizzle_${randomBytes(4).toString('hex')}`;
+    const admin = openKnex(dialect, urls[dialect]);
+    await admin.raw(dialect === 'postgres' ? `CREATE SCHEMA ${name}` : `CREATE DATABASE ${name}`);
+    // The example's SQL is unqualified: the schema comes from the connection (search_path, or the database).
+    const app =
+      dialect === 'postgres' ? openDrizzle(urls.postgres, name) : openDrizzle(urls.mysql.replace(/\/[^/]*$/, `/${name}`));
+    try {
+      await migrateTables(app, name);
+      await migrateTables(app, name); // a second run applies nothing
+      const { orderId, messageId } = await placeOrder(app, createOutbox({ dialect }), { customer: 'alice', total: 42 });
+      expect(await admin.withSchema(name).table('orders').select('id', 'customer')).toEqual([{ id: orderId, customer: 'alice' }]);
+      const messages = await admin.withSchema(name).table('txoutbox').select('id', 'topic', 'msg_key');
+      expect(messages.map((m: Record<string, unknown>) => [String(m.id), m.topic, String(m.msg_key)])).toEqual([
+        [messageId, 'orders.placed', 'alice'],
+      ]);
+    } finally {
+      await app.close();
+      await admin.raw(dialect === 'postgres' ? `DROP SCHEMA ${name} CASCADE` : `DROP DATABASE ${name}`);
+      await admin.destroy();
+    }
+  });
+});
