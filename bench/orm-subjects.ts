@@ -1,3 +1,6 @@
+import { openDrizzleFixture } from '../test/support/orm/drizzle.js';
+import { openKnexFixture } from '../test/support/orm/knex.js';
+import { openMikroOrmFixture } from '../test/support/orm/mikro-orm.js';
 import { openPrismaFixture } from '../test/support/orm/prisma.js';
 import { openSequelizeFixture } from '../test/support/orm/sequelize.js';
 import { openTypeormFixture } from '../test/support/orm/typeorm.js';
@@ -12,6 +15,9 @@ const subject = (name: string, open: (...args: Parameters<OrmSubject['open']>) =
 /** The ORMs the enqueue bench drives, each opened by the fixture its contract tests use (test/support/orm/). */
 export const ORM_SUBJECTS: readonly OrmSubject[] = [
   subject('Prisma', openPrismaFixture),
+  subject('Drizzle', (dialect, url, schema) => openDrizzleFixture(dialect, url, schema)),
+  subject('Knex', openKnexFixture),
+  subject('MikroORM', openMikroOrmFixture),
   subject('TypeORM', openTypeormFixture),
   subject('Sequelize', (dialect, url, schema) => openSequelizeFixture(dialect, url, schema)),
 ];
