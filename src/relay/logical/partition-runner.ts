@@ -9,7 +9,7 @@ import type { DeadMessage, RetryingMessage } from '../relay.js';
 import { parseLsn, type Lsn } from './lsn.js';
 import { Marker } from './marker.js';
 import { partitionFilter } from './names.js';
-import { backfillThrough, ensureSlot, recordCleanStop, takeOverSlot } from './slots.js';
+import { backfillThrough, ensureSlot, recordBackfillBoundary, recordCleanStop, takeOverSlot } from './slots.js';
 import { SlotStream, type ReplicationSource, type StreamedRow, type StreamedTransaction } from './slot-stream.js';
 
 /** A streamed transaction not yet confirmed: its end position, and how many of its rows are not yet marked. */
@@ -213,6 +213,7 @@ export class PartitionRunner {
     this.held = [];
     try {
       this.setOwned(true);
+      await recordBackfillBoundary(this.db, this.config.slot, this.config.names);
       const clean = await takeOverSlot(this.db, this.config.slot, this.config.names, this.holder(epoch));
       if (epoch !== this.epoch) return;
       this.predecessorClean = clean;

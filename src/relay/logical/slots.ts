@@ -73,13 +73,14 @@ export async function ensureSlot<DB>(db: Kysely<DB>, slot: string, names: TableN
     }
   }
   // A new slot replaces what an old one of the same name recorded, and no relay has streamed it yet (a clean
-  // start); a slot made by hand gets its record now, not known to be clean.
-  await sql`
-    INSERT INTO ${slotsTable(names)} (slot, backfill_through, clean_stop)
-    SELECT ${slot}, coalesce(max(seq), 0), ${created} FROM ${qualifiedTable(names)}
-    ON CONFLICT (slot) DO ${
-      created ? sql`UPDATE SET backfill_through = excluded.backfill_through, clean_stop = true` : sql`NOTHING`
-    }`.execute(db);
+  // start). A slot made elsewhere may still be being created (by hand, or by a relay killed while it waited):
+  // its boundary is recorded by the relay that first streams it (recordBackfillBoundary), once it is consistent.
+  if (created) {
+    await sql`
+      INSERT INTO ${slotsTable(names)} (slot, backfill_through, clean_stop)
+      SELECT ${slot}, coalesce(max(seq), 0), true FROM ${qualifiedTable(names)}
+      ON CONFLICT (slot) DO UPDATE SET backfill_through = excluded.backfill_through, clean_stop = true`.execute(db);
+  }
   return created;
 }
 
@@ -98,6 +99,17 @@ export async function takeOverSlot<DB>(db: Kysely<DB>, slot: string, names: Tabl
 /** Records that the relay holding the slot stops with nothing in flight and every mark written. */
 export async function recordCleanStop<DB>(db: Kysely<DB>, slot: string, names: TableNames, holder: string): Promise<void> {
   await sql`UPDATE ${slotsTable(names)} SET clean_stop = true WHERE slot = ${slot} AND holder = ${holder}`.execute(db);
+}
+
+/**
+ * For a slot this relay streams but did not create (no record yet): the highest seq the table holds now. The slot
+ * is consistent once it streams, so everything committed after this read reaches the stream.
+ */
+export async function recordBackfillBoundary<DB>(db: Kysely<DB>, slot: string, names: TableNames): Promise<void> {
+  await sql`
+    INSERT INTO ${slotsTable(names)} (slot, backfill_through)
+    SELECT ${slot}, coalesce(max(seq), 0) FROM ${qualifiedTable(names)}
+    ON CONFLICT (slot) DO NOTHING`.execute(db);
 }
 
 /** The highest seq a relay taking the slot must look for in the table: past it, the slot streams every row. */
