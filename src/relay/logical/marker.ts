@@ -4,13 +4,30 @@ import type { TableNames } from '../../dialects/identifiers.js';
 /** What becomes of a row once its fate is known. */
 export type Mark = { seq: string; kind: 'sent' } | { seq: string; kind: 'dead'; error: string; attempts: number };
 
+/** How often a mark whose row was not there is tried again, and how long apart (ms, doubling). */
+const UNSEEN_TRIES = 8;
+const UNSEEN_FIRST_DELAY_MS = 5;
+
+interface Queued {
+  mark: Mark;
+  done: () => void;
+  /** Writes that found no pending row for it so far. */
+  unseen: number;
+}
+
 /**
  * Writes the fate of streamed rows to the table in batches, off the publish path: sent rows are deleted (or kept
  * as 'sent' for retainSentMs), dead ones marked with their error. A flush resolves once its batch has committed,
  * which is when the relay may confirm the slot past those rows: a crash before that streams them again.
+ *
+ * A row may not be visible yet when its mark is written: PostgreSQL sends a transaction to the slot once its commit
+ * is flushed to the WAL, a moment before the committing session makes it visible to others. A mark that finds no
+ * pending row is therefore written again a few times, 5 ms to ~0.6 s apart, before it counts as done (its row was
+ * marked already, e.g. by the relay before this one); confirming the slot past a row that was never marked would
+ * leave it pending for ever.
  */
 export class Marker<DB> {
-  private pending: { mark: Mark; done: () => void }[] = [];
+  private pending: Queued[] = [];
   private flushing: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
 
@@ -23,7 +40,7 @@ export class Marker<DB> {
 
   /** Queues a mark; `done` runs once it has committed. */
   add(mark: Mark, done: () => void): void {
-    this.pending.push({ mark, done });
+    this.pending.push({ mark, done, unseen: 0 });
     if (this.pending.length >= this.options.maxBatch) void this.flush();
     else if (this.timer === null) {
       this.timer = setTimeout(() => void this.flush(), this.options.flushMs);
@@ -40,7 +57,18 @@ export class Marker<DB> {
     const batch = this.pending;
     this.pending = [];
     this.flushing = this.write(batch.map((entry) => entry.mark)).then(
-      () => batch.forEach((entry) => entry.done()),
+      (written) => {
+        let again = 0;
+        for (const entry of batch) {
+          if (written.has(entry.mark.seq) || entry.unseen + 1 >= UNSEEN_TRIES) entry.done();
+          else {
+            entry.unseen++;
+            again = Math.max(again, entry.unseen);
+            this.unseen.push(entry);
+          }
+        }
+        if (again > 0) this.retryUnseen(UNSEEN_FIRST_DELAY_MS * 2 ** (again - 1));
+      },
       (error: unknown) => {
         this.onError(error);
         // Nothing is confirmed past these rows: queue them again, ahead of what came since.
@@ -59,30 +87,60 @@ export class Marker<DB> {
   close(): void {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
+    if (this.unseenTimer !== null) clearTimeout(this.unseenTimer);
+    this.unseenTimer = null;
     this.pending = [];
+    this.unseen = [];
   }
 
-  private async write(marks: readonly Mark[]): Promise<void> {
+  /** Whether every mark queued so far has been written (none waits, none is being tried again). */
+  get idle(): boolean {
+    return this.pending.length === 0 && this.unseen.length === 0 && this.flushing === null;
+  }
+
+  /** Marks whose rows were not there yet, waiting to be written again. */
+  private unseen: Queued[] = [];
+  private unseenTimer: NodeJS.Timeout | null = null;
+
+  private retryUnseen(delayMs: number): void {
+    if (this.unseenTimer !== null) return;
+    this.unseenTimer = setTimeout(() => {
+      this.unseenTimer = null;
+      this.pending.push(...this.unseen);
+      this.unseen = [];
+      void this.flush();
+    }, delayMs);
+    this.unseenTimer.unref();
+  }
+
+  /** Writes the marks in one transaction; returns the seqs whose pending row it changed. */
+  private async write(marks: readonly Mark[]): Promise<Set<string>> {
     const table = this.names.schema === null ? sql.id(this.names.table) : sql.id(this.names.schema, this.names.table);
     const sent = marks.flatMap((m) => (m.kind === 'sent' ? [m.seq] : []));
     const dead = marks.flatMap((m) => (m.kind === 'dead' ? [m] : []));
-    await this.db.transaction().execute(async (trx) => {
+    return this.db.transaction().execute(async (trx) => {
+      const written = new Set<string>();
+      const note = (rows: readonly { seq: string }[]) => rows.forEach((row) => written.add(row.seq));
       if (this.options.asyncCommit) await sql`SET LOCAL synchronous_commit = off`.execute(trx);
       if (sent.length > 0) {
-        await (this.options.retainSent
-          ? sql`UPDATE ${table} SET state = 'sent', sent_at = now(), ready = false, lease_owner = ${this.options.token}
-                WHERE seq = ANY(${sent}::int8[]) AND state = 'pending'`
-          : sql`DELETE FROM ${table} WHERE seq = ANY(${sent}::int8[]) AND state = 'pending'`
+        const { rows } = await (this.options.retainSent
+          ? sql<{ seq: string }>`UPDATE ${table} SET state = 'sent', sent_at = now(), ready = false, lease_owner = ${this.options.token}
+                WHERE seq = ANY(${sent}::int8[]) AND state = 'pending' RETURNING seq::text AS seq`
+          : sql<{ seq: string }>`DELETE FROM ${table} WHERE seq = ANY(${sent}::int8[]) AND state = 'pending' RETURNING seq::text AS seq`
         ).execute(trx);
+        note(rows);
       }
       if (dead.length > 0) {
-        await sql`
+        const { rows } = await sql<{ seq: string }>`
           UPDATE ${table} AS t SET state = 'dead', ready = false, last_error = d.error, attempts = d.attempts,
                  lease_owner = ${this.options.token}, lease_until = NULL
           FROM unnest(${dead.map((d) => d.seq)}::int8[], ${dead.map((d) => d.error)}::text[], ${dead.map((d) => d.attempts)}::int4[])
                AS d(seq, error, attempts)
-          WHERE t.seq = d.seq AND t.state = 'pending'`.execute(trx);
+          WHERE t.seq = d.seq AND t.state = 'pending'
+          RETURNING t.seq::text AS seq`.execute(trx);
+        note(rows);
       }
+      return written;
     });
   }
 }

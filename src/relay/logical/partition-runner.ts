@@ -121,7 +121,7 @@ export class PartitionRunner {
       () => true,
       () => false,
     );
-    if (drained && marked && this.owned && this.stream !== null) {
+    if (drained && marked && this.marker?.idle === true && this.owned && this.stream !== null) {
       await recordCleanStop(this.db, this.config.slot, this.config.names, this.holder(this.epoch)).catch((error: unknown) =>
         this.report(error),
       );
