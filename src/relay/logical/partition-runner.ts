@@ -200,7 +200,13 @@ export class PartitionRunner {
         flushMs: 5,
         maxBatch: 1000,
       },
-      (error) => this.report(error),
+      (error) => {
+        this.report(error);
+        // The server is going away (shutting down, or this connection was ended): let go of the slot too. A fast
+        // shutdown waits for every WAL sender to have its position confirmed, which needs these very writes; the
+        // stream would hold the server up until the relay died. Streaming starts again once the server is back.
+        if (serverGoingAway(error)) void this.stream?.stop();
+      },
     );
     this.wake();
   }
@@ -641,6 +647,15 @@ export class PartitionRunner {
   private report(error: unknown): void {
     this.config.events.error(error instanceof Error ? error : new Error(String(error)));
   }
+}
+
+/** SQLSTATEs of a server that is shutting down, or not yet accepting connections, or ended this connection. */
+const GOING_AWAY = new Set(['57P01', '57P02', '57P03', '08000', '08003', '08006']);
+
+function serverGoingAway(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof code === 'string' && (GOING_AWAY.has(code) || code === 'ECONNREFUSED' || code === 'ECONNRESET')) return true;
+  return typeof message === 'string' && /Connection terminated/i.test(message);
 }
 
 function sleep(ms: number): Promise<void> {
