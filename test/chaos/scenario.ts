@@ -326,6 +326,16 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
       await relay.start();
       relays.push(relay);
     }
+    if (logical !== undefined) {
+      // The faults are for relays that stream: produce once one does. Creating the slot waits for every transaction
+      // open on the server at that moment, and a relay killed during that wait is a case of its own (the slot is
+      // then created without its backfill record: test/integration/logical-slot-creation.test.ts).
+      const deadline = performance.now() + 120_000;
+      while ((await slotHolder(db, logical.slot)) === null) {
+        if (performance.now() > deadline) throw new Error(`${plan.name}: no relay streams slot ${logical.slot} after 120 s`);
+        await sleep(50);
+      }
+    }
 
     // The producer: transactions of BATCH messages at a steady rate; a key's messages in commit order.
     const expected = new Map<string, string[]>();
@@ -333,6 +343,7 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
     let committed = 0;
     let firstCommit = 0;
     let producerRetries = 0;
+    let produced = false;
     const produceMs = (plan.messages / plan.rate) * 1000;
     /**
      * One business transaction: its batch row and its messages. A connection error (a restarted or killed server)
@@ -378,6 +389,7 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
         const due = start + ((n + BATCH) / plan.rate) * 1000;
         await sleep(Math.max(0, due - performance.now()));
       }
+      produced = true;
     })();
 
     // The faults, spread over the producing time.
@@ -400,7 +412,10 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
       while ((await broker.progress()) <= before && performance.now() < deadline) await sleep(20);
       return performance.now() - from;
     };
-    /** From a SIGKILL of the slot's holder: another WAL sender streams the slot, then a message arrives. */
+    /**
+     * From a SIGKILL of the slot's holder: another WAL sender streams the slot, then a message arrives. When the
+     * producer is done and every row was sent already, there is nothing left to publish: the slot taken is the takeover.
+     */
     const measureTakeover = async (killedAt: number, killedSender: number) => {
       const deadline = killedAt + 60_000;
       for (;;) {
@@ -408,9 +423,21 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
         if ((holder !== null && holder.pid !== killedSender) || performance.now() > deadline) break;
         await sleep(20);
       }
-      const ms = await untilProgress(killedAt);
+      const taken = performance.now() - killedAt;
+      const before = await broker.progress();
+      let idle = false;
+      for (let round = 0; (await broker.progress()) <= before && performance.now() < deadline; round++) {
+        if (round % 10 === 0 && produced && (await outboxCount(db, schema).catch(() => 1)) === 0) {
+          idle = true;
+          break;
+        }
+        await sleep(20);
+      }
+      const ms = idle ? taken : performance.now() - killedAt;
       takeoverMs.push(ms);
-      log(`${plan.name}: publishing again ${Math.round(ms)} ms after the SIGKILL of the slot's holder`);
+      log(
+        `${plan.name}: ${idle ? 'slot taken (nothing left to publish)' : 'publishing again'} ${Math.round(ms)} ms after the SIGKILL of the slot's holder`,
+      );
     };
     for (const at of spread(plan.kills, 1)) {
       faults.push({
@@ -598,6 +625,11 @@ async function outboxRows(db: Kysely<unknown>, schema: string): Promise<{ id: st
     db,
   );
   return rows.map((row) => ({ id: Buffer.isBuffer(row.id) ? row.id.toString('utf8') : row.id, state: row.state }));
+}
+
+async function outboxCount(db: Kysely<unknown>, schema: string): Promise<number> {
+  const { rows } = await sql<{ n: number | string }>`SELECT count(*) AS n FROM ${sql.id(schema, 'txoutbox')}`.execute(db);
+  return Number(rows[0]!.n);
 }
 
 async function effectCount(db: Kysely<unknown>, schema: string): Promise<number> {
