@@ -236,8 +236,10 @@ class RelayProcess {
 function producerDatabase(plan: ChaosPlan): Kysely<unknown> {
   if (plan.dialect === 'postgres') {
     const pool = new pg.Pool({ connectionString: plan.url, max: 4 });
-    // An idle client cut off by a server restart or a killed backend: the pool drops it; nothing to do here.
+    // A client cut off by a server restart: idle, the pool drops it; checked out, the query or transaction using it
+    // fails and the producer or the inbox consumer tries again. Unheard, either error would end this process.
     pool.on('error', () => undefined);
+    pool.on('connect', (client) => client.on('error', () => undefined));
     return new Kysely({ dialect: new PostgresDialect({ pool }) });
   }
   return new Kysely({
