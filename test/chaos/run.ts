@@ -55,6 +55,8 @@ function problems(report: ChaosReport): string[] {
   if (report.rowsLeft > 0) found.push(`${report.rowsLeft} rows left`);
   if (report.deadPoison !== report.poison) found.push(`${report.deadPoison} of ${report.poison} poison messages dead`);
   if (report.uncleanExits > 0) found.push(`${report.uncleanExits} relays did not stop cleanly (logs: ${report.logDirectory})`);
+  if (report.databaseRestartFailures.length > 0)
+    found.push(`PostgreSQL did not restart while the relays ran: ${report.databaseRestartFailures.join('; ')} (logs: ${report.logDirectory})`);
   if (report.crashes > 0) found.push(`${report.crashes} relay exits the suite did not cause (logs: ${report.logDirectory})`);
   const lateTakeovers = report.takeoverMs.filter((ms) => ms > TAKEOVER_GOAL_MS);
   if (lateTakeovers.length > 0) found.push(`a standby published only ${lateTakeovers.map((ms) => Math.round(ms)).join(', ')} ms after the SIGKILL`);
@@ -95,7 +97,16 @@ async function main(): Promise<number> {
   let failed = 0;
   for (const plan of PLANS.filter((p) => selected(p.name))) {
     log(`${plan.name}: starting`);
-    const report = await runChaos(plan);
+    let report: ChaosReport;
+    try {
+      report = await runChaos(plan);
+    } catch (error) {
+      // A run that could not finish is a failure of its own; the others still run and the table is still printed.
+      log(`${plan.name}: ${String(error)}`);
+      failed++;
+      lines.push(`| ${plan.name} | ${plan.mode ?? 'polling'} | **did not finish: ${String(error).split('\n')[0]}** |`);
+      continue;
+    }
     const found = problems(report);
     failed += found.length > 0 ? 1 : 0;
     lines.push(row(report, found.length === 0 ? 'ok' : `**${found.join('; ')}**`));
