@@ -57,6 +57,7 @@ function problems(report: ChaosReport): string[] {
   if (report.uncleanExits > 0) found.push(`${report.uncleanExits} relays did not stop cleanly (logs: ${report.logDirectory})`);
   if (report.databaseRestartFailures.length > 0)
     found.push(`PostgreSQL did not restart while the relays ran: ${report.databaseRestartFailures.join('; ')} (logs: ${report.logDirectory})`);
+  if (report.faultFailures.length > 0) found.push(`faults that failed: ${report.faultFailures.join('; ')}`);
   if (report.crashes > 0) found.push(`${report.crashes} relay exits the suite did not cause (logs: ${report.logDirectory})`);
   const lateTakeovers = report.takeoverMs.filter((ms) => ms > TAKEOVER_GOAL_MS);
   if (lateTakeovers.length > 0) found.push(`a standby published only ${lateTakeovers.map((ms) => Math.round(ms)).join(', ')} ms after the SIGKILL`);
