@@ -488,7 +488,13 @@ export async function runChaos(plan: ChaosPlan): Promise<ChaosReport> {
             for (const relay of relays) await relay.start();
           }
           databaseRestarts++;
-          const ms = await untilProgress(performance.now());
+          const back = performance.now();
+          // With the producer done and every row sent there is nothing to resume: no figure (not 60 s of waiting).
+          if (produced && (await outboxCount(db, schema)) === 0) {
+            log(`${plan.name}: PostgreSQL back; nothing left to publish`);
+            return;
+          }
+          const ms = await untilProgress(back);
           databaseResumeMs.push(ms);
           log(`${plan.name}: publishing again ${Math.round(ms)} ms after PostgreSQL answered`);
         },
