@@ -12,6 +12,7 @@ import {
 import { AMQP_URL, QueueConsumer, restartRabbitMq, withChannel } from '../support/brokers/rabbitmq-fixture.js';
 import type { Kysely } from 'kysely';
 import { createNatsInboxConsumer } from '../../src/dedupe/consumers/nats.js';
+import { DEFAULT_RETRY_DELAYS_MS } from '../../src/dedupe/consumers/core.js';
 import { createRabbitMqInboxConsumer } from '../../src/dedupe/consumers/rabbitmq.js';
 import type { Inbox, InboxHandler } from '../../src/index.js';
 import type { RelayProcessConfig } from './relay-config.js';
@@ -86,7 +87,9 @@ async function rabbitMq(run: string, destinations: Record<string, string | null>
     async close() {
       await Promise.all(consumers.map((consumer) => consumer.close()));
       await withChannel(async (channel) => {
-        for (const queue of [...recorded, ...inboxQueues]) await channel.deleteQueue(queue);
+        // The inbox consumer's retry queues too (its default delays), or every run leaves three behind.
+        const retryQueues = inboxQueues.flatMap((queue) => DEFAULT_RETRY_DELAYS_MS.map((ms) => `${queue}.retry.${ms}ms`));
+        for (const queue of [...recorded, ...inboxQueues, ...retryQueues]) await channel.deleteQueue(queue);
         for (const destination of named) await channel.deleteExchange(exchangeOf(destination));
       }).catch(() => undefined);
     },

@@ -11,7 +11,15 @@ export interface RelayProcessConfig {
     | { type: 'rabbitmq'; url: string; routes: Record<string, { exchange: string; routingKey: string }> }
     | { type: 'nats'; url: string; routes: Record<string, string> };
   relay: Pick<RelayOptions, 'batchSize' | 'concurrency' | 'leaseMs' | 'publishTimeoutMs' | 'maxAttempts' | 'backoff'>;
+  /** Mode 'logical' (PostgreSQL): the run's own slot and publication, dropped when it ends. Absent: polling. */
+  logical?: { slot: string; publication: string };
 }
 
-/** The application_name of chaos relays' PostgreSQL connections, so the suite can kill exactly those. */
+/** The application_name prefix of chaos relays' PostgreSQL connections, so the suite can kill exactly those. */
 export const CHAOS_APPLICATION = 'txoutbox-chaos-relay';
+
+/**
+ * One relay process's application_name: every connection it opens carries it, its slot's WAL sender too (the
+ * sidecar streams over the database URL), so the suite can tell which process holds the slot.
+ */
+export const chaosApplicationOf = (instanceId: string) => `${CHAOS_APPLICATION}.${instanceId}`.slice(0, 63);

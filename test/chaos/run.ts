@@ -4,11 +4,16 @@ import { runChaos, type ChaosPlan, type ChaosReport } from './scenario.js';
 /**
  * `npm run chaos`: the long chaos runs, one after another, printed as a Markdown report. Exits non-zero when a
  * promise is broken: a lost or reordered message, a healthy message dead or left behind, a relay that did not stop
- * cleanly, publishing not resumed within 5 s of a broker coming back, or poison slowing healthy keys below 90%.
+ * cleanly, publishing not resumed within 5 s of a broker coming back, or poison slowing healthy keys below 90%; in mode
+ * logical also a relay exiting by itself, or a standby publishing more than 5 s after the slot's holder was SIGKILLed.
+ * CHAOS_ONLY=logical,poison (names or name prefixes, comma-separated) runs only the runs it names.
  */
 const PG_URL = process.env.OUTBOX_PG_URL ?? 'postgres://root@127.0.0.1:5432/test';
 const MYSQL_URL = process.env.OUTBOX_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test';
 const RESUME_GOAL_MS = 5000;
+const TAKEOVER_GOAL_MS = 5000;
+const ONLY = process.env.CHAOS_ONLY?.split(',').map((name) => name.trim()).filter((name) => name !== '') ?? [];
+const selected = (name: string) => ONLY.length === 0 || ONLY.some((only) => name.startsWith(only));
 const POISON_GOAL = 0.9;
 const log = (line: string) => process.stderr.write(`chaos: ${line}\n`);
 
@@ -31,6 +36,11 @@ const PLANS: ChaosPlan[] = [
   { ...steady, name: 'restart-nats', broker: 'nats', brokerRestarts: 2 },
   { ...steady, name: 'db-kill-pg', databaseKills: 8 },
   { ...steady, name: 'db-kill-mysql', dialect: 'mysql', url: MYSQL_URL, databaseKills: 8 },
+  // Mode logical: one relay streams the slot, the others stand by; every SIGKILL hits the one streaming.
+  { ...steady, mode: 'logical', name: 'logical-sigkill', relays: 3, messages: 50_000, rate: 1000, keys: 500, kills: 24 },
+  { ...steady, mode: 'logical', name: 'logical-restart-rabbitmq', brokerRestarts: 2 },
+  { ...steady, mode: 'logical', name: 'logical-restart-nats', broker: 'nats', brokerRestarts: 2 },
+  { ...steady, mode: 'logical', name: 'logical-restart-pg', databaseRestarts: 2, databaseKills: 4 },
 ];
 /** The same backlog with and without 1% poison, committed as fast as possible so the relay is the bottleneck. */
 const POISON: ChaosPlan = { ...steady, name: 'poison', messages: 20_000, rate: 50_000, keys: 500 };
@@ -44,15 +54,24 @@ function problems(report: ChaosReport): string[] {
   if (report.deadHealthy > 0) found.push(`${report.deadHealthy} healthy messages dead`);
   if (report.rowsLeft > 0) found.push(`${report.rowsLeft} rows left`);
   if (report.deadPoison !== report.poison) found.push(`${report.deadPoison} of ${report.poison} poison messages dead`);
-  if (report.uncleanExits > 0) found.push(`${report.uncleanExits} relays did not stop cleanly`);
+  if (report.uncleanExits > 0) found.push(`${report.uncleanExits} relays did not stop cleanly (logs: ${report.logDirectory})`);
+  if (report.databaseRestartFailures.length > 0)
+    found.push(`PostgreSQL did not restart while the relays ran: ${report.databaseRestartFailures.join('; ')} (logs: ${report.logDirectory})`);
+  if (report.faultFailures.length > 0) found.push(`faults that failed: ${report.faultFailures.join('; ')}`);
+  if (report.crashes > 0) found.push(`${report.crashes} relay exits the suite did not cause (logs: ${report.logDirectory})`);
+  const lateTakeovers = report.takeoverMs.filter((ms) => ms > TAKEOVER_GOAL_MS);
+  if (lateTakeovers.length > 0) found.push(`a standby published only ${lateTakeovers.map((ms) => Math.round(ms)).join(', ')} ms after the SIGKILL`);
   const slow = report.resumeMs.filter((ms) => ms > RESUME_GOAL_MS);
   if (slow.length > 0) found.push(`publishing resumed only after ${slow.map((ms) => Math.round(ms)).join(', ')} ms`);
   return found;
 }
 
+const times = (all: number[]) => all.map((ms) => `${Math.round(ms)} ms`).join(', ') || '—';
+const takeover = (all: number[]) =>
+  all.length === 0 ? '—' : `max ${Math.round(Math.max(...all))} ms, median ${Math.round([...all].sort((a, b) => a - b)[Math.floor(all.length / 2)]!)} ms`;
 const row = (r: ChaosReport, verdict: string) =>
-  `| ${r.name} | ${r.committed.toLocaleString('en')} | ${r.kills} | ${r.brokerRestarts} | ${r.databaseKills} | ${r.lost} | ${r.reordered} | ` +
-  `${r.duplicates} | ${r.duplicatesAfterInbox} | ${r.deadPoison}/${r.poison} | ${r.resumeMs.map((ms) => `${Math.round(ms)} ms`).join(', ') || '—'} | ` +
+  `| ${r.name} | ${r.mode} | ${r.committed.toLocaleString('en')} | ${r.kills} | ${r.brokerRestarts} | ${r.databaseKills} | ${r.databaseRestarts} | ${r.lost} | ${r.reordered} | ` +
+  `${r.duplicates} | ${r.duplicatesAfterInbox} | ${r.deadPoison}/${r.poison} | ${takeover(r.takeoverMs)} | ${times(r.resumeMs)} | ${times(r.databaseResumeMs)} | ` +
   `${Math.round(r.healthyRate).toLocaleString('en')} | ${r.seconds.toFixed(0)} s | ${verdict} |`;
 
 async function main(): Promise<number> {
@@ -68,16 +87,34 @@ async function main(): Promise<number> {
       'producing time; a real consumer records every delivery, and a second consumer service applies each message to a table through the inbox (\`processOnce\` in its own transaction, acking after commit). Relay settings: batchSize 50, concurrency 2, leaseMs 3000, ' +
       'publishTimeoutMs 2000, maxAttempts 30, backoff 100 ms → 1 s.',
     '',
-    '| Run | Committed | SIGKILLs | Broker restarts | DB kill rounds | Lost | Reordered keys | Duplicates at the broker | Duplicates after the inbox | Poison dead | Resumed after broker back | Healthy msg/s | Took | Verdict |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|',
+    'Mode logical: the relays stream one replication slot (one holds it, the others retry every 500 ms); each SIGKILL hits ' +
+      'the relay streaming it, and the takeover is the time from the SIGKILL to the first message at the consumer after another ' +
+      'WAL sender streams the slot. A PostgreSQL restart is `pg_ctlcluster … restart` (fast shutdown); the producer retries a ' +
+      'transaction cut off by it with the same ids, unless its business row shows it committed.',
+    '',
+    '| Run | Mode | Committed | SIGKILLs | Broker restarts | DB kill rounds | DB restarts | Lost | Reordered keys | Duplicates at the broker | Duplicates after the inbox | Poison dead | Takeover after SIGKILL | Resumed after broker back | Resumed after PostgreSQL back | Healthy msg/s | Took | Verdict |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---|',
   ];
   let failed = 0;
-  for (const plan of PLANS) {
+  for (const plan of PLANS.filter((p) => selected(p.name))) {
     log(`${plan.name}: starting`);
-    const report = await runChaos(plan);
+    let report: ChaosReport;
+    try {
+      report = await runChaos(plan);
+    } catch (error) {
+      // A run that could not finish is a failure of its own; the others still run and the table is still printed.
+      log(`${plan.name}: ${String(error)}`);
+      failed++;
+      lines.push(`| ${plan.name} | ${plan.mode ?? 'polling'} | **did not finish: ${String(error).split('\n')[0]}** |`);
+      continue;
+    }
     const found = problems(report);
     failed += found.length > 0 ? 1 : 0;
     lines.push(row(report, found.length === 0 ? 'ok' : `**${found.join('; ')}**`));
+  }
+  if (!selected(POISON.name)) {
+    process.stdout.write(`${lines.join('\n')}\n`);
+    return failed === 0 ? 0 : 1;
   }
   log('poison: baseline without poison');
   const baseline = await runChaos({ ...POISON, name: 'poison-baseline' });

@@ -87,7 +87,7 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
   private async begin(): Promise<void> {
     const db = this.options.db as Kysely<unknown>;
     await assertLogicalDecoding(db);
-    const replication = await replicationSource(db, this.options.replication);
+    const replication = await replicationSource(db, this.options.replication, this.instanceId);
     const token = `${this.instanceId}:${randomBytes(4).toString('hex')}`;
     this.runners = this.names.slots.map(
       (slot, partition) =>
@@ -118,17 +118,39 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
   }
 }
 
-/** The replication connection: as given, or the server, database and user of db's own connections. */
-async function replicationSource(db: Kysely<unknown>, given: ResolvedRelayOptions['replication']): Promise<ReplicationSource> {
+/**
+ * The replication connection: as given, or the server, database and user of db's own connections. A derived one is
+ * named after the relay instance, so pg_stat_replication (and `slot status`) shows which relay streams the slot.
+ */
+async function replicationSource(
+  db: Kysely<unknown>,
+  given: ResolvedRelayOptions['replication'],
+  instanceId: string,
+): Promise<ReplicationSource> {
   if (given !== undefined) return given as ReplicationSource;
   const { rows } = await sql<{ host: string | null; port: number; database: string; user: string }>`
     SELECT host(inet_server_addr()) AS host, current_setting('port')::int AS port, current_database() AS database, current_user AS user`.execute(
     db,
   );
   const row = rows[0]!;
-  const config: pg.ClientConfig = { port: row.port, database: row.database, user: row.user };
+  const config: pg.ClientConfig = {
+    port: row.port,
+    database: row.database,
+    user: row.user,
+    application_name: applicationName(instanceId),
+  };
   // NULL: db connects over a Unix socket; pg then uses PGHOST or its default, as db's own connections did.
   if (row.host !== null) config.host = row.host;
   if (process.env.PGPASSWORD !== undefined) config.password = process.env.PGPASSWORD;
   return config;
+}
+
+/** `txoutbox-relay <instanceId>`, cut to the 63 bytes the server keeps (it would truncate it anyway, mid-character). */
+export function applicationName(instanceId: string): string {
+  const bytes = Buffer.from(`txoutbox-relay ${instanceId}`, 'utf8');
+  if (bytes.length <= 63) return bytes.toString('utf8');
+  // Cut at a character boundary: drop continuation bytes (10xxxxxx) at the cut and the lead byte they belong to.
+  let end = 63;
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end).toString('utf8');
 }
