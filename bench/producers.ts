@@ -33,10 +33,11 @@ const OFFERED_MS = 10_000;
 /** How long the producer holds key K open, and the relay's throughput on the other keys is measured. */
 const HOLD_MS = 30_000;
 /**
- * Held (true) and unheld runs, interleaved so drift over the bench falls on both alike. Three of each: single
- * 30 s runs on this machine vary by ±40 % (checkpoints, WAL flushes) with or without the hold.
+ * Held (true) and unheld runs, interleaved so drift over the bench falls on both alike. Six of each: single 30 s
+ * runs on this machine vary by ±30 % (checkpoints, WAL flushes) with or without the hold, and two or three of each
+ * gave ratios anywhere from 0.57 to 0.99 for the same code.
  */
-const HOLD_RUNS = [false, true, true, false, false, true];
+const HOLD_RUNS = [false, true, true, false, false, true, true, false, false, true, true, false];
 /** A backlog that outlasts the hold on each database (a run that drains it early says so in the report). */
 const HOLD_BACKLOG: Record<Target['dialect'], number> = { postgres: 450_000, mysql: 200_000 };
 
@@ -203,11 +204,17 @@ async function measureOffered(
  * The relay's throughput on a backlog of other keys, with and without a producer transaction holding an enqueue
  * for key K open the whole time (runs interleave, see HOLD_RUNS).
  */
-async function measureHold(target: Target, db: Kysely<any>, schema: string, relayDb: Kysely<any>): Promise<HoldResult> {
+export async function measureHold(
+  target: Target,
+  db: Kysely<any>,
+  schema: string,
+  relayDb: Kysely<any>,
+  pattern: readonly boolean[] = HOLD_RUNS,
+): Promise<HoldResult> {
   const outbox = createOutbox({ dialect: target.dialect, schema });
   const runs: HoldResult['runs'] = [];
   const backlog = HOLD_BACKLOG[target.dialect];
-  for (const held of HOLD_RUNS) {
+  for (const held of pattern) {
     // Every run starts from an empty table with no dead rows: the last run's leftovers, deleted, would be dead
     // rows that nothing can clean while the next run holds its transaction open.
     await sql`TRUNCATE TABLE ${sql.id(schema, 'txoutbox')}`.execute(db);
