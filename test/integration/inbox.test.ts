@@ -1,8 +1,17 @@
-import { sql } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, NotInTransactionError, ValidationError, type Inbox, type ProcessResult } from '../../src/index.js';
 import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
-import { applyEffect, clearInbox, effects, gate, inboxRows, setUpInbox, waitForLockWaiters } from '../support/inbox-helpers.js';
+import {
+  applyEffect,
+  clearInbox,
+  effects,
+  expectOneEffectOfConcurrentDeliveries,
+  gate,
+  inboxRows,
+  setUpInbox,
+  waitForLockWaiters,
+} from '../support/inbox-helpers.js';
 
 describe.each(DIALECTS)('inbox.processOnce on %s', (dialect) => {
   let h: Harness;
@@ -62,38 +71,13 @@ describe.each(DIALECTS)('inbox.processOnce on %s', (dialect) => {
     expect(await effects(h)).toEqual(new Map([['m-3', 1]]));
   });
 
-  it('lets 20 concurrent deliveries of one id commit one effect, the other 19 duplicates and none aborted', async () => {
-    // The first delivery holds its transaction open after recording the id, so the other 19 provably start while
-    // it is uncommitted: they are released only once all 19 are seen blocked on its row lock.
-    const hold = gate();
-    const recorded = gate();
-    const first = h.db.transaction().execute((trx) =>
-      inbox.processOnce(trx, { consumer: 'billing', messageId: 'm-20' }, async (t) => {
-        await applyEffect(h, t, 'm-20');
-        recorded.open();
-        await hold.opened;
-      }),
-    );
-    await recorded.opened;
-    let handlersRun = 0;
-    const others = Array.from({ length: 19 }, () =>
-      h.db.transaction().execute((trx) =>
-        inbox.processOnce(trx, { consumer: 'billing', messageId: 'm-20' }, async (t) => {
-          handlersRun++;
-          await applyEffect(h, t, 'm-20');
-        }),
-      ),
-    );
-    await waitForLockWaiters(h, 19);
-    hold.open();
-    const settled = await Promise.allSettled([first, ...others]);
-    expect(settled.filter((s) => s.status === 'rejected')).toEqual([]);
-    const results = settled.map((s) => (s as PromiseFulfilledResult<ProcessResult<void>>).value);
-    expect(results[0]).toEqual({ duplicate: false, result: undefined });
-    expect(results.slice(1)).toEqual(Array.from({ length: 19 }, () => ({ duplicate: true })));
-    expect(handlersRun).toBe(0);
-    expect(await effects(h)).toEqual(new Map([['m-20', 1]]));
-  });
+  it('lets 20 concurrent deliveries of one id commit one effect, the other 19 duplicates and none aborted', () =>
+    expectOneEffectOfConcurrentDeliveries<Kysely<any>>(
+      h,
+      inbox,
+      (work) => h.db.transaction().execute(work),
+      (trx, id) => applyEffect(h, trx, id),
+    ));
 
   it('runs the handler of a delivery that waited on one that rolled back', async () => {
     const hold = gate();

@@ -1,7 +1,15 @@
 import { sql, type Kysely } from 'kysely';
 import type { EventEmitter } from 'node:events';
 import type { InboxConsumerEvents } from '../../src/dedupe/consumers/core.js';
-import { createInbox, migrateInbox, type Inbox, type InboxMessage, type NewDeadLetter } from '../../src/index.js';
+import { expect } from 'vitest';
+import {
+  createInbox,
+  migrateInbox,
+  type Inbox,
+  type InboxMessage,
+  type NewDeadLetter,
+  type ProcessResult,
+} from '../../src/index.js';
 import type { Harness } from './harness.js';
 import { waitFor } from './relay-helpers.js';
 
@@ -65,7 +73,9 @@ export async function lockWaiters(h: Harness): Promise<number> {
           WHERE wait_event_type = 'Lock' AND state = 'active' AND query LIKE ${pattern}`.execute(h.db)
       : await sql<{ n: number }>`
           SELECT count(*) AS n FROM information_schema.processlist
-          WHERE command IN ('Query', 'Execute') AND info LIKE 'INSERT INTO%' AND info LIKE ${pattern} AND id <> connection_id()`.execute(h.db);
+          WHERE command IN ('Query', 'Execute') AND info LIKE 'INSERT INTO%' AND info LIKE ${pattern} AND id <> connection_id()`.execute(
+          h.db,
+        );
   return Number(rows[0]!.n);
 }
 
@@ -94,4 +104,49 @@ export function observe(consumer: EventEmitter<InboxConsumerEvents>) {
   consumer.on('dead', (letter) => seen.dead.push(letter));
   consumer.on('error', () => undefined);
   return seen;
+}
+
+/**
+ * 20 concurrent deliveries of one id, each in a transaction of its own (`transaction` opens one, of whatever kind),
+ * must apply its effect once: one delivery runs its handler, the other 19 are duplicates and none fails. The first
+ * holds its transaction open after recording the id, so the other 19 provably start while it is uncommitted (they
+ * are let go only once all 19 wait on its row lock).
+ */
+export async function expectOneEffectOfConcurrentDeliveries<Trx>(
+  h: Harness,
+  inbox: Inbox,
+  transaction: <T>(work: (trx: Trx) => Promise<T>) => Promise<T>,
+  applyEffectIn: (trx: Trx, id: string) => Promise<void>,
+): Promise<void> {
+  const hold = gate();
+  const recorded = gate();
+  const delivery = { consumer: 'billing', messageId: 'm-20' };
+  const run = (trx: Trx, handler: (t: Trx) => Promise<void>) =>
+    inbox.processOnce(trx as never, delivery, (t) => handler(t as Trx)) as Promise<ProcessResult<void>>;
+  const first = transaction((trx) =>
+    run(trx, async (t) => {
+      await applyEffectIn(t, 'm-20');
+      recorded.open();
+      await hold.opened;
+    }),
+  );
+  await recorded.opened;
+  let handlersRun = 0;
+  const others = Array.from({ length: 19 }, () =>
+    transaction((trx) =>
+      run(trx, async (t) => {
+        handlersRun++;
+        await applyEffectIn(t, 'm-20');
+      }),
+    ),
+  );
+  await waitForLockWaiters(h, 19);
+  hold.open();
+  const settled = await Promise.allSettled([first, ...others]);
+  expect(settled.filter((s) => s.status === 'rejected')).toEqual([]);
+  const results = settled.map((s) => (s as PromiseFulfilledResult<ProcessResult<void>>).value);
+  expect(results[0]).toEqual({ duplicate: false, result: undefined });
+  expect(results.slice(1)).toEqual(Array.from({ length: 19 }, () => ({ duplicate: true })));
+  expect(handlersRun).toBe(0);
+  expect(await effects(h)).toEqual(new Map([['m-20', 1]]));
 }

@@ -1,16 +1,9 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import {
-  ValidationError,
-  type DialectName,
-  type Inbox,
-  type OrmTransaction,
-  type Outbox,
-  type ProcessResult,
-} from '../../src/index.js';
+import { ValidationError, type DialectName, type Inbox, type OrmTransaction, type Outbox } from '../../src/index.js';
 import { BAD_INPUTS } from './bad-inputs.js';
 import { createHarness, type Harness } from './harness.js';
-import { effects, gate, setUpInbox, waitForLockWaiters } from './inbox-helpers.js';
+import { expectOneEffectOfConcurrentDeliveries, setUpInbox } from './inbox-helpers.js';
 
 /**
  * One ORM on one database, as the contract drives it. The fixture opens the ORM on the harness's database (its
@@ -57,7 +50,8 @@ export function ormContract(orm: string, dialect: DialectName, open: (h: Harness
       await h?.destroy();
     });
     beforeEach(async () => {
-      for (const table of ['txoutbox', 'orders', 'effects', 'txoutbox_inbox']) await sql`DELETE FROM ${sql.id(h.schema, table)}`.execute(h.db);
+      for (const table of ['txoutbox', 'orders', 'effects', 'txoutbox_inbox'])
+        await sql`DELETE FROM ${sql.id(h.schema, table)}`.execute(h.db);
     });
 
     it('commits the message with the business row, and writes neither when the transaction rolls back', async () => {
@@ -145,39 +139,13 @@ export function ormContract(orm: string, dialect: DialectName, open: (h: Harness
       expect(await h.orderIds()).toEqual(['business-row']);
     });
 
-    it('lets 20 concurrent deliveries of one id apply its effect once, the other 19 duplicates and none failed', async () => {
-      // The first delivery holds its transaction open after recording the id, so the other 19 provably start
-      // while it is uncommitted: they are let go only once all 19 wait on its row lock.
-      const hold = gate();
-      const recorded = gate();
-      const delivery = { consumer: 'billing', messageId: 'm-20' };
-      const first = fixture.transaction((tx) =>
-        inbox.processOnce(tx, delivery, async (t) => {
-          await fixture.applyEffect(t, 'm-20');
-          recorded.open();
-          await hold.opened;
-        }),
-      );
-      await recorded.opened;
-      let handlersRun = 0;
-      const others = Array.from({ length: 19 }, () =>
-        fixture.transaction((tx) =>
-          inbox.processOnce(tx, delivery, async (t) => {
-            handlersRun++;
-            await fixture.applyEffect(t, 'm-20');
-          }),
-        ),
-      );
-      await waitForLockWaiters(h, 19);
-      hold.open();
-      const settled = await Promise.allSettled([first, ...others]);
-      expect(settled.filter((s) => s.status === 'rejected')).toEqual([]);
-      const results = settled.map((s) => (s as PromiseFulfilledResult<ProcessResult<void>>).value);
-      expect(results[0]).toEqual({ duplicate: false, result: undefined });
-      expect(results.slice(1)).toEqual(Array.from({ length: 19 }, () => ({ duplicate: true })));
-      expect(handlersRun).toBe(0);
-      expect(await effects(h)).toEqual(new Map([['m-20', 1]]));
-    });
+    it('lets 20 concurrent deliveries of one id apply its effect once, the other 19 duplicates and none failed', () =>
+      expectOneEffectOfConcurrentDeliveries<OrmTransaction>(
+        h,
+        inbox,
+        (work) => fixture.transaction(work),
+        (tx, id) => fixture.applyEffect(tx, id),
+      ));
 
     it("rejects a failed statement with the driver's own code at the top level, as txoutbox reads it", async () => {
       const insert = `INSERT INTO ${dialect === 'postgres' ? `"${h.schema}"."orders"` : `\`${h.schema}\`.\`orders\``} (id) VALUES (${dialect === 'postgres' ? '$1' : '?'})`;
