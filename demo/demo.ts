@@ -13,7 +13,7 @@ import {
   type Broker,
   type Relay,
 } from '../src/index.js';
-import { adminStoreFor } from '../src/dialects/admin.js';
+import { adminStoreFor } from '../src/dialects/index.js';
 import { tableNames } from '../src/dialects/identifiers.js';
 
 const SCHEMA = 'txoutbox_demo';

@@ -4,6 +4,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DIALECT_NAMES } from '../dialects/dialect-name.js';
 import { tableNames } from '../dialects/identifiers.js';
+import { dialectFor } from '../dialects/index.js';
 import { defaultPublication, defaultSlot, logicalNames, type LogicalNames } from '../relay/logical/names.js';
 import { CliError, EXIT } from './errors.js';
 import { isSecretField, Redactor } from './redact.js';
@@ -112,11 +113,9 @@ const databaseSchema = z
         message: 'lists no outbox table and the database declares no inbox: list a table, or add `inbox: {}`',
       });
     }
-    if (db.dialect === 'mysql' && !/^(mysql|mariadb):/.test(db.url)) {
-      ctx.addIssue({ code: 'custom', path: ['url'], message: 'a mysql database needs a mysql:// URL' });
-    }
-    if (db.dialect === 'postgres' && !/^postgres(ql)?:/.test(db.url)) {
-      ctx.addIssue({ code: 'custom', path: ['url'], message: 'a postgres database needs a postgres:// URL' });
+    const { urlSchemes } = dialectFor(db.dialect);
+    if (!urlSchemes.some((scheme) => db.url.startsWith(`${scheme}:`))) {
+      ctx.addIssue({ code: 'custom', path: ['url'], message: `a ${db.dialect} database needs a ${urlSchemes[0]}:// URL` });
     }
   })
   .transform(({ tables, ...db }) => ({
@@ -321,7 +320,7 @@ function logicalProblems(config: z.output<typeof configSchema>): string[] {
     db.tables.forEach((table, t) => {
       const settings = relaySettingsFor(config, table);
       if (settings.mode !== 'logical') return;
-      if (db.dialect !== 'postgres') {
+      if (!dialectFor(db.dialect).logicalDecoding) {
         problems.add(
           `${settingPath(table, d, t, 'mode')}: mode logical reads PostgreSQL's write-ahead log, but database ` +
             `"${db.name}" is ${db.dialect} (MySQL/MariaDB tables are relayed by polling: remove mode there)`,

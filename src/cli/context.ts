@@ -1,4 +1,5 @@
-import { adminStoreFor, type AdminStore } from '../dialects/admin.js';
+import type { AdminStore } from '../dialects/admin.js';
+import { adminStoreFor } from '../dialects/index.js';
 import { tableNames } from '../dialects/identifiers.js';
 import { relaySettingsFor, type DatabaseConfig, type LoadedConfig, type TableConfig } from './config.js';
 import { assertTableExists, openDatabases, schemaOf, tableLabel, type OpenDatabase } from './databases.js';

@@ -1,4 +1,5 @@
-import { Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely';
+import { sql, type Kysely } from 'kysely';
+import { dialectFor } from '../dialects/index.js';
 import type { DatabaseConfig, InboxConfig, TableConfig } from './config.js';
 import { CliError, EXIT } from './errors.js';
 import { redactUrl, type Redactor } from './redact.js';
@@ -27,22 +28,7 @@ export function schemaOf(database: DatabaseConfig, table: TableConfig | InboxCon
  * reported through `onError` instead of crashing the process; the next query simply opens a new connection.
  */
 export async function openDatabase(config: DatabaseConfig, onError: (error: Error) => void): Promise<OpenDatabase> {
-  let db: Kysely<unknown>;
-  if (config.dialect === 'postgres') {
-    const { default: pg } = await import('pg');
-    const pool = new pg.Pool({ connectionString: config.url, max: config.poolSize, connectionTimeoutMillis: 10_000 });
-    pool.on('error', onError);
-    pool.on('connect', (client) => client.on('error', onError));
-    db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
-  } else {
-    const { default: mysql } = await import('mysql2');
-    // mariadb:// is accepted in config; mysql2 knows the scheme as mysql://.
-    const uri = config.url.replace(/^mariadb:/, 'mysql:');
-    // DATETIME columns hold UTC (txoutbox writes UTC_TIMESTAMP), so read them as UTC.
-    const pool = mysql.createPool({ uri, connectionLimit: config.poolSize, timezone: 'Z', connectTimeout: 10_000 });
-    pool.on('connection', (connection) => connection.on('error', onError));
-    db = new Kysely<unknown>({ dialect: new MysqlDialect({ pool }) });
-  }
+  const db = await dialectFor(config.dialect).openPool({ url: config.url, poolSize: config.poolSize, onError });
   return {
     config,
     db,

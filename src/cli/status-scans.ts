@@ -1,4 +1,5 @@
-import { adminStoreFor, type AdminStore } from '../dialects/admin.js';
+import type { AdminStore } from '../dialects/admin.js';
+import { adminStoreFor } from '../dialects/index.js';
 import { tableNames } from '../dialects/identifiers.js';
 import { slotStatus, type SlotStatus } from '../relay/logical/slots.js';
 import type { DatabaseConfig } from './config.js';

@@ -9,7 +9,8 @@ import {
   type SqlExecutor,
   type TransactionLike,
 } from '../dialects/executor.js';
-import { inboxNames, inboxStoreFor, type InboxNames, type NewInboxDeadLetter } from '../dialects/inbox-store.js';
+import { inboxNames, type InboxNames, type NewInboxDeadLetter } from '../dialects/inbox-store.js';
+import { inboxStoreFor } from '../dialects/index.js';
 import { ConfigError, NotInTransactionError } from '../errors.js';
 import { validateDelivery, type InboxDelivery } from './delivery.js';
 import type { InboxDeadLetter, InboxMessage, ProcessResult } from './message.js';

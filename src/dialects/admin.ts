@@ -1,9 +1,3 @@
-import type { Kysely } from 'kysely';
-import type { DialectName } from './dialect-name.js';
-import type { TableNames } from './identifiers.js';
-import { mysqlAdminStore } from './mysql/admin.js';
-import { postgresAdminStore } from './postgres/admin.js';
-
 /** What one topic of an outbox table holds right now. */
 export interface TopicStatus {
   topic: string;
@@ -103,10 +97,6 @@ export interface AdminOptions {
    */
   mode?: 'polling' | 'logical';
   deadLetterPolicy?: 'block-key' | 'skip';
-}
-
-export function adminStoreFor<DB>(dialect: DialectName, db: Kysely<DB>, names: TableNames, options: AdminOptions = {}): AdminStore {
-  return dialect === 'postgres' ? postgresAdminStore(db, names, options) : mysqlAdminStore(db, names);
 }
 
 /** `orders.*` → `orders.%` with LIKE's own characters escaped (`\` is the escape character). */

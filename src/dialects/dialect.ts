@@ -1,8 +1,10 @@
 import type { Kysely } from 'kysely';
 import type { BatchPlan } from '../outbox/batch.js';
+import type { AdminOptions, AdminStore } from './admin.js';
 import type { DialectName } from './dialect-name.js';
 import type { SqlExecutor } from './executor.js';
 import type { TableNames } from './identifiers.js';
+import type { InboxStore } from './inbox-store.js';
 
 /** A message the relay has claimed: leased to one claim token until it is completed, retried, buried or released. */
 export interface ClaimedMessage {
@@ -89,9 +91,26 @@ export interface EnqueueOptions {
   notify: boolean;
 }
 
-/** What differs between the databases, behind one interface; `outbox`, `relay` and `dedupe` use it. */
+/** A pool of the dialect's driver behind Kysely, for the sidecar (library users bring their own). */
+export interface PoolOptions {
+  url: string;
+  poolSize: number;
+  /** Errors on idle pooled connections (a restart, a failover): reported instead of crashing the process. */
+  onError: (error: Error) => void;
+}
+
+/**
+ * What differs between the databases, behind one interface: `outbox`, `relay`, `dedupe` and the sidecar ask the
+ * dialect instead of testing its name, so a database's differences live in its own folder.
+ */
 export interface Dialect {
   readonly name: DialectName;
+  /** Whether relays can stream commits from the write-ahead log (`mode: 'logical'`): PostgreSQL's logical decoding. */
+  readonly logicalDecoding: boolean;
+  /** Whether producers can wake relays on commit (`notify`, `listen`): PostgreSQL's LISTEN/NOTIFY. */
+  readonly commitWakeups: boolean;
+  /** The URL schemes the dialect's drivers accept, for configuration checks (`postgres`, `mysql`, ...). */
+  readonly urlSchemes: readonly string[];
   /**
    * Writes a planned batch inside the caller's transaction and returns the ids actually written (the others were
    * duplicates of committed or concurrently committing messages). Never aborts the caller's transaction on a
@@ -99,4 +118,9 @@ export interface Dialect {
    */
   enqueue(run: SqlExecutor, names: TableNames, plan: BatchPlan, options: EnqueueOptions): Promise<Set<string>>;
   relayStore<DB>(db: Kysely<DB>, names: TableNames, options?: RelayStoreOptions): RelayStore;
+  /** The queries behind `txoutbox status` and `txoutbox dead ...`. */
+  adminStore<DB>(db: Kysely<DB>, names: TableNames, options?: AdminOptions): AdminStore;
+  readonly inboxStore: InboxStore;
+  /** Opens a Kysely instance on a pool of its own. */
+  openPool(options: PoolOptions): Promise<Kysely<unknown>>;
 }

@@ -1,7 +1,4 @@
-import type { DialectName } from './dialect-name.js';
 import type { SqlExecutor } from './executor.js';
-import { mysqlInboxStore } from './mysql/inbox-store.js';
-import { postgresInboxStore } from './postgres/inbox-store.js';
 
 /** The names of every table one inbox owns, derived from its table name. */
 export interface InboxNames {
@@ -58,8 +55,4 @@ export interface InboxStore {
   /** One dead letter by seq, locked until the transaction ends when `lock` is set; null when there is none. */
   getDead(run: SqlExecutor, names: InboxNames, seq: string, lock: boolean): Promise<StoredInboxDeadLetter | null>;
   deleteDead(run: SqlExecutor, names: InboxNames, seq: string): Promise<boolean>;
-}
-
-export function inboxStoreFor(dialect: DialectName): InboxStore {
-  return dialect === 'postgres' ? postgresInboxStore : mysqlInboxStore;
 }

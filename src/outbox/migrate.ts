@@ -4,6 +4,7 @@ import { DIALECT_NAMES, type DialectName } from '../dialects/dialect-name.js';
 import { assertPlainIdentifier } from '../dialects/identifiers.js';
 import { DEFAULT_TABLE_NAME, runMigrations } from '../dialects/migrator.js';
 import { tableNames } from '../dialects/identifiers.js';
+import { dialectFor } from '../dialects/index.js';
 import { defaultPublication, logicalNames } from '../relay/logical/names.js';
 import { createPublications } from '../relay/logical/slots.js';
 
@@ -34,9 +35,18 @@ export async function migrate<DB>(db: Kysely<DB>, options: MigrateOptions): Prom
   const schema = options.schema === undefined ? null : assertPlainIdentifier(options.schema, 'schema');
   const results = await runMigrations(db, { dialect: options.dialect, component: 'outbox', table, schema });
   if (options.publication !== undefined || options.partitions !== undefined) {
-    if (options.dialect !== 'postgres') throw new ConfigError('migrate: publication is for the logical relay, which needs PostgreSQL.');
+    if (!dialectFor(options.dialect).logicalDecoding)
+      throw new ConfigError('migrate: publication is for the logical relay, which needs PostgreSQL.');
     const names = tableNames(table, schema);
-    await createPublications(db, names, logicalNames(options.publication ?? defaultPublication(names), options.publication ?? defaultPublication(names), options.partitions ?? 1));
+    await createPublications(
+      db,
+      names,
+      logicalNames(
+        options.publication ?? defaultPublication(names),
+        options.publication ?? defaultPublication(names),
+        options.partitions ?? 1,
+      ),
+    );
   }
   return results;
 }

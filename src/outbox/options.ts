@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { DIALECT_NAMES, type DialectName } from '../dialects/dialect-name.js';
 import { assertPlainIdentifier } from '../dialects/identifiers.js';
+import { dialectFor } from '../dialects/index.js';
 import { DEFAULT_TABLE_NAME } from '../dialects/migrator.js';
 import type { IdGenerator } from './ids.js';
 import { parseOptions } from '../config.js';
@@ -57,7 +58,7 @@ export function resolveOutboxOptions(options: OutboxOptions): ResolvedOutboxOpti
   const resolved = parseOptions(
     schema
       .strict()
-      .refine((o) => o.mode === 'polling' || o.dialect === 'postgres', {
+      .refine((o) => o.mode === 'polling' || dialectFor(o.dialect).logicalDecoding, {
         message: "mode 'logical' reads PostgreSQL's write-ahead log: use it with dialect 'postgres'",
         path: ['mode'],
       })

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { Broker } from '../brokers/broker.js';
 import { DIALECT_NAMES, type DialectName } from '../dialects/dialect-name.js';
 import { assertPlainIdentifier } from '../dialects/identifiers.js';
+import { dialectFor } from '../dialects/index.js';
 import { DEFAULT_TABLE_NAME } from '../dialects/migrator.js';
 import type { ListenSource } from './pg-listener.js';
 import type { RelayStore } from '../dialects/dialect.js';
@@ -142,7 +143,7 @@ const schema = z
     standbyRetryMs: z.number().int().min(10).max(60_000).default(500),
   })
   .strict()
-  .refine((options) => options.mode === 'polling' || options.dialect === 'postgres', {
+  .refine((options) => options.mode === 'polling' || dialectFor(options.dialect).logicalDecoding, {
     message: "mode 'logical' reads PostgreSQL's write-ahead log: use it with dialect 'postgres' (MySQL relays poll)",
     path: ['mode'],
   })
@@ -166,7 +167,8 @@ export function resolveRelayOptions<DB>(options: RelayOptions<DB>): ResolvedRela
     ...resolved,
     schema: resolved.schema ?? null,
     // With LISTEN the poll is only a safety net; without it (or on MySQL) it bounds idle latency.
-    pollIntervalMs: resolved.pollIntervalMs ?? (resolved.dialect === 'postgres' && resolved.listen !== undefined ? 2000 : 1000),
+    pollIntervalMs:
+      resolved.pollIntervalMs ?? (dialectFor(resolved.dialect).commitWakeups && resolved.listen !== undefined ? 2000 : 1000),
     random: (resolved.random as (() => number) | undefined) ?? Math.random,
     listen: resolved.listen as ListenSource | undefined,
   };

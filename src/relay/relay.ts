@@ -12,25 +12,9 @@ import { listenForWakeups } from './pg-listener.js';
 import { publishWithDeadline } from './publish-with-deadline.js';
 import { LogicalRelay } from './logical/logical-relay.js';
 import { Waker } from './waker.js';
+import type { RelayEvents } from './events.js';
 
-export interface RetryingMessage {
-  message: OutgoingMessage;
-  error: string;
-  delayMs: number;
-}
-
-export interface DeadMessage {
-  message: OutgoingMessage;
-  error: string;
-}
-
-/** The relay's events. Listen to `error` to see database or listener trouble; the relay keeps going regardless. */
-export interface RelayEvents {
-  published: [messages: OutgoingMessage[]];
-  retrying: [messages: RetryingMessage[]];
-  dead: [messages: DeadMessage[]];
-  error: [error: Error];
-}
+export type { DeadMessage, RelayEvents, RetryingMessage } from './events.js';
 
 export interface CycleResult {
   claimed: number;
@@ -102,7 +86,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.running = true;
     this.stopping = false;
     const { listen, dialect } = this.options;
-    if (dialect === 'postgres' && listen !== undefined) {
+    if (dialectFor(dialect).commitWakeups && listen !== undefined) {
       const names = tableNames(this.options.table, this.options.schema);
       this.listener = listenForWakeups(
         listen,
@@ -411,5 +395,7 @@ function toOutgoing(message: ClaimedMessage): OutgoingMessage {
 export function createRelay<DB>(options: RelayOptions<DB> & { mode: 'logical' }): LogicalRelay;
 export function createRelay<DB>(options: RelayOptions<DB>): Relay;
 export function createRelay<DB>(options: RelayOptions<DB>): Relay | LogicalRelay {
-  return options.mode === 'logical' ? new LogicalRelay(options as RelayOptions<unknown>) : new Relay(options as RelayOptions<unknown>);
+  return options.mode === 'logical'
+    ? new LogicalRelay(options as RelayOptions<unknown>)
+    : new Relay(options as RelayOptions<unknown>);
 }

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { MemoryBroker, type OutboxMessage } from '../../src/index.js';
-import { adminStoreFor, type AdminStore } from '../../src/dialects/admin.js';
+import type { AdminStore } from '../../src/dialects/admin.js';
+import { adminStoreFor } from '../../src/dialects/index.js';
 import { tableNames } from '../../src/dialects/identifiers.js';
 import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
 import { clearTables, drain, testRelay } from '../support/relay-helpers.js';

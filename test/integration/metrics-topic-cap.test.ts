@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SidecarMetrics } from '../../src/cli/metrics.js';
-import { adminStoreFor } from '../../src/dialects/admin.js';
+import { adminStoreFor } from '../../src/dialects/index.js';
 import { tableNames } from '../../src/dialects/identifiers.js';
 import { MemoryBroker } from '../../src/index.js';
 import { createHarness, type Harness } from '../support/harness.js';

@@ -1,3 +1,4 @@
+import { dialectFor } from '../../dialects/index.js';
 import { LogicalRelay } from '../../relay/logical/logical-relay.js';
 import { LogicalDecodingUnavailableError } from '../../relay/logical/slots.js';
 import { createRelay, type Relay } from '../../relay/relay.js';
@@ -60,7 +61,7 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
       // The logical relay deletes rows as it marks them and runs no cleanup: it keeps no sent rows.
       retainSentMs: relayOptions.retainSentMs ?? (logical ? 0 : DEFAULT_RETAIN_SENT_MS),
       // The slot is streamed over a replication connection to the same database, as the same user.
-      ...(logical ? { replication: url } : dialect === 'postgres' && listen ? { listen: url } : {}),
+      ...(logical ? { replication: url } : dialectFor(dialect).commitWakeups && listen ? { listen: url } : {}),
     };
     const relay = logical ? createRelay({ ...options, mode: 'logical' }) : createRelay(options);
     const where = { database: target.database.config.name, table: target.labels.table };

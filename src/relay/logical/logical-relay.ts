@@ -5,7 +5,7 @@ import { sql, type Kysely } from 'kysely';
 import type pg from 'pg';
 import { tableNames, type TableNames } from '../../dialects/identifiers.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from '../options.js';
-import type { RelayEvents } from '../relay.js';
+import type { RelayEvents } from '../events.js';
 import { defaultPublication, defaultSlot, logicalNames, type LogicalNames } from './names.js';
 import { PartitionRunner } from './partition-runner.js';
 import type { ReplicationSource } from './slot-stream.js';

@@ -5,7 +5,7 @@ import { backoffDelay } from '../backoff.js';
 import { isUnreachable } from '../circuit-breaker.js';
 import type { ResolvedRelayOptions } from '../options.js';
 import { publishWithDeadline } from '../publish-with-deadline.js';
-import type { DeadMessage, RetryingMessage } from '../relay.js';
+import type { DeadMessage, RetryingMessage } from '../events.js';
 import { parseLsn, type Lsn } from './lsn.js';
 import { Marker } from './marker.js';
 import { partitionFilter } from './names.js';
