@@ -1,10 +1,11 @@
 import { DrizzleQueryError, is, sql, type SQL } from 'drizzle-orm';
 import { MySqlTransaction } from 'drizzle-orm/mysql-core';
 import { PgTransaction } from 'drizzle-orm/pg-core';
+import type { DialectName } from '../dialects/dialect-name.js';
 import type { OrmTransaction, SqlResult } from '../dialects/executor.js';
 import { ConfigError, NotInTransactionError } from '../errors.js';
 import { postgresArrayLiteral } from './pg-array.js';
-import { splitMysql, splitPostgres } from './placeholders.js';
+import { splitMysql, splitPostgres, type SplitSql } from './placeholders.js';
 
 /** What txoutbox needs of a Drizzle transaction (PostgreSQL or MySQL, any driver): `execute` and `rollback`. */
 export interface DrizzleTransactionLike {
@@ -19,8 +20,8 @@ export interface DrizzleTransactionLike {
  * Works with node-postgres, postgres.js and mysql2; errors reach txoutbox as the driver's own (Drizzle wraps them).
  */
 export function fromDrizzle<TX extends DrizzleTransactionLike>(tx: TX): OrmTransaction<TX> {
-  const dialect = is(tx, PgTransaction) ? 'postgres' : is(tx, MySqlTransaction) ? 'mysql' : null;
-  if (dialect === null) {
+  const wire = is(tx, PgTransaction) ? WIRE.postgres : is(tx, MySqlTransaction) ? WIRE.mysql : null;
+  if (wire === null) {
     if (
       typeof (tx as { execute?: unknown } | null)?.execute === 'function' &&
       typeof (tx as { rollback?: unknown }).rollback !== 'function'
@@ -37,10 +38,9 @@ export function fromDrizzle<TX extends DrizzleTransactionLike>(tx: TX): OrmTrans
     orm: 'drizzle',
     handle: tx,
     async query(text, parameters) {
-      const split = dialect === 'postgres' ? splitPostgres(text, parameters) : splitMysql(text, parameters);
+      const split = wire.split(text, parameters);
       try {
-        const result = await tx.execute(drizzleSql(split.text, split.parameters, dialect));
-        return dialect === 'postgres' ? postgresResult(result) : mysqlResult(result);
+        return wire.result(await tx.execute(drizzleSql(split.text, split.parameters.map(wire.value))));
       } catch (error) {
         throw unwrapped(error);
       }
@@ -48,14 +48,21 @@ export function fromDrizzle<TX extends DrizzleTransactionLike>(tx: TX): OrmTrans
   };
 }
 
+/** How txoutbox's SQL goes through Drizzle on each database, and how the driver's answer comes back. */
+interface DrizzleWire {
+  split(text: string, parameters: readonly unknown[]): SplitSql;
+  value(value: unknown): unknown;
+  result(result: unknown): SqlResult;
+}
+
 /**
  * The SQL again, each value a bound parameter (Drizzle writes `$n` on PostgreSQL and `?` on MySQL itself).
  * `sql.param` keeps an array one parameter: a bare array in the `sql` template would be spread into a list.
  */
-function drizzleSql(text: readonly string[], parameters: readonly unknown[], dialect: 'postgres' | 'mysql'): SQL {
+function drizzleSql(text: readonly string[], parameters: readonly unknown[]): SQL {
   const query = sql.raw(text[0]!);
   parameters.forEach((value, i) => {
-    query.append(sql`${sql.param(dialect === 'postgres' ? postgresValue(value) : value)}`);
+    query.append(sql`${sql.param(value)}`);
     query.append(sql.raw(text[i + 1]!));
   });
   return query;
@@ -108,3 +115,8 @@ function mysqlResult(result: unknown): SqlResult {
   if (Array.isArray(first)) return { rows: first as Record<string, unknown>[], affectedRows: 0 };
   return { rows: [], affectedRows: Number((first as { affectedRows?: number } | undefined)?.affectedRows ?? 0) };
 }
+
+const WIRE: Record<DialectName, DrizzleWire> = {
+  postgres: { split: splitPostgres, value: postgresValue, result: postgresResult },
+  mysql: { split: splitMysql, value: (value) => value, result: mysqlResult },
+};

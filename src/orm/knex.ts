@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import type { DialectName } from '../dialects/dialect-name.js';
 import type { OrmTransaction, SqlResult } from '../dialects/executor.js';
 import { ConfigError, NotInTransactionError } from '../errors.js';
 import { splitMysql, splitPostgres } from './placeholders.js';
@@ -19,7 +20,7 @@ export function fromKnex(trx: Knex.Transaction): KnexOrmTransaction {
 
 /** The OrmTransaction of a Knex transaction, under another ORM's name (MikroORM v6 runs on Knex). */
 export function knexTransaction<Handle>(orm: string, trx: Knex.Transaction, handle: Handle): OrmTransaction<Handle> {
-  const dialect = knexDialect(trx);
+  const run = RUNNERS[knexDialect(trx)];
   return {
     txoutboxOrmTransaction: true,
     orm,
@@ -27,12 +28,7 @@ export function knexTransaction<Handle>(orm: string, trx: Knex.Transaction, hand
     async query(sql, parameters) {
       // Knex itself refuses a finished transaction, but with an error of its own; ours says what to do.
       assertOpen(trx);
-      if (dialect === 'postgres') {
-        const { text, parameters: bound } = splitPostgres(sql, parameters);
-        return pgResult(await trx.raw(knexSql(text), bound as Knex.RawBinding[]));
-      }
-      const { text, parameters: bound } = mysqlWithInlineBytes(sql, parameters);
-      return mysqlResult(await trx.raw(text, bound as Knex.RawBinding[]));
+      return run(trx, sql, parameters);
     },
   };
 }
@@ -47,12 +43,28 @@ function assertOpen(trx: Knex.Transaction): void {
   }
 }
 
-function knexDialect(trx: Knex.Transaction): 'postgres' | 'mysql' {
+/** Knex's name for its client's dialect → txoutbox's. */
+const KNEX_DIALECTS: Readonly<Record<string, DialectName>> = { postgresql: 'postgres', mysql: 'mysql' };
+
+function knexDialect(trx: Knex.Transaction): DialectName {
   const name = (trx.client as { dialect?: unknown } | undefined)?.dialect;
-  if (name === 'postgresql') return 'postgres';
-  if (name === 'mysql') return 'mysql';
-  throw new ConfigError(`txoutbox supports Knex's pg and mysql2 clients, not ${String(name)}`);
+  const dialect = typeof name === 'string' && Object.hasOwn(KNEX_DIALECTS, name) ? KNEX_DIALECTS[name] : undefined;
+  if (dialect === undefined) throw new ConfigError(`txoutbox supports Knex's pg and mysql2 clients, not ${String(name)}`);
+  return dialect;
 }
+
+type KnexRun = (trx: Knex.Transaction, sql: string, parameters: readonly unknown[]) => Promise<SqlResult>;
+
+const RUNNERS: Record<DialectName, KnexRun> = {
+  async postgres(trx, sql, parameters) {
+    const { text, parameters: bound } = splitPostgres(sql, parameters);
+    return pgResult(await trx.raw(knexSql(text), bound as Knex.RawBinding[]));
+  },
+  async mysql(trx, sql, parameters) {
+    const { text, parameters: bound } = mysqlWithInlineBytes(sql, parameters);
+    return mysqlResult(await trx.raw(text, bound as Knex.RawBinding[]));
+  },
+};
 
 /**
  * The text around the placeholders joined with knex.raw's `?`. knex.raw binds every `?` it sees, quoted or not,

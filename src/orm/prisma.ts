@@ -5,6 +5,7 @@
  * txoutbox's statements run through the transaction client's `$queryRawUnsafe` / `$executeRawUnsafe`, so they go
  * down the same connection as your `tx.order.create(...)`, inside the same transaction.
  */
+import { DIALECT_NAMES, type DialectName } from '../dialects/dialect-name.js';
 import type { OrmTransaction, SqlResult } from '../dialects/executor.js';
 import { NotInTransactionError } from '../errors.js';
 import { forPreparedStatements } from './mysql-prepared.js';
@@ -66,9 +67,7 @@ export function fromPrisma<Tx extends PrismaTransactionClient>(tx: Tx): OrmTrans
     orm: 'prisma',
     handle: tx,
     async query(text: string, parameters: readonly unknown[]): Promise<SqlResult> {
-      // Prisma's MariaDB adapter sends prepared statements (the binary protocol); PostgreSQL SQL needs no change.
-      const { sql, parameters: values } =
-        provider === 'postgres' ? { sql: text, parameters } : forPreparedStatements(text, parameters);
+      const { sql, parameters: values } = STATEMENTS[provider ?? 'mysql'](text, parameters);
       try {
         if (returnsRows(sql)) {
           const rows = (await tx.$queryRawUnsafe(sql, ...values)) as Record<string, unknown>[];
@@ -100,15 +99,25 @@ function assertTransactionClient(tx: unknown): void {
   }
 }
 
-type Provider = 'postgres' | 'mysql' | 'unknown';
+/** A dialect, or undefined for a provider txoutbox has not seen (its statements go as MySQL's, its errors by shape). */
+type Provider = DialectName | undefined;
+
+/** Prisma's provider names → txoutbox's dialects. */
+const PROVIDERS: Readonly<Record<string, DialectName>> = { postgresql: 'postgres', cockroachdb: 'postgres', mysql: 'mysql' };
 
 /** The generated client's provider; Prisma keeps it on every client as `_activeProvider`. */
 function providerOf(tx: object): Provider {
   const active = (tx as { _activeProvider?: unknown })._activeProvider;
-  if (active === 'postgresql' || active === 'cockroachdb') return 'postgres';
-  if (active === 'mysql') return 'mysql';
-  return 'unknown';
+  return typeof active === 'string' && Object.hasOwn(PROVIDERS, active) ? PROVIDERS[active] : undefined;
 }
+
+type Statement = (text: string, parameters: readonly unknown[]) => { sql: string; parameters: readonly unknown[] };
+
+/** Prisma's MariaDB adapter sends prepared statements (the binary protocol); PostgreSQL SQL needs no change. */
+const STATEMENTS: Record<DialectName, Statement> = {
+  postgres: (sql, parameters) => ({ sql, parameters }),
+  mysql: forPreparedStatements,
+};
 
 interface DriverAdapterCause {
   kind?: unknown;
@@ -139,22 +148,25 @@ function translated(error: unknown, provider: Provider): unknown {
   if (original === undefined || original === null) return error;
   const message = String(cause.originalMessage ?? cause.message ?? prisma?.message ?? 'database error');
   // An unknown provider (not seen with Prisma 7): the adapter's own kind, else the code's shape (SQLSTATEs have 5 characters).
-  const kind =
-    provider !== 'unknown'
-      ? provider
-      : cause.kind === 'postgres' || cause.kind === 'mysql'
-        ? cause.kind
-        : /^[0-9A-Z]{5}$/.test(String(original))
-          ? 'postgres'
-          : 'mysql';
-  if (kind === 'postgres') return new PrismaDatabaseError(message, { code: String(original) }, error);
-  const errno = Number(original);
-  if (!Number.isInteger(errno)) return error;
-  return new PrismaDatabaseError(
-    message,
-    { errno, ...(typeof cause.state === 'string' ? { sqlState: cause.state } : {}) },
-    error,
-  );
+  const kind: DialectName =
+    provider ?? (isDialectName(cause.kind) ? cause.kind : /^[0-9A-Z]{5}$/.test(String(original)) ? 'postgres' : 'mysql');
+  return DATABASE_ERRORS[kind](message, original, cause, error);
+}
+
+type DatabaseError = (message: string, original: unknown, cause: DriverAdapterCause, error: unknown) => unknown;
+
+/** The driver's error as txoutbox reads it elsewhere: a SQLSTATE `code` on PostgreSQL, an `errno` on MySQL. */
+const DATABASE_ERRORS: Record<DialectName, DatabaseError> = {
+  postgres: (message, original, _cause, error) => new PrismaDatabaseError(message, { code: String(original) }, error),
+  mysql(message, original, cause, error) {
+    const errno = Number(original);
+    if (!Number.isInteger(errno)) return error;
+    return new PrismaDatabaseError(message, { errno, ...(typeof cause.state === 'string' ? { sqlState: cause.state } : {}) }, error);
+  },
+};
+
+function isDialectName(value: unknown): value is DialectName {
+  return (DIALECT_NAMES as readonly unknown[]).includes(value);
 }
 
 /** Prisma returns bytes as Uint8Array; the drivers txoutbox reads elsewhere return Buffers (a view, no copy). */

@@ -45,18 +45,19 @@ export function fromSequelize<T extends Transaction>(t: T): OrmTransaction<T> {
   };
 }
 
+/** Each Sequelize dialect's connection, and how txoutbox's SQL runs on it. */
+const RUNNERS: Readonly<Record<string, (connection: object) => Run>> = {
+  postgres: (connection) => pgRunner(connection as PgConnection),
+  mysql: (connection) => mysql2Runner(connection as Mysql2Connection),
+  // Sequelize's mariadb dialect holds a connection of the mariadb connector.
+  mariadb: (connection) => (sql, parameters) => mariadbQuery(connection as MariadbConnectionLike, sql, parameters),
+};
+
 function runner(dialect: string | undefined, connection: object): Run {
-  switch (dialect) {
-    case 'postgres':
-      return pgRunner(connection as PgConnection);
-    case 'mysql':
-      return mysql2Runner(connection as Mysql2Connection);
-    case 'mariadb':
-      // Sequelize's mariadb dialect holds a connection of the mariadb connector.
-      return (sql, parameters) => mariadbQuery(connection as MariadbConnectionLike, sql, parameters);
-    default:
-      throw new ConfigError(`txoutbox supports Sequelize's postgres, mysql and mariadb dialects, not ${dialect ?? 'this one'}.`);
+  if (dialect === undefined || !Object.hasOwn(RUNNERS, dialect)) {
+    throw new ConfigError(`txoutbox supports Sequelize's postgres, mysql and mariadb dialects, not ${dialect ?? 'this one'}.`);
   }
+  return RUNNERS[dialect]!(connection);
 }
 
 interface PgConnection {
