@@ -1,3 +1,5 @@
+import type { SqlExecutor } from './executor.js';
+
 /** How often a scan starts from the beginning anyway, to find rows that fell behind the cursor. */
 export const FULL_SCAN_EVERY_MS = 1000;
 /** After a scan that came up short, how soon the next may start from the beginning. */
@@ -73,6 +75,13 @@ export const dueCursor = () =>
 
 export const seqCursor = () => new ScanCursor<string>((a, b) => BigInt(a) > BigInt(b));
 
+type RelayTransaction = (work: (trx: SqlExecutor) => Promise<number>) => Promise<number>;
+
+/** A dialect's sequencing of keyed arrivals (its Heads). */
+interface ArrivalSequencer {
+  sequence(trx: SqlExecutor, limit: number, cursor: ScanCursor<string>): Promise<number>;
+}
+
 /**
  * A relay store's cursors over arrivals: the sequencing scan's, and the claim probe's, which follows it but keeps
  * its own full-scan timer, so a late arrival behind the cursor is seen by a full probe and then sequenced by the
@@ -86,5 +95,10 @@ export class ArrivalCursors {
     const made = await run(this.scan);
     this.probe.follow(this.scan);
     return made;
+  }
+
+  /** A claim's sequencing step: up to `limit` arrivals, in a relay transaction of its own. */
+  sequencer(transaction: RelayTransaction, heads: ArrivalSequencer): (limit: number) => Promise<number> {
+    return (limit) => this.sequence((cursor) => transaction((trx) => heads.sequence(trx, limit, cursor)));
   }
 }

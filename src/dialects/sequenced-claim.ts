@@ -1,4 +1,4 @@
-import type { ClaimedMessage, ClaimLimits } from './dialect.js';
+import type { ClaimedMessage, ClaimLimits, RelayStore } from './dialect.js';
 
 /** The two steps of a claim that each dialect's relay store implements. */
 export interface ClaimSteps {
@@ -11,16 +11,21 @@ export interface ClaimSteps {
 /** Arrivals sequenced per claim: enough to keep up with any producer rate in a few claims. */
 export const ARRIVALS_PER_CLAIM = 1000;
 
+/** A dialect's relay store whose claims sequence arrivals (see sequencedClaim); completing nothing is free. */
+export function sequencedRelayStore(steps: ClaimSteps, store: Omit<RelayStore, 'claim'>): RelayStore {
+  return {
+    ...store,
+    claim: (limits, token, leaseMs) => sequencedClaim(steps, limits, token, leaseMs),
+    complete: (messages, token, retain) =>
+      messages.length === 0 ? Promise.resolve({ sent: [], promoted: 0 }) : store.complete(messages, token, retain),
+  };
+}
+
 /**
  * A claim: lease what is due, and when keyed messages have arrived, sequence them and lease the new heads in the
  * same claim if the batch has room. An idle poll costs one statement; a keyless stream never sequences.
  */
-export async function sequencedClaim(
-  steps: ClaimSteps,
-  limits: ClaimLimits,
-  token: string,
-  leaseMs: number,
-): Promise<ClaimedMessage[]> {
+async function sequencedClaim(steps: ClaimSteps, limits: ClaimLimits, token: string, leaseMs: number): Promise<ClaimedMessage[]> {
   const first = await steps.claimDue(limits, token, leaseMs);
   if (!first.arrivals) return first.messages;
   const heads = await steps.sequence(ARRIVALS_PER_CLAIM);

@@ -1,5 +1,5 @@
 import type { TableNames } from '../dialects/identifiers.js';
-import { notifyChannel } from '../dialects/postgres/compiler.js';
+import { notifyChannel } from '../dialects/notify-channel.js';
 
 /** The part of a node-postgres Client the listener uses. */
 export interface ListenClient {

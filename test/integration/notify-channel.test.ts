@@ -3,7 +3,7 @@ import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createOutbox, createRelay, MemoryBroker, migrate, type Relay } from '../../src/index.js';
-import { notifyChannel } from '../../src/dialects/postgres/compiler.js';
+import { notifyChannel } from '../../src/dialects/notify-channel.js';
 import { tableNames } from '../../src/dialects/identifiers.js';
 import { waitFor } from '../support/relay-helpers.js';
 

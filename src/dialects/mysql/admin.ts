@@ -1,13 +1,6 @@
 import { sql, type Kysely, type RawBuilder } from 'kysely';
-import {
-  countKeys,
-  headProblem,
-  distinctKeys,
-  likePattern,
-  type AdminStore,
-  type DeadLetterFilter,
-  type DeadLetterRow,
-} from '../admin.js';
+import { countKeys, headProblem, distinctKeys, type AdminStore, type DeadLetterFilter, type DeadLetterRow } from '../admin.js';
+import { deadLetterWhere, onDeadRows, withKeysLocked, type DeadLetterLocking } from '../dead-letter-actions.js';
 import { kyselyExecutor, readCommittedTransaction, type SqlExecutor } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
 import { compiler, qualified, rowsBySeq } from './compiler.js';
@@ -32,19 +25,16 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
   const run = kyselyExecutor(db);
   const transaction = readCommittedTransaction(db);
 
-  const where = (filter: DeadLetterFilter): RawBuilder<unknown> => {
-    const parts: RawBuilder<unknown>[] = [sql`state = 'dead'`];
-    // An explicit ESCAPE: under NO_BACKSLASH_ESCAPES, MySQL's LIKE has no escape character by default.
-    if (filter.topic !== undefined) parts.push(sql`topic LIKE ${likePattern(filter.topic)} ESCAPE ${'\\'}`);
-    if (filter.key !== undefined) parts.push(sql`msg_key = ${Buffer.from(filter.key)}`);
-    if (filter.error !== undefined) parts.push(sql`LOCATE(LOWER(${filter.error}), LOWER(COALESCE(last_error, ''))) > 0`);
-    if (filter.olderThanMs !== undefined) parts.push(sql`created_at <= ${msAgo(filter.olderThanMs)}`);
-    if (filter.newerThanMs !== undefined) parts.push(sql`created_at >= ${msAgo(filter.newerThanMs)}`);
-    if (filter.ids !== undefined) {
-      parts.push(filter.ids.length === 0 ? sql`1 = 0` : sql`id IN (${sql.join(filter.ids.map((id) => Buffer.from(id)))})`);
-    }
-    return sql.join(parts, sql` AND `);
-  };
+  const where = (filter: DeadLetterFilter): RawBuilder<unknown> =>
+    deadLetterWhere(filter, {
+      // An explicit ESCAPE: under NO_BACKSLASH_ESCAPES, MySQL's LIKE has no escape character by default.
+      topic: (pattern) => sql`topic LIKE ${pattern} ESCAPE ${'\\'}`,
+      key: (key) => sql`msg_key = ${Buffer.from(key)}`,
+      error: (text) => sql`LOCATE(LOWER(${text}), LOWER(COALESCE(last_error, ''))) > 0`,
+      createdBefore: (ms) => sql`created_at <= ${msAgo(ms)}`,
+      createdAfter: (ms) => sql`created_at >= ${msAgo(ms)}`,
+      ids: (ids) => (ids.length === 0 ? sql`1 = 0` : sql`id IN (${sql.join(ids.map((id) => Buffer.from(id)))})`),
+    });
 
   const keysOf = async (seqs: readonly string[]) => {
     const { rows } = await run(
@@ -62,6 +52,7 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
     );
     return rows.map((row) => ({ seq: String(row.seq), key: text(row.msg_key), ready: Number(row.ready) === 1 }));
   };
+  const locking: DeadLetterLocking<DeadRow> = { transaction, lock: heads.lock, keysOf, lockDead };
 
   return {
     async status() {
@@ -122,12 +113,7 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
     },
 
     async retryDead(seqs) {
-      if (seqs.length === 0) return 0;
-      const keyNames = await keysOf(seqs);
-      return transaction(async (trx) => {
-        await heads.lock(trx, keyNames);
-        const dead = await lockDead(trx, seqs);
-        if (dead.length === 0) return 0;
+      return onDeadRows(locking, seqs, async (trx, dead) => {
         // As on PostgreSQL: a row still holding its key is its head already; one that gave its key up waits behind
         // the key's head, or becomes the head if the key has none.
         const { affectedRows } = await trx(
@@ -151,12 +137,7 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
     },
 
     async discardDead(seqs) {
-      if (seqs.length === 0) return 0;
-      const keyNames = await keysOf(seqs);
-      return transaction(async (trx) => {
-        await heads.lock(trx, keyNames);
-        const dead = await lockDead(trx, seqs);
-        if (dead.length === 0) return 0;
+      return onDeadRows(locking, seqs, async (trx, dead) => {
         const { affectedRows } = await trx(
           sql`DELETE t FROM ${rowsBySeq(
             table,
@@ -183,9 +164,7 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
     },
 
     async repairHeads(keyNames) {
-      if (keyNames.length === 0) return 0;
-      return transaction(async (trx) => {
-        await heads.lock(trx, keyNames);
+      return withKeysLocked(locking, keyNames, async (trx) => {
         // Of several heads, the first stays (or any in flight, which cannot be recalled); the others wait.
         const { rows } = await trx(
           sql`

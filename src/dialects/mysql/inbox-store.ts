@@ -1,10 +1,10 @@
 import { sql } from 'kysely';
-import type { InboxNames, InboxStore, StoredInboxDeadLetter } from '../inbox-store.js';
+import { inboxDeadLetterQueries, inboxTable } from '../inbox-dead-letters.js';
+import type { InboxStore, StoredInboxDeadLetter } from '../inbox-store.js';
 import { compiler } from './compiler.js';
 
 const ER_DUP_ENTRY = 1062;
 
-const table = (names: InboxNames, name: string) => (names.schema === null ? sql.id(name) : sql.id(names.schema, name));
 const text = (value: unknown): string | null =>
   value === null || value === undefined ? null : Buffer.isBuffer(value) ? value.toString('utf8') : String(value);
 
@@ -33,7 +33,7 @@ export const mysqlInboxStore: InboxStore = {
     // which rolls back only this statement, so the caller's transaction goes on.
     try {
       await run(
-        sql`INSERT INTO ${table(names, names.table)} (consumer, message_id, processed_at)
+        sql`INSERT INTO ${inboxTable(names, names.table)} (consumer, message_id, processed_at)
             VALUES (${Buffer.from(consumer)}, ${Buffer.from(messageId)}, UTC_TIMESTAMP(6))`.compile(compiler),
       );
       return true;
@@ -45,7 +45,7 @@ export const mysqlInboxStore: InboxStore = {
 
   async cleanup(run, names, olderThanMs, limit) {
     const { affectedRows } = await run(
-      sql`DELETE FROM ${table(names, names.table)}
+      sql`DELETE FROM ${inboxTable(names, names.table)}
           WHERE processed_at < UTC_TIMESTAMP(6) - INTERVAL ${olderThanMs * 1000} MICROSECOND
           ORDER BY processed_at LIMIT ${limit}`.compile(compiler),
     );
@@ -54,7 +54,7 @@ export const mysqlInboxStore: InboxStore = {
 
   async bury(run, names, letter) {
     await run(
-      sql`INSERT INTO ${table(names, names.dead)}
+      sql`INSERT INTO ${inboxTable(names, names.dead)}
             (consumer, message_id, source, destination, topic, payload, content_type, headers, last_error, attempts, dead_at)
           VALUES (${Buffer.from(letter.consumer)}, ${letter.messageId === null ? null : Buffer.from(letter.messageId)},
                   ${letter.source}, ${letter.destination}, ${letter.topic}, ${letter.payload},
@@ -66,24 +66,10 @@ export const mysqlInboxStore: InboxStore = {
     );
   },
 
-  async listDead(run, names, { consumer, afterSeq, limit }) {
-    const { rows } = await run(
-      sql`SELECT * FROM ${table(names, names.dead)}
-          WHERE ${consumer === null ? sql`1 = 1` : sql`consumer = ${Buffer.from(consumer)}`} AND seq > ${afterSeq ?? '0'}
-          ORDER BY seq LIMIT ${limit}`.compile(compiler),
-    );
-    return rows.map(deadLetter);
-  },
-
-  async getDead(run, names, seq, lock) {
-    const { rows } = await run(
-      sql`SELECT * FROM ${table(names, names.dead)} WHERE seq = ${seq} ${lock ? sql`FOR UPDATE` : sql``}`.compile(compiler),
-    );
-    return rows[0] === undefined ? null : deadLetter(rows[0]);
-  },
-
-  async deleteDead(run, names, seq) {
-    const { affectedRows } = await run(sql`DELETE FROM ${table(names, names.dead)} WHERE seq = ${seq}`.compile(compiler));
-    return affectedRows === 1;
-  },
+  ...inboxDeadLetterQueries({
+    compiler,
+    seq: (seq) => sql`${seq}`,
+    ofConsumer: (consumer) => (consumer === null ? sql`1 = 1` : sql`consumer = ${Buffer.from(consumer)}`),
+    deadLetter,
+  }),
 };

@@ -4,7 +4,7 @@ import { kyselyExecutor, readCommittedTransaction } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
 import { headFloors } from '../head-floors.js';
 import { ArrivalCursors, dueCursor } from '../scan-cursor.js';
-import { sequencedClaim, type ClaimSteps } from '../sequenced-claim.js';
+import { sequencedRelayStore, type ClaimSteps } from '../sequenced-claim.js';
 import { compiler, qualified, rowsBySeq } from './compiler.js';
 import { mysqlHeads } from './heads.js';
 
@@ -149,14 +149,11 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
       return { messages, arrivals: waiting };
     },
 
-    sequence: (limit) => arrivals.sequence((cursor) => transaction((trx) => heads.sequence(trx, limit, cursor))),
+    sequence: arrivals.sequencer(transaction, heads),
   };
 
-  return {
-    claim: (limits, token, leaseMs) => sequencedClaim(steps, limits, token, leaseMs),
-
+  return sequencedRelayStore(steps, {
     async complete(messages, token, retain) {
-      if (messages.length === 0) return { sent: [], promoted: 0 };
       const { ours, promoted } = await finishHeads(messages, (rows) =>
         retain
           ? // A sent row keeps the claim token in lease_owner: it tells which relay sent it.
@@ -239,5 +236,5 @@ export function mysqlRelayStore<DB>(db: Kysely<DB>, names: TableNames): RelaySto
         return sent.affectedRows;
       });
     },
-  };
+  });
 }

@@ -3,12 +3,12 @@ import {
   countKeys,
   headProblem,
   distinctKeys,
-  likePattern,
   type AdminOptions,
   type AdminStore,
   type DeadLetterFilter,
   type DeadLetterRow,
 } from '../admin.js';
+import { deadLetterWhere, onDeadRows, withKeysLocked, type DeadLetterLocking } from '../dead-letter-actions.js';
 import { kyselyExecutor, readCommittedTransaction, type SqlExecutor } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
 import { compiler, qualified } from './compiler.js';
@@ -28,16 +28,15 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames, option
   const run = kyselyExecutor(db);
   const transaction = readCommittedTransaction(db);
 
-  const where = (filter: DeadLetterFilter): RawBuilder<unknown> => {
-    const parts: RawBuilder<unknown>[] = [sql`state = 'dead'`];
-    if (filter.topic !== undefined) parts.push(sql`topic LIKE ${likePattern(filter.topic)}`);
-    if (filter.key !== undefined) parts.push(sql`msg_key = ${filter.key}`);
-    if (filter.error !== undefined) parts.push(sql`strpos(lower(coalesce(last_error, '')), lower(${filter.error})) > 0`);
-    if (filter.olderThanMs !== undefined) parts.push(sql`created_at <= now() - ${filter.olderThanMs} * interval '1 millisecond'`);
-    if (filter.newerThanMs !== undefined) parts.push(sql`created_at >= now() - ${filter.newerThanMs} * interval '1 millisecond'`);
-    if (filter.ids !== undefined) parts.push(sql`id = ANY(${[...filter.ids]}::text[])`);
-    return sql.join(parts, sql` AND `);
-  };
+  const where = (filter: DeadLetterFilter): RawBuilder<unknown> =>
+    deadLetterWhere(filter, {
+      topic: (pattern) => sql`topic LIKE ${pattern}`,
+      key: (key) => sql`msg_key = ${key}`,
+      error: (text) => sql`strpos(lower(coalesce(last_error, '')), lower(${text})) > 0`,
+      createdBefore: (ms) => sql`created_at <= now() - ${ms} * interval '1 millisecond'`,
+      createdAfter: (ms) => sql`created_at >= now() - ${ms} * interval '1 millisecond'`,
+      ids: (ids) => sql`id = ANY(${[...ids]}::text[])`,
+    });
 
   /** Reads the dead rows again, locked, after the key locks: only those still dead are acted on. */
   const lockDead = async (trx: SqlExecutor, seqs: readonly string[]) => {
@@ -55,6 +54,7 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames, option
     );
     return [...countKeys(rows.map((row) => row.msg_key as string)).keys()];
   };
+  const locking: DeadLetterLocking<DeadRow> = { transaction, lock: heads.lock, keysOf, lockDead };
 
   return {
     async status() {
@@ -119,11 +119,7 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames, option
     async retryDead(seqs) {
       if (seqs.length === 0) return 0;
       if (logical !== null) return transaction((trx) => retryDeadLogical(trx, table, seqs, logical));
-      const keyNames = await keysOf(seqs);
-      return transaction(async (trx) => {
-        await heads.lock(trx, keyNames);
-        const dead = await lockDead(trx, seqs);
-        if (dead.length === 0) return 0;
+      return onDeadRows(locking, seqs, async (trx, dead) => {
         // A dead row that still holds its key (block-key) is its key's head and simply becomes pending again. One
         // that gave its key up (skip) waits behind the key's head, or becomes the head if the key has none.
         const { affectedRows } = await trx(
@@ -145,11 +141,7 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames, option
     async discardDead(seqs) {
       if (seqs.length === 0) return 0;
       if (logical !== null) return transaction((trx) => discardDeadLogical(trx, table, seqs, logical));
-      const keyNames = await keysOf(seqs);
-      return transaction(async (trx) => {
-        await heads.lock(trx, keyNames);
-        const dead = await lockDead(trx, seqs);
-        if (dead.length === 0) return 0;
+      return onDeadRows(locking, seqs, async (trx, dead) => {
         // A discarded head that held its key: the key's next waiting message becomes its head.
         const { finished } = await heads.promote(
           trx,
@@ -177,9 +169,7 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames, option
     },
 
     async repairHeads(keyNames) {
-      if (keyNames.length === 0) return 0;
-      return transaction(async (trx) => {
-        await heads.lock(trx, keyNames);
+      return withKeysLocked(locking, keyNames, async (trx) => {
         // Of several heads, the first stays (or any in flight, which cannot be recalled); the others wait.
         await trx(
           sql`

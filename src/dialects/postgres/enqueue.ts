@@ -4,7 +4,8 @@ import type { ValidMessage } from '../../outbox/message.js';
 import type { EnqueueOptions } from '../dialect.js';
 import type { SqlExecutor } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
-import { compiler, notifyChannel, qualified } from './compiler.js';
+import { notifyChannel } from '../notify-channel.js';
+import { compiler, qualified } from './compiler.js';
 
 /** A keyed message arrives unsequenced (ready NULL): the relay, not the producer, decides when it heads its key. */
 const readyOnArrival = (m: ValidMessage) => (m.key === null ? true : null);

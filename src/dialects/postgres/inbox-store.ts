@@ -1,8 +1,7 @@
 import { sql } from 'kysely';
-import type { InboxNames, InboxStore, StoredInboxDeadLetter } from '../inbox-store.js';
+import { inboxDeadLetterQueries, inboxTable } from '../inbox-dead-letters.js';
+import type { InboxStore, StoredInboxDeadLetter } from '../inbox-store.js';
 import { compiler } from './compiler.js';
-
-const table = (names: InboxNames, name: string) => (names.schema === null ? sql.id(name) : sql.id(names.schema, name));
 
 function deadLetter(row: Record<string, unknown>): StoredInboxDeadLetter {
   return {
@@ -26,14 +25,14 @@ export const postgresInboxStore: InboxStore = {
     // ON CONFLICT DO NOTHING waits for a concurrent uncommitted insert of the same key: if that transaction
     // commits this one inserts nothing (a duplicate), if it rolls back this one inserts. No error either way.
     const { rows } = await run(
-      sql`INSERT INTO ${table(names, names.table)} (consumer, message_id) VALUES (${consumer}, ${messageId})
+      sql`INSERT INTO ${inboxTable(names, names.table)} (consumer, message_id) VALUES (${consumer}, ${messageId})
           ON CONFLICT (consumer, message_id) DO NOTHING RETURNING 1 AS recorded`.compile(compiler),
     );
     return rows.length === 1;
   },
 
   async cleanup(run, names, olderThanMs, limit) {
-    const inbox = table(names, names.table);
+    const inbox = inboxTable(names, names.table);
     // SKIP LOCKED: a row some transaction is touching right now is left for the next round.
     const { affectedRows } = await run(
       sql`DELETE FROM ${inbox} WHERE (consumer, message_id) IN (
@@ -45,7 +44,7 @@ export const postgresInboxStore: InboxStore = {
   },
 
   async bury(run, names, letter) {
-    const dead = table(names, names.dead);
+    const dead = inboxTable(names, names.dead);
     await run(
       sql`INSERT INTO ${dead} AS d (consumer, message_id, source, destination, topic, payload, content_type, headers, last_error, attempts)
           VALUES (${letter.consumer}, ${letter.messageId}, ${letter.source}, ${letter.destination}, ${letter.topic},
@@ -57,26 +56,10 @@ export const postgresInboxStore: InboxStore = {
     );
   },
 
-  async listDead(run, names, { consumer, afterSeq, limit }) {
-    const { rows } = await run(
-      sql`SELECT * FROM ${table(names, names.dead)}
-          WHERE (${consumer}::text IS NULL OR consumer = ${consumer}) AND seq > ${afterSeq ?? '0'}::bigint
-          ORDER BY seq LIMIT ${limit}`.compile(compiler),
-    );
-    return rows.map(deadLetter);
-  },
-
-  async getDead(run, names, seq, lock) {
-    const { rows } = await run(
-      sql`SELECT * FROM ${table(names, names.dead)} WHERE seq = ${seq}::bigint ${lock ? sql`FOR UPDATE` : sql``}`.compile(
-        compiler,
-      ),
-    );
-    return rows[0] === undefined ? null : deadLetter(rows[0]);
-  },
-
-  async deleteDead(run, names, seq) {
-    const { affectedRows } = await run(sql`DELETE FROM ${table(names, names.dead)} WHERE seq = ${seq}::bigint`.compile(compiler));
-    return affectedRows === 1;
-  },
+  ...inboxDeadLetterQueries({
+    compiler,
+    seq: (seq) => sql`${seq}::bigint`,
+    ofConsumer: (consumer) => sql`(${consumer}::text IS NULL OR consumer = ${consumer})`,
+    deadLetter,
+  }),
 };

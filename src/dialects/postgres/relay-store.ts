@@ -4,7 +4,7 @@ import { readCommittedStatements, readCommittedTransaction } from '../executor.j
 import type { TableNames } from '../identifiers.js';
 import { headFloors } from '../head-floors.js';
 import { ArrivalCursors, dueCursor } from '../scan-cursor.js';
-import { sequencedClaim, type ClaimSteps } from '../sequenced-claim.js';
+import { sequencedRelayStore, type ClaimSteps } from '../sequenced-claim.js';
 import { compiler, qualified } from './compiler.js';
 import { postgresHeads } from './heads.js';
 
@@ -126,14 +126,11 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
       };
     },
 
-    sequence: (limit) => arrivals.sequence((cursor) => transaction((trx) => heads.sequence(trx, limit, cursor))),
+    sequence: arrivals.sequencer(transaction, heads),
   };
 
-  return {
-    claim: (limits, token, leaseMs) => sequencedClaim(steps, limits, token, leaseMs),
-
+  return sequencedRelayStore(steps, {
     async complete(messages, token, retain) {
-      if (messages.length === 0) return { sent: [], promoted: 0 };
       const finish = retain
         ? // A sent row keeps the claim token in lease_owner: it tells which relay sent it.
           sql`UPDATE ${table} SET state = 'sent', sent_at = now(), ready = false, lease_until = NULL
@@ -215,5 +212,5 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
       );
       return sent.affectedRows;
     },
-  };
+  });
 }
