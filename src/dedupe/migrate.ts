@@ -1,9 +1,9 @@
 import type { Kysely, MigrationResult } from 'kysely';
-import { z } from 'zod';
 import { parseOptions } from '../config.js';
-import { DIALECT_NAMES, type DialectName } from '../dialects/dialect-name.js';
+import type { DialectName } from '../dialects/dialect-name.js';
 import { assertPlainIdentifier } from '../dialects/identifiers.js';
-import { DEFAULT_INBOX_TABLE_NAME, runMigrations } from '../dialects/migrator.js';
+import { runMigrations } from '../dialects/migrator.js';
+import { inboxLocationSchema } from './options.js';
 
 export interface MigrateInboxOptions {
   dialect: DialectName;
@@ -13,13 +13,7 @@ export interface MigrateInboxOptions {
   schema?: string;
 }
 
-const schema = z
-  .object({
-    dialect: z.enum(DIALECT_NAMES, { message: `dialect must be one of ${DIALECT_NAMES.join(', ')}` }),
-    table: z.string().default(DEFAULT_INBOX_TABLE_NAME),
-    schema: z.string().optional(),
-  })
-  .strict();
+const schema = inboxLocationSchema.strict();
 
 /**
  * Creates or upgrades the inbox tables from the SQL files under `migrations/<dialect>/inbox`, with their own history

@@ -22,14 +22,14 @@ export interface InboxOptions {
   retentionMs?: number;
 }
 
-const schema = z
-  .object({
-    dialect: z.enum(DIALECT_NAMES, { message: `dialect must be one of ${DIALECT_NAMES.join(', ')}` }),
-    table: z.string().default(DEFAULT_INBOX_TABLE_NAME),
-    schema: z.string().optional(),
-    retentionMs: z.number().int().min(1).default(DEFAULT_RETENTION_MS),
-  })
-  .strict();
+/** Where the inbox tables are: what `migrateInbox` needs, and the start of the inbox's options. */
+export const inboxLocationSchema = z.object({
+  dialect: z.enum(DIALECT_NAMES, { message: `dialect must be one of ${DIALECT_NAMES.join(', ')}` }),
+  table: z.string().default(DEFAULT_INBOX_TABLE_NAME),
+  schema: z.string().optional(),
+});
+
+const schema = inboxLocationSchema.extend({ retentionMs: z.number().int().min(1).default(DEFAULT_RETENTION_MS) }).strict();
 
 export type ResolvedInboxOptions = Omit<z.output<typeof schema>, 'schema'> & { schema: string | null };
 
