@@ -247,7 +247,7 @@ async function main(): Promise<void> {
     say(
       `${total} message(s) published, 1 rolled back and never sent, 1 dead-lettered and recovered, outbox empty: ${(await count('txoutbox')) === 0}`,
     );
-    say(`next: run the sidecar with \`npx txoutbox relay --config txoutbox.yaml\` (see the README), or \`npm test\`.`);
+    say(`next: run the sidecar with \`npx txoutbox relay --config txoutbox.yaml\` (see docs/sidecar.md), or \`npm test\`.`);
   } finally {
     await relay?.stop({ drainMs: 1000 });
     await demoBroker.close();

@@ -54,7 +54,7 @@ export const dialectOf = (url: string): DialectName => (/^(mysql|mariadb):/.test
 
 /**
  * Deploy-time work, done here so the example runs with one command: txoutbox's tables (with its own migrate(),
- * which needs a Kysely instance; Prisma Migrate can apply the same SQL files instead, see the README) and `orders`.
+ * which needs a Kysely instance; Prisma Migrate can apply the same SQL files instead, see docs/migrations.md) and `orders`.
  */
 export async function migrateExample(url: string, schema?: string): Promise<void> {
   const dialect = dialectOf(url);

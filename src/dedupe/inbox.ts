@@ -47,6 +47,16 @@ export interface Inbox {
    * is skipped and `{ duplicate: true }` is returned. A concurrent delivery of the same id waits for the first
    * transaction and is then a duplicate (it committed) or runs (it rolled back); no error aborts `trx` either way.
    * A handler that throws propagates its error: roll `trx` back, and the record goes with it.
+   *
+   * @example
+   * ```ts
+   * const outcome = await db.transaction().execute((trx) =>
+   *   inbox.processOnce(trx, { consumer: 'billing', messageId }, async (trx) => {
+   *     await trx.insertInto('invoices').values(invoice).execute();
+   *     return invoice.id;
+   *   }),
+   * ); // { duplicate: false, result: invoice.id } the first time, { duplicate: true } after
+   * ```
    */
   processOnce<Trx extends TransactionLike, T>(
     trx: Trx,
@@ -90,6 +100,23 @@ const querySchema = z
 
 const seqSchema = z.string().regex(/^[1-9]\d{0,18}$/, 'seq must be a dead letter seq (digits)');
 
+/**
+ * Creates the consumer inbox: `processOnce` records a message id in the consumer's own transaction, so a message
+ * delivered again (at-least-once) has its effect once. Create its tables with `migrateInbox`.
+ *
+ * @example
+ * ```ts
+ * import { createInbox } from 'txoutbox';
+ *
+ * const inbox = createInbox({ dialect: 'postgres' });
+ * const outcome = await db.transaction().execute((trx) =>
+ *   inbox.processOnce(trx, { consumer: 'billing', messageId }, async (trx) => {
+ *     await trx.insertInto('invoices').values(invoice).execute();
+ *   }),
+ * );
+ * if (outcome.duplicate) console.log(`${messageId} was processed before`);
+ * ```
+ */
 export function createInbox(options: InboxOptions): Inbox {
   const resolved = resolveInboxOptions(options);
   const names = inboxNames(resolved.table, resolved.schema);

@@ -19,6 +19,13 @@ const schema = inboxLocationSchema.strict();
  * Creates or upgrades the inbox tables from the SQL files under `migrations/<dialect>/inbox`, with their own history
  * table (`<table>_migrations`), so a service may have the inbox, the outbox, or both. Idempotent, and safe to run
  * from several processes at once.
+ *
+ * @example
+ * ```ts
+ * import { migrateInbox } from 'txoutbox';
+ *
+ * await migrateInbox(db, { dialect: 'postgres' }); // txoutbox_inbox and its dead letters, txoutbox_inbox_dead
+ * ```
  */
 export async function migrateInbox<DB>(db: Kysely<DB>, options: MigrateInboxOptions): Promise<MigrationResult[]> {
   const resolved = parseOptions(schema, options, 'migrateInbox');

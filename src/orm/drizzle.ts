@@ -18,6 +18,16 @@ export interface DrizzleTransactionLike {
  * `await outbox.enqueue(fromDrizzle(tx), message)`. txoutbox's statements run through `tx.execute`, every value
  * bound as a parameter. A Drizzle database that is not a transaction is refused: each statement would autocommit.
  * Works with node-postgres, postgres.js and mysql2; errors reach txoutbox as the driver's own (Drizzle wraps them).
+ *
+ * @example
+ * ```ts
+ * import { fromDrizzle } from 'txoutbox/drizzle';
+ *
+ * await db.transaction(async (tx) => {
+ *   await tx.insert(orders).values(order);
+ *   await outbox.enqueue(fromDrizzle(tx), { topic: 'orders.placed', key: order.customer, payload: order });
+ * });
+ * ```
  */
 export function fromDrizzle<TX extends DrizzleTransactionLike>(tx: TX): OrmTransaction<TX> {
   const wire = is(tx, PgTransaction) ? WIRE.postgres : is(tx, MySqlTransaction) ? WIRE.mysql : null;

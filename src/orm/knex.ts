@@ -12,6 +12,16 @@ export type KnexOrmTransaction = OrmTransaction<Knex.Transaction>;
  * `await outbox.enqueue(fromKnex(trx), message)`. txoutbox's statements run through `trx.raw`, on the
  * transaction's connection. A Knex instance that is not a transaction is refused: each of its queries would
  * autocommit on its own, and the message with it.
+ *
+ * @example
+ * ```ts
+ * import { fromKnex } from 'txoutbox/knex';
+ *
+ * await knex.transaction(async (trx) => {
+ *   await trx('orders').insert(order);
+ *   await outbox.enqueue(fromKnex(trx), { topic: 'orders.placed', key: order.customer, payload: order });
+ * });
+ * ```
  */
 export function fromKnex(trx: Knex.Transaction): KnexOrmTransaction {
   assertOpen(trx);

@@ -14,6 +14,16 @@ export interface MikroOrmEntityManagerLike {
  * `await outbox.enqueue(fromMikroOrm(em), message)`. txoutbox's statements run on the transaction's connection,
  * beside the entities the EntityManager flushes at commit. The transaction context is a Knex transaction in
  * MikroORM v6 and a Kysely transaction in v7; both are accepted. An EntityManager outside a transaction is refused.
+ *
+ * @example
+ * ```ts
+ * import { fromMikroOrm } from 'txoutbox/mikro-orm';
+ *
+ * await orm.em.fork().transactional(async (em) => {
+ *   em.persist(order); // flushed at commit, in the same transaction
+ *   await outbox.enqueue(fromMikroOrm(em), { topic: 'orders.placed', key: order.customer, payload: { id: order.id } });
+ * });
+ * ```
  */
 export function fromMikroOrm<EM extends MikroOrmEntityManagerLike>(em: EM): OrmTransaction<EM> {
   const context = typeof em?.getTransactionContext === 'function' ? em.getTransactionContext() : undefined;

@@ -75,6 +75,26 @@ class RelayLifecycle implements OnApplicationBootstrap, OnModuleDestroy {
 
 const LIFECYCLE = Symbol('TXOUTBOX_RELAY_LIFECYCLE');
 
+/**
+ * The txoutbox module for NestJS: `forRoot(options)` or `forRootAsync({ imports, inject, useFactory })`.
+ *
+ * @example
+ * ```ts
+ * import { Module } from '@nestjs/common';
+ * import type { Outbox } from 'txoutbox';
+ * import { TXOUTBOX_OUTBOX, TxOutboxModule } from 'txoutbox/nestjs';
+ *
+ * export class OrderService {
+ *   constructor(private readonly outbox: Outbox) {} // enqueue with fromTypeorm(manager), fromPrisma(tx), ...
+ * }
+ *
+ * export class AppModule {}
+ * Module({ // as a call, or as the usual decorator with an Inject(TXOUTBOX_OUTBOX) parameter
+ *   imports: [TxOutboxModule.forRoot({ outbox: { dialect: 'postgres' }, relay: { db, dialect: 'postgres', broker } })],
+ *   providers: [{ provide: OrderService, useFactory: (outbox: Outbox) => new OrderService(outbox), inject: [TXOUTBOX_OUTBOX] }],
+ * })(AppModule);
+ * ```
+ */
 export class TxOutboxModule {
   static forRoot<DB>(options: TxOutboxModuleOptions<DB>): DynamicModule {
     return TxOutboxModule.build({ provide: TXOUTBOX_OPTIONS, useValue: options }, options.isGlobal, []);

@@ -58,6 +58,16 @@ function returnsRows(sql: string): boolean {
  * Wraps Prisma's interactive-transaction client for `enqueue` and `processOnce`. The root `PrismaClient` is refused
  * with `NotInTransactionError`: each of its queries would autocommit on its own, so the message would not be atomic
  * with your data. (A nested `tx.$transaction(async (inner) => ...)` client, a savepoint, is accepted.)
+ *
+ * @example
+ * ```ts
+ * import { fromPrisma } from 'txoutbox/prisma';
+ *
+ * await prisma.$transaction(async (tx) => {
+ *   const order = await tx.order.create({ data: { customer: 'alice' } });
+ *   await outbox.enqueue(fromPrisma(tx), { topic: 'orders.placed', key: order.customer, payload: { id: order.id } });
+ * });
+ * ```
  */
 export function fromPrisma<Tx extends PrismaTransactionClient>(tx: Tx): OrmTransaction<Tx> {
   assertTransactionClient(tx);

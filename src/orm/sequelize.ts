@@ -26,6 +26,16 @@ type Run = (sql: string, parameters: unknown[]) => Promise<SqlResult>;
  * every dialect and are found by a pattern that also matches inside string literals, and its errors are wrapped.
  * So Sequelize's `logging` does not show txoutbox's statements. A transaction that has committed or rolled back
  * (`t.finished`) is refused with NotInTransactionError.
+ *
+ * @example
+ * ```ts
+ * import { fromSequelize } from 'txoutbox/sequelize';
+ *
+ * await sequelize.transaction(async (t) => {
+ *   await Order.create(order, { transaction: t });
+ *   await outbox.enqueue(fromSequelize(t), { topic: 'orders.placed', key: order.customer, payload: order });
+ * });
+ * ```
  */
 export function fromSequelize<T extends Transaction>(t: T): OrmTransaction<T> {
   const internals = t as unknown as TransactionInternals;

@@ -27,6 +27,16 @@ export interface TypeormManagerLike {
  * driver's own error (pg's, mysql2's), not TypeORM's QueryFailedError around it, because txoutbox reads the
  * driver's codes (MySQL's 1062 for a duplicate id). A manager without a query runner in an active transaction
  * (`dataSource.manager`, or one whose transaction has ended) is refused with NotInTransactionError.
+ *
+ * @example
+ * ```ts
+ * import { fromTypeorm } from 'txoutbox/typeorm';
+ *
+ * await dataSource.transaction(async (manager) => {
+ *   await manager.insert(Order, order);
+ *   await outbox.enqueue(fromTypeorm(manager), { topic: 'orders.placed', key: order.customer, payload: order });
+ * });
+ * ```
  */
 export function fromTypeorm<M extends TypeormManagerLike>(manager: M): OrmTransaction<M> {
   const runner = activeRunner(manager);

@@ -26,6 +26,14 @@ export interface MigrateOptions {
 /**
  * Creates or upgrades the outbox tables by applying the SQL files shipped under `migrations/<dialect>/outbox`.
  * Idempotent, and safe to run from several processes at once (they take a lock and apply each file once).
+ * A file that fails throws a `TxOutboxError` with code `TXOUTBOX_MIGRATION_FAILED` naming it.
+ *
+ * @example
+ * ```ts
+ * import { migrate } from 'txoutbox';
+ *
+ * await migrate(db, { dialect: 'postgres' }); // at deploy time; the second run does nothing
+ * ```
  */
 export async function migrate<DB>(db: Kysely<DB>, options: MigrateOptions): Promise<MigrationResult[]> {
   if (!DIALECT_NAMES.includes(options.dialect)) {

@@ -16,12 +16,32 @@ export interface Outbox {
   /**
    * Writes a message into the outbox inside `trx`, the caller's open transaction: it is sent if and only if
    * that transaction commits. Validates first; a bad message throws a ValidationError and writes nothing.
+   *
+   * @example
+   * ```ts
+   * const { id, duplicate } = await outbox.enqueue(trx, { topic: 'orders.placed', key: order.customer, payload: order });
+   * ```
    */
   enqueue(trx: TransactionLike, message: OutboxMessage): Promise<EnqueueResult>;
   /** Writes a batch with one statement; results come back in the order given. */
   enqueue(trx: TransactionLike, messages: readonly OutboxMessage[]): Promise<EnqueueResult[]>;
 }
 
+/**
+ * Creates the outbox: `enqueue` writes messages into the outbox table inside your own transaction, so each is
+ * published if and only if that transaction commits. Invalid options throw a `ConfigError` at once.
+ *
+ * @example
+ * ```ts
+ * import { createOutbox } from 'txoutbox';
+ *
+ * const outbox = createOutbox({ dialect: 'postgres' });
+ * await db.transaction().execute(async (trx) => {
+ *   await trx.insertInto('orders').values(order).execute();
+ *   await outbox.enqueue(trx, { topic: 'orders.placed', key: order.customer, payload: order });
+ * }); // rolled back: no message; committed: the relay publishes it
+ * ```
+ */
 export function createOutbox(options: OutboxOptions): Outbox {
   const resolved = resolveOutboxOptions(options);
   const dialect = dialectFor(resolved.dialect);

@@ -391,8 +391,36 @@ function toOutgoing(message: ClaimedMessage): OutgoingMessage {
   };
 }
 
-/** A relay: polling (the default) or, with `mode: 'logical'`, streaming from a PostgreSQL replication slot. */
+/**
+ * A relay in mode 'logical': it streams committed outbox inserts from a PostgreSQL replication slot (needs
+ * `wal_level = logical`; `start()` rejects with `LogicalDecodingUnavailableError` otherwise).
+ *
+ * @example
+ * ```ts
+ * import { createRelay, migrate } from 'txoutbox';
+ *
+ * await migrate(db, { dialect: 'postgres', publication: 'txoutbox_publication' });
+ * const relay = createRelay({ db, dialect: 'postgres', broker, mode: 'logical', publication: 'txoutbox_publication' });
+ * await relay.start(); // creates the slot txoutbox_slot on first start; standby relays take over when it goes
+ * ```
+ */
 export function createRelay<DB>(options: RelayOptions<DB> & { mode: 'logical' }): LogicalRelay;
+/**
+ * A relay: it claims committed messages from the outbox table (polling, the default; or, with `mode: 'logical'`,
+ * streams them from a PostgreSQL replication slot), publishes them to `broker`, and deletes each one only after the
+ * broker's persisted acknowledgement. Run as many as you like on one table. Invalid options throw a `ConfigError`.
+ *
+ * @example
+ * ```ts
+ * import { createRelay } from 'txoutbox';
+ * import { createRabbitMqBroker } from 'txoutbox/rabbitmq';
+ *
+ * const relay = createRelay({ db, dialect: 'postgres', broker: createRabbitMqBroker({ url: 'amqp://localhost' }) });
+ * relay.on('dead', (messages) => console.error('dead-lettered', messages));
+ * relay.start();
+ * process.once('SIGTERM', () => void relay.stop({ drainMs: 10_000 }));
+ * ```
+ */
 export function createRelay<DB>(options: RelayOptions<DB>): Relay;
 export function createRelay<DB>(options: RelayOptions<DB>): Relay | LogicalRelay {
   return options.mode === 'logical'
