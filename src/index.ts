@@ -12,11 +12,18 @@ export { traceBroker } from './relay/tracing.js';
 export type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './brokers/broker.js';
 export { MemoryBroker, type InjectedFailure } from './brokers/memory.js';
 export type { DialectName } from './dialects/dialect-name.js';
-export type { KyselyTransactionLike, MysqlConnectionLike, OrmTransaction, PgClientLike, SqlResult, TransactionLike } from './dialects/executor.js';
+export type {
+  KyselyTransactionLike,
+  MysqlConnectionLike,
+  OrmTransaction,
+  PgClientLike,
+  SqlResult,
+  TransactionLike,
+} from './dialects/executor.js';
 export { ConfigError, NotInTransactionError, SchemaError, TxOutboxError, ValidationError } from './errors.js';
-export { createInbox, type CleanupOptions, type DeadLetterQuery, type Inbox, type NewDeadLetter } from './dedupe/inbox.js';
+export { createInbox, type CleanupOptions, type DeadLetterQuery, type Inbox } from './dedupe/inbox.js';
 export type { InboxOptions } from './dedupe/options.js';
 export type { InboxDelivery } from './dedupe/delivery.js';
-export type { InboxDeadLetter, InboxMessage, ProcessResult } from './dedupe/message.js';
+export type { InboxDeadLetter, InboxMessage, NewDeadLetter, ProcessResult } from './dedupe/message.js';
 export { migrateInbox, type MigrateInboxOptions } from './dedupe/migrate.js';
 export type { InboxConsumerEvents, InboxConsumerOptions, InboxHandler } from './dedupe/consumers/core.js';

@@ -9,11 +9,11 @@ import {
   type SqlExecutor,
   type TransactionLike,
 } from '../dialects/executor.js';
-import { inboxNames, type InboxNames, type NewInboxDeadLetter } from '../dialects/inbox-store.js';
+import { inboxNames, type InboxNames } from '../dialects/inbox-store.js';
 import { inboxStoreFor } from '../dialects/index.js';
 import { ConfigError, NotInTransactionError } from '../errors.js';
 import { validateDelivery, type InboxDelivery } from './delivery.js';
-import type { InboxDeadLetter, InboxMessage, ProcessResult } from './message.js';
+import type { InboxDeadLetter, InboxMessage, NewDeadLetter, ProcessResult } from './message.js';
 import { resolveInboxOptions, type InboxOptions } from './options.js';
 
 export interface CleanupOptions {
@@ -33,9 +33,6 @@ export interface DeadLetterQuery {
   /** Default 100. */
   limit?: number;
 }
-
-/** A dead letter to record: what a consumer helper (or your own consumer of another broker) knows about it. */
-export type NewDeadLetter = NewInboxDeadLetter;
 
 export interface Inbox {
   readonly dialect: DialectName;

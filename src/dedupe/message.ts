@@ -18,14 +18,17 @@ export interface InboxMessage {
   attempt: number;
 }
 
-/** A consumer-side dead letter: a message whose handler kept failing, kept with its last error until a person acts. */
+/**
+ * A consumer-side dead letter: a message whose handler kept failing (or that could not go through the inbox at all),
+ * kept with its last error until a person acts. The one shape for every broker, as stored and as listed.
+ */
 export interface InboxDeadLetter {
   /** The row's seq, as text (a bigint): pass it to `replayDeadLetter` or `deleteDeadLetter`. */
   seq: string;
   consumer: string;
-  /** Null when the message carried no id. */
+  /** Null when the message carried no id (or an empty one). */
   messageId: string | null;
-  /** 'rabbitmq' or 'nats'. */
+  /** The broker: 'rabbitmq' or 'nats' from the helpers; a consumer of your own names its own. */
   source: string;
   /** The queue, or `<stream>/<consumer>`. */
   destination: string;
@@ -33,7 +36,15 @@ export interface InboxDeadLetter {
   payload: Buffer;
   contentType: string | null;
   headers: Record<string, string>;
+  /** Why it is dead: the handler's last error (with its stack), or why it was never handed to the handler. */
   error: string;
+  /** Attempts counted against `maxAttempts`; 0 when the message was not processable at all. */
   attempts: number;
   deadAt: Date;
 }
+
+/**
+ * A dead letter before it is stored (no seq or time yet): what `recordDeadLetter` takes and the helpers' `dead`
+ * event reports.
+ */
+export type NewDeadLetter = Omit<InboxDeadLetter, 'seq' | 'deadAt'>;

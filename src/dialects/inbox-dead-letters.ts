@@ -1,5 +1,6 @@
 import { sql, type Kysely, type RawBuilder } from 'kysely';
-import type { InboxNames, InboxStore, StoredInboxDeadLetter } from './inbox-store.js';
+import type { InboxDeadLetter } from '../dedupe/message.js';
+import type { InboxNames, InboxStore } from './inbox-store.js';
 
 /** One of the inbox's tables, qualified with its schema when one is configured. */
 export const inboxTable = (names: InboxNames, name: string) =>
@@ -13,7 +14,7 @@ export interface InboxDeadLetterSql {
   /** Rows of this consumer, or of every consumer for null. */
   ofConsumer(consumer: string | null): RawBuilder<unknown>;
   /** A row as the driver returns it → the stored dead letter. */
-  deadLetter(row: Record<string, unknown>): StoredInboxDeadLetter;
+  deadLetter(row: Record<string, unknown>): InboxDeadLetter;
 }
 
 /** The inbox store's dead-letter queries, the same SQL on both dialects but for the parts above. */

@@ -1,3 +1,4 @@
+import type { InboxDeadLetter, NewDeadLetter } from '../dedupe/message.js';
 import type { SqlExecutor } from './executor.js';
 
 /** The names of every table one inbox owns, derived from its table name. */
@@ -13,27 +14,6 @@ export function inboxNames(table: string, schema: string | null): InboxNames {
   return { schema, table, dead: `${table}_dead` };
 }
 
-/** A dead letter as the consumer helpers write it. */
-export interface NewInboxDeadLetter {
-  consumer: string;
-  messageId: string | null;
-  source: string;
-  destination: string;
-  topic: string | null;
-  payload: Buffer;
-  contentType: string | null;
-  headers: Record<string, string>;
-  error: string;
-  attempts: number;
-}
-
-/** A dead letter as stored. */
-export interface StoredInboxDeadLetter extends NewInboxDeadLetter {
-  /** The row's seq, as text (a bigint). */
-  seq: string;
-  deadAt: Date;
-}
-
 /** The inbox's SQL; every call runs on an executor the caller chose (their transaction, or a short one of ours). */
 export interface InboxStore {
   /**
@@ -45,14 +25,14 @@ export interface InboxStore {
   /** Deletes up to `limit` records older than `olderThanMs` (by the database's clock), oldest first. */
   cleanup(run: SqlExecutor, names: InboxNames, olderThanMs: number, limit: number): Promise<number>;
   /** Writes a dead letter; a second one for the same consumer and message id replaces the first's details. */
-  bury(run: SqlExecutor, names: InboxNames, letter: NewInboxDeadLetter): Promise<void>;
+  bury(run: SqlExecutor, names: InboxNames, letter: NewDeadLetter): Promise<void>;
   /** Dead letters oldest first, optionally of one consumer, after a seq (for paging). */
   listDead(
     run: SqlExecutor,
     names: InboxNames,
     filter: { consumer: string | null; afterSeq: string | null; limit: number },
-  ): Promise<StoredInboxDeadLetter[]>;
+  ): Promise<InboxDeadLetter[]>;
   /** One dead letter by seq, locked until the transaction ends when `lock` is set; null when there is none. */
-  getDead(run: SqlExecutor, names: InboxNames, seq: string, lock: boolean): Promise<StoredInboxDeadLetter | null>;
+  getDead(run: SqlExecutor, names: InboxNames, seq: string, lock: boolean): Promise<InboxDeadLetter | null>;
   deleteDead(run: SqlExecutor, names: InboxNames, seq: string): Promise<boolean>;
 }

@@ -2,8 +2,8 @@ import type { Kysely, Transaction } from 'kysely';
 import { z } from 'zod';
 import { ValidationError } from '../../errors.js';
 import { validateDelivery } from '../delivery.js';
-import type { Inbox, NewDeadLetter } from '../inbox.js';
-import type { InboxMessage } from '../message.js';
+import type { Inbox } from '../inbox.js';
+import type { InboxMessage, NewDeadLetter } from '../message.js';
 
 /** Your business logic for one message, run inside the transaction that records it in the inbox. */
 export type InboxHandler<DB> = (message: InboxMessage, trx: Transaction<DB>) => unknown;

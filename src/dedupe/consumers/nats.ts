@@ -5,8 +5,7 @@ import type { ConsumerMessages, JsMsg } from '@nats-io/jetstream';
 import { z } from 'zod';
 import { parseOptions } from '../../config.js';
 import { ConfigError, TxOutboxError } from '../../errors.js';
-import type { NewDeadLetter } from '../inbox.js';
-import type { InboxMessage } from '../message.js';
+import type { InboxMessage, NewDeadLetter } from '../message.js';
 import {
   describeError,
   idProblem,

@@ -5,8 +5,7 @@ import type { ChannelModel, ConfirmChannel, ConsumeMessage, Message, Options as 
 import { z } from 'zod';
 import { parseOptions } from '../../config.js';
 import { TxOutboxError } from '../../errors.js';
-import type { NewDeadLetter } from '../inbox.js';
-import type { InboxMessage } from '../message.js';
+import type { InboxMessage, NewDeadLetter } from '../message.js';
 import {
   describeError,
   idProblem,

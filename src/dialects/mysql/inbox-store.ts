@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
+import type { InboxDeadLetter } from '../../dedupe/message.js';
 import { inboxDeadLetterQueries, inboxTable } from '../inbox-dead-letters.js';
-import type { InboxStore, StoredInboxDeadLetter } from '../inbox-store.js';
+import type { InboxStore } from '../inbox-store.js';
 import { compiler } from './compiler.js';
 
 const ER_DUP_ENTRY = 1062;
@@ -8,7 +9,7 @@ const ER_DUP_ENTRY = 1062;
 const text = (value: unknown): string | null =>
   value === null || value === undefined ? null : Buffer.isBuffer(value) ? value.toString('utf8') : String(value);
 
-function deadLetter(row: Record<string, unknown>): StoredInboxDeadLetter {
+function deadLetter(row: Record<string, unknown>): InboxDeadLetter {
   const headers = typeof row.headers === 'string' ? (JSON.parse(row.headers) as unknown) : row.headers;
   return {
     seq: String(row.seq),

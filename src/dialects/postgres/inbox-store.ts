@@ -1,9 +1,10 @@
 import { sql } from 'kysely';
+import type { InboxDeadLetter } from '../../dedupe/message.js';
 import { inboxDeadLetterQueries, inboxTable } from '../inbox-dead-letters.js';
-import type { InboxStore, StoredInboxDeadLetter } from '../inbox-store.js';
+import type { InboxStore } from '../inbox-store.js';
 import { compiler } from './compiler.js';
 
-function deadLetter(row: Record<string, unknown>): StoredInboxDeadLetter {
+function deadLetter(row: Record<string, unknown>): InboxDeadLetter {
   return {
     seq: String(row.seq),
     consumer: row.consumer as string,
