@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import type { Kysely, Transaction } from 'kysely';
 import { z } from 'zod';
 import { ValidationError } from '../../errors.js';
@@ -73,7 +74,10 @@ export const sharedOptionShape = {
     .optional(),
 };
 
-export type Verdict = { kind: 'processed' } | { kind: 'duplicate' } | { kind: 'failed'; error: string };
+/** The shared options once validated, with the name the inbox records ids under. */
+export type PolicyOptions = Omit<z.output<z.ZodObject<typeof sharedOptionShape>>, 'consumer'> & { consumer: string };
+
+type Verdict = { kind: 'processed' } | { kind: 'duplicate' } | { kind: 'failed'; error: string };
 
 /** Longest error text kept in a dead letter or a retry header. */
 const MAX_ERROR_LENGTH = 4000;
@@ -102,10 +106,7 @@ export function idProblem(consumer: string, id: string | null): string | null {
 }
 
 /** Runs the handler once per (consumer, id): its own transaction, processOnce around the handler. Never throws. */
-export async function runOnce<DB>(
-  options: { db: Kysely<DB>; inbox: Inbox; handler: InboxHandler<DB>; consumer: string },
-  message: InboxMessage,
-): Promise<Verdict> {
+async function runOnce(options: PolicyOptions, message: InboxMessage): Promise<Verdict> {
   try {
     const result = await options.db
       .transaction()
@@ -118,18 +119,131 @@ export async function runOnce<DB>(
   }
 }
 
+/** How a transport settles one delivery with its broker: the policy decides which, the transport knows how. */
+export interface Settlement {
+  /** The handler's transaction committed, or the id was a duplicate: the broker may forget the message. */
+  ack(): void;
+  /** The dead letter is recorded: the message leaves the queue for good. */
+  drop(): void;
+  /**
+   * Brings the message back after `delayMs`, carrying `attempts` failed so far and the handler's last `error` (null
+   * when it was the dead-letter write that failed, reported already). False when that could not be arranged: the
+   * transport has said why and left the message to come back another way.
+   */
+  retry(delayMs: number, attempts: number, error: string | null): Promise<boolean>;
+}
+
+/** One delivery, as a transport hands it to the policy. */
+export interface Delivery {
+  /** Its `id` is '' when the message carried none. */
+  message: InboxMessage;
+  /** The id as the message carried it, or null when it carried none. */
+  id: string | null;
+  settlement: Settlement;
+}
+
+/** What the policy needs to know of a transport besides how it settles. */
+export interface Transport {
+  /** The dead letters' `source`: 'rabbitmq' or 'nats'. */
+  source: string;
+  /** The dead letters' `destination`: the queue, or `<stream>/<durable>`. */
+  destination: string;
+  /**
+   * A message delivered more than `maxAttempts` times without being settled (its consumer died each time): why, as
+   * its dead letter says, and whether the attempts it records count this delivery, on which the handler does not run.
+   */
+  neverSettled: { because: string; countsThisDelivery: boolean };
+}
+
 /**
- * Emits `error` when someone listens; otherwise prints it to stderr, as the relay does: an 'error' event nobody
- * hears would crash the process, and dropping it would hide connection trouble and failed dead-letter writes.
+ * The one delivery policy of the consumer helpers, wrapped around the handler as watermill's router middleware is:
+ * run it once per id in a transaction of its own, then ack (only after the commit); after a failure bring the message
+ * back after its delay; after `maxAttempts` (or at once, when it cannot go through the inbox) record a dead letter,
+ * then drop it. Outcomes are the consumer's events; `deliver` throws only when a settlement does.
  */
-export function reportError(
-  emitter: { listenerCount(event: 'error'): number; emit(event: 'error', error: Error): boolean },
-  who: string,
-  error: unknown,
-): void {
-  const wrapped = error instanceof Error ? error : new Error(String(error));
-  if (emitter.listenerCount('error') > 0) emitter.emit('error', wrapped);
-  else console.error(`[txoutbox inbox consumer ${who}]`, wrapped);
+export class DeliveryPolicy {
+  constructor(
+    private readonly events: EventEmitter<InboxConsumerEvents>,
+    private readonly options: PolicyOptions,
+    private readonly transport: Transport,
+  ) {}
+
+  async deliver({ message, id, settlement }: Delivery): Promise<void> {
+    const { consumer, maxAttempts, retryDelaysMs } = this.options;
+    const problem = idProblem(consumer, id);
+    if (problem !== null) return this.bury(settlement, message, problem, id === '' ? null : id, 0);
+    if (message.attempt > maxAttempts) {
+      // Its consumer died each time before settling it: do not run the handler again.
+      const { because, countsThisDelivery } = this.transport.neverSettled;
+      const error = `delivered ${message.attempt} times without being settled (${because})`;
+      return this.bury(settlement, message, error, message.id, countsThisDelivery ? message.attempt : message.attempt - 1);
+    }
+    const verdict = await runOnce(this.options, message);
+    if (verdict.kind !== 'failed') {
+      await this.committed(message, verdict.kind);
+      settlement.ack();
+      this.events.emit(verdict.kind, message);
+      return;
+    }
+    if (message.attempt >= maxAttempts) return this.bury(settlement, message, verdict.error, message.id, message.attempt);
+    const delayMs = retryDelay(retryDelaysMs, message.attempt);
+    if (await settlement.retry(delayMs, message.attempt, verdict.error)) {
+      this.events.emit('retrying', { message, error: verdict.error, delayMs });
+    }
+  }
+
+  /**
+   * Reports trouble outside a handler: emits `error` when someone listens, else prints it to stderr as the relay does
+   * (an `error` event nobody hears would crash the process; dropping it would hide connection trouble and failed
+   * dead-letter writes).
+   */
+  report(error: unknown): void {
+    const wrapped = error instanceof Error ? error : new Error(String(error));
+    if (this.events.listenerCount('error') > 0) this.events.emit('error', wrapped);
+    else console.error(`[txoutbox inbox consumer ${this.transport.source} ${this.options.consumer}]`, wrapped);
+  }
+
+  private async committed(message: InboxMessage, outcome: 'processed' | 'duplicate'): Promise<void> {
+    try {
+      await this.options.onCommitted?.(message, outcome);
+    } catch (error) {
+      this.report(error);
+    }
+  }
+
+  /** Records the dead letter, then drops the message; if recording fails the message comes back after the last delay. */
+  private async bury(
+    settlement: Settlement,
+    message: InboxMessage,
+    error: string,
+    messageId: string | null,
+    attempts: number,
+  ): Promise<void> {
+    const { consumer, db, inbox, retryDelaysMs } = this.options;
+    const { source, destination } = this.transport;
+    const { topic, payload, contentType, headers } = message;
+    const letter: NewDeadLetter = {
+      consumer,
+      messageId,
+      source,
+      destination,
+      topic,
+      payload,
+      contentType,
+      headers,
+      error,
+      attempts,
+    };
+    try {
+      await inbox.recordDeadLetter(db, letter);
+    } catch (recordError) {
+      this.report(new Error(`could not record a dead letter (retrying it later): ${describeError(recordError)}`));
+      await settlement.retry(retryDelay(retryDelaysMs, retryDelaysMs.length), attempts, null);
+      return;
+    }
+    settlement.drop();
+    this.events.emit('dead', letter);
+  }
 }
 
 /** Counts handlers in flight, so a consumer can bound them and close() can wait for them. */

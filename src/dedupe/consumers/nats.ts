@@ -5,14 +5,11 @@ import type { ConsumerMessages, JsMsg } from '@nats-io/jetstream';
 import { z } from 'zod';
 import { parseOptions } from '../../config.js';
 import { ConfigError, TxOutboxError } from '../../errors.js';
-import type { InboxMessage, NewDeadLetter } from '../message.js';
+import type { InboxMessage } from '../message.js';
 import {
+  DeliveryPolicy,
   describeError,
-  idProblem,
   InFlight,
-  reportError,
-  retryDelay,
-  runOnce,
   sharedOptionShape,
   type InboxConsumerEvents,
   type InboxConsumerOptions,
@@ -85,6 +82,7 @@ function textHeaders(message: JsMsg): Record<string, string> {
 export class NatsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
   readonly consumer: string;
   private readonly options: Resolved;
+  private readonly policy: DeliveryPolicy;
   private readonly inFlight = new InFlight();
   private nc: NatsConnection | null = null;
   private messages: ConsumerMessages | null = null;
@@ -102,6 +100,16 @@ export class NatsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
     this.options = parseOptions(optionsSchema, options, 'createNatsInboxConsumer');
     this.consumer = this.options.consumer ?? this.options.durable;
     this.ackWaitMs = this.options.ackWaitMs;
+    this.policy = new DeliveryPolicy(
+      this,
+      { ...this.options, consumer: this.consumer },
+      {
+        source: 'nats',
+        destination: `${this.options.stream}/${this.options.durable}`,
+        // Its dead letter records JetStream's delivery count.
+        neverSettled: { because: 'the consumer crashed or exceeded ack_wait each time', countsThisDelivery: true },
+      },
+    );
   }
 
   /** Connects, checks or creates the durable consumer and starts consuming; throws when that fails. */
@@ -182,11 +190,11 @@ export class NatsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
     try {
       for await (const message of messages) {
         if (this.closing) break; // not acked: JetStream redelivers it after ack_wait
-        this.inFlight.track(this.handle(message).catch((error: unknown) => this.report(error)));
+        this.inFlight.track(this.handle(message).catch((error: unknown) => this.policy.report(error)));
         await this.inFlight.below(this.options.maxMessages, () => this.closing);
       }
     } catch (error) {
-      this.report(new Error(`consuming ${this.options.stream}/${this.options.durable} stopped: ${describeError(error)}`));
+      this.policy.report(new Error(`consuming ${this.options.stream}/${this.options.durable} stopped: ${describeError(error)}`));
     }
   }
 
@@ -234,57 +242,19 @@ export class NatsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
       headers,
       attempt: Math.max(1, delivery.info.deliveryCount - (this.overlaps.get(delivery.seq) ?? 0)),
     };
-    const problem = idProblem(this.consumer, rawId);
-    if (problem !== null) return this.bury(deliveries, message, problem, rawId, 0);
-    if (message.attempt > this.options.maxAttempts) {
-      // Delivered again and again without an ack or a nak: the consumer died each time (a crash loop), or ack_wait is
-      // shorter than the handler. Do not run it again.
-      const why = `delivered ${message.attempt} times without being settled (the consumer crashed or exceeded ack_wait each time)`;
-      return this.bury(deliveries, message, why, message.id, message.attempt);
-    }
-    const verdict = await runOnce({ ...this.options, consumer: this.consumer }, message);
-    if (verdict.kind !== 'failed') {
-      try {
-        await this.options.onCommitted?.(message, verdict.kind);
-      } catch (error) {
-        this.report(error);
-      }
-      this.settleAll(deliveries, (d) => d.ack());
-      this.emit(verdict.kind, message);
-      return;
-    }
-    if (message.attempt >= this.options.maxAttempts)
-      return this.bury(deliveries, message, verdict.error, message.id, message.attempt);
-    const delayMs = retryDelay(this.options.retryDelaysMs, message.attempt);
-    this.settleAll(deliveries, (d) => d.nak(delayMs), false);
-    this.emit('retrying', { message, error: verdict.error, delayMs });
-  }
-
-  /** Records the dead letter, then terminates the message; if recording fails it is nak'ed to come back later. */
-  private async bury(deliveries: JsMsg[], message: InboxMessage, error: string, messageId: string | null, attempts: number) {
-    const letter: NewDeadLetter = {
-      consumer: this.consumer,
-      messageId,
-      source: 'nats',
-      destination: `${this.options.stream}/${this.options.durable}`,
-      topic: message.topic,
-      payload: message.payload,
-      contentType: message.contentType,
-      headers: message.headers,
-      error,
-      attempts,
-    };
-    try {
-      await this.options.inbox.recordDeadLetter(this.options.db, letter);
-    } catch (recordError) {
-      this.report(new Error(`could not record a dead letter (retrying it later): ${describeError(recordError)}`));
-      const delayMs = retryDelay(this.options.retryDelaysMs, this.options.retryDelaysMs.length);
-      this.settleAll(deliveries, (d) => d.nak(delayMs), false);
-      return;
-    }
-    // No reason text: servers before 2.10 do not recognise "+TERM <reason>" and would leave the message pending.
-    this.settleAll(deliveries, (d) => d.term());
-    this.emit('dead', letter);
+    await this.policy.deliver({
+      message,
+      id: rawId,
+      settlement: {
+        ack: () => this.settleAll(deliveries, (d) => d.ack()),
+        // No reason text: servers before 2.10 do not recognise "+TERM <reason>" and would leave the message pending.
+        drop: () => this.settleAll(deliveries, (d) => d.term()),
+        retry: async (delayMs) => {
+          this.settleAll(deliveries, (d) => d.nak(delayMs), false);
+          return true;
+        },
+      },
+    });
   }
 
   /**
@@ -305,10 +275,6 @@ export class NatsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
     } catch {
       // The connection is closed.
     }
-  }
-
-  private report(error: unknown): void {
-    reportError(this, `nats ${this.consumer}`, error);
   }
 }
 

@@ -5,18 +5,14 @@ import type { ChannelModel, ConfirmChannel, ConsumeMessage, Message, Options as 
 import { z } from 'zod';
 import { parseOptions } from '../../config.js';
 import { TxOutboxError } from '../../errors.js';
-import type { InboxMessage, NewDeadLetter } from '../message.js';
+import type { InboxMessage } from '../message.js';
 import {
+  DeliveryPolicy,
   describeError,
-  idProblem,
   InFlight,
-  reportError,
-  retryDelay,
-  runOnce,
   sharedOptionShape,
   type InboxConsumerEvents,
   type InboxConsumerOptions,
-  type Verdict,
 } from './core.js';
 
 export interface RabbitMqInboxConsumerOptions<DB> extends InboxConsumerOptions<DB> {
@@ -112,6 +108,7 @@ function textHeaders(raw: Record<string, unknown> | undefined): Record<string, s
 export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
   readonly consumer: string;
   private readonly options: Resolved;
+  private readonly policy: DeliveryPolicy;
   private readonly inFlight = new InFlight();
   private session: Session | null = null;
   private started = false;
@@ -124,6 +121,15 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
     this.options = parseOptions(optionsSchema, options, 'createRabbitMqInboxConsumer');
     this.consumer = this.options.consumer ?? this.options.queue;
     this.reconnectDelay = this.options.reconnectDelayMs;
+    this.policy = new DeliveryPolicy(
+      this,
+      { ...this.options, consumer: this.consumer },
+      {
+        source: 'rabbitmq',
+        destination: this.options.queue,
+        neverSettled: { because: 'the consumer died while handling it each time', countsThisDelivery: false },
+      },
+    );
   }
 
   /** Connects, declares the retry queues and starts consuming; throws when that fails (e.g. no such queue). */
@@ -166,14 +172,14 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
     const model = await amqp.connect(this.options.url, this.options.socketOptions as SocketOptions | undefined);
     let session: Session | null = null;
     // Listeners first: an unheard 'error' would crash the process. 'close' follows every connection error.
-    model.on('error', (error: Error) => this.report(new Error(`RabbitMQ connection error: ${error.message}`)));
+    model.on('error', (error: Error) => this.policy.report(new Error(`RabbitMQ connection error: ${error.message}`)));
     model.on('close', () => {
       if (session !== null) this.onClosed(session);
     });
     try {
       const channel = await model.createConfirmChannel();
       const moves = new Map<string, string | null>();
-      channel.on('error', (error: Error) => this.report(new Error(`RabbitMQ channel error: ${error.message}`)));
+      channel.on('error', (error: Error) => this.policy.report(new Error(`RabbitMQ channel error: ${error.message}`)));
       // A mandatory publish that routes nowhere comes back before its confirm, and the confirm alone says "ok".
       channel.on('return', (returned: Message) => markReturned(moves, returned));
       channel.on('close', () => {
@@ -232,7 +238,7 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
       this.reconnectTimer = null;
       if (this.closing) return;
       this.connect().catch((error: unknown) => {
-        this.report(new Error(`reconnecting to RabbitMQ failed: ${describeError(error).split('\n')[0]}`));
+        this.policy.report(new Error(`reconnecting to RabbitMQ failed: ${describeError(error).split('\n')[0]}`));
         this.scheduleReconnect();
       });
     }, delay);
@@ -241,22 +247,23 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
   private onDelivery(session: Session, delivery: ConsumeMessage | null): void {
     if (delivery === null) {
       // The server cancelled the consumer (queue deleted): reconnect, which fails loudly until the queue is back.
-      this.report(new Error(`RabbitMQ cancelled the consumer of '${this.options.queue}'`));
+      this.policy.report(new Error(`RabbitMQ cancelled the consumer of '${this.options.queue}'`));
       if (!session.dead) void session.model.close().catch(noop);
       return;
     }
-    this.inFlight.track(this.handle(session, delivery).catch((error: unknown) => this.report(error)));
+    this.inFlight.track(this.handle(session, delivery).catch((error: unknown) => this.policy.report(error)));
   }
 
   private async handle(session: Session, delivery: ConsumeMessage): Promise<void> {
     const headers = textHeaders(delivery.properties.headers);
     const rawId: unknown = delivery.properties.messageId ?? headers['txoutbox-id'];
+    const id = typeof rawId === 'string' ? rawId : null;
     const failedBefore = count(headers[ATTEMPTS_HEADER]);
     // Quorum queues count deliveries that were requeued unsettled (a consumer that died mid-handler): they count as
     // attempts too, so a message that crashes its consumer every time is still bounded.
     const unsettledBefore = count(String(delivery.properties.headers?.['x-delivery-count'] ?? '0'));
     const message: InboxMessage = {
-      id: typeof rawId === 'string' ? rawId : '',
+      id: id ?? '',
       topic: headers['txoutbox-topic'] ?? delivery.fields.routingKey,
       key: headers['txoutbox-key'] ?? null,
       payload: delivery.content,
@@ -264,92 +271,40 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
       headers,
       attempt: failedBefore + unsettledBefore + 1,
     };
-    const problem = idProblem(this.consumer, typeof rawId === 'string' ? rawId : null);
-    if (problem !== null) {
-      await this.bury(session, delivery, message, problem, typeof rawId === 'string' && rawId.length > 0 ? rawId : null, 0);
-      return;
-    }
-    if (message.attempt > this.options.maxAttempts) {
-      const why = `delivered ${message.attempt} times without being settled (the consumer died while handling it each time)`;
-      await this.bury(session, delivery, message, why, message.id, message.attempt - 1);
-      return;
-    }
-    const verdict: Verdict = await runOnce({ ...this.options, consumer: this.consumer }, message);
-    if (verdict.kind !== 'failed') {
-      await this.committed(message, verdict.kind);
-      this.ack(session, delivery);
-      this.emit(verdict.kind, message);
-      return;
-    }
-    if (message.attempt >= this.options.maxAttempts) {
-      await this.bury(session, delivery, message, verdict.error, message.id, message.attempt);
-      return;
-    }
-    await this.retry(session, delivery, message, verdict.error);
+    await this.policy.deliver({
+      message,
+      id,
+      settlement: {
+        ack: () => this.ack(session, delivery),
+        drop: () => this.ack(session, delivery),
+        retry: (delayMs, attempts, error) => this.retry(session, delivery, delayMs, attempts, error),
+      },
+    });
   }
 
-  private async committed(message: InboxMessage, outcome: 'processed' | 'duplicate'): Promise<void> {
-    try {
-      await this.options.onCommitted?.(message, outcome);
-    } catch (error) {
-      this.report(error);
-    }
-  }
-
-  /** Sends a copy through the retry queue for this attempt's delay; the original is acked once the copy is confirmed. */
-  private async retry(session: Session, delivery: ConsumeMessage, message: InboxMessage, error: string): Promise<void> {
-    const delayMs = retryDelay(this.options.retryDelaysMs, message.attempt);
-    try {
-      await this.republish(session, this.retryQueueFor(delayMs), delivery, {
-        [ATTEMPTS_HEADER]: String(message.attempt),
-        [LAST_ERROR_HEADER]: error.split('\n')[0]!.slice(0, 1000),
-      });
-    } catch (publishError) {
-      // Not moved: leave it unacked. If the channel died RabbitMQ requeues it; otherwise requeue it after the delay.
-      this.report(new Error(`could not move a failed message to its retry queue: ${describeError(publishError)}`));
-      this.nackLater(session, delivery, delayMs);
-      return;
-    }
-    this.ack(session, delivery);
-    this.emit('retrying', { message, error, delayMs });
-  }
-
-  /** Records the dead letter, then acks. If recording fails the message goes round the last retry queue again. */
-  private async bury(
+  /** Sends a copy through the retry queue for the delay; the original is acked once the copy is confirmed. */
+  private async retry(
     session: Session,
     delivery: ConsumeMessage,
-    message: InboxMessage,
-    error: string,
-    messageId: string | null,
+    delayMs: number,
     attempts: number,
-  ): Promise<void> {
-    const letter: NewDeadLetter = {
-      consumer: this.consumer,
-      messageId,
-      source: 'rabbitmq',
-      destination: this.options.queue,
-      topic: message.topic,
-      payload: message.payload,
-      contentType: message.contentType,
-      headers: message.headers,
-      error,
-      attempts,
-    };
+    error: string | null,
+  ): Promise<boolean> {
+    const headers: Record<string, string> = { [ATTEMPTS_HEADER]: String(attempts) };
+    if (error !== null) headers[LAST_ERROR_HEADER] = error.split('\n')[0]!.slice(0, 1000);
     try {
-      await this.options.inbox.recordDeadLetter(this.options.db, letter);
-    } catch (recordError) {
-      this.report(new Error(`could not record a dead letter (retrying it later): ${describeError(recordError)}`));
-      const delayMs = retryDelay(this.options.retryDelaysMs, this.options.retryDelaysMs.length);
-      try {
-        await this.republish(session, this.retryQueueFor(delayMs), delivery, { [ATTEMPTS_HEADER]: String(attempts) });
-        this.ack(session, delivery);
-      } catch {
-        this.nackLater(session, delivery, delayMs);
+      await this.republish(session, this.retryQueueFor(delayMs), delivery, headers);
+    } catch (publishError) {
+      // Not moved: leave it unacked. If the channel died RabbitMQ requeues it; otherwise requeue it after the delay.
+      // Without a handler's error it was a dead-letter write that failed, and that is reported already.
+      if (error !== null) {
+        this.policy.report(new Error(`could not move a failed message to its retry queue: ${describeError(publishError)}`));
       }
-      return;
+      this.nackLater(session, delivery, delayMs);
+      return false;
     }
     this.ack(session, delivery);
-    this.emit('dead', letter);
+    return true;
   }
 
   private republish(
@@ -410,10 +365,6 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
       }
     }, delayMs);
     timer.unref();
-  }
-
-  private report(error: unknown): void {
-    reportError(this, `rabbitmq ${this.consumer}`, error);
   }
 }
 
