@@ -278,7 +278,30 @@ export class NatsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
   }
 }
 
-/** A NATS JetStream consumer that processes each message id once through the inbox; call `start()`. */
+/**
+ * A NATS JetStream consumer that processes each message id once through the inbox; call `start()`.
+ *
+ * @example
+ * ```ts
+ * import { createInbox } from 'txoutbox';
+ * import { createNatsInboxConsumer } from 'txoutbox/inbox/nats';
+ *
+ * const consumer = createNatsInboxConsumer({
+ *   servers: 'nats://localhost:4222',
+ *   stream: 'ORDERS',
+ *   durable: 'billing', // created (explicit acks) when missing; ids are recorded under its name
+ *   db, // your Kysely instance, on the database of your tables and the inbox
+ *   inbox: createInbox({ dialect: 'postgres' }),
+ *   handler: async (message, trx) => {
+ *     await trx.insertInto('invoices').values({ message_id: message.id, order_key: message.key }).execute();
+ *   },
+ *   maxAttempts: 5, // then a row in the inbox's dead-letter table, and term()
+ * });
+ * consumer.on('retrying', ({ message, delayMs }) => console.warn(`${message.id} failed, again in ${delayMs} ms`));
+ * await consumer.start();
+ * process.once('SIGTERM', () => void consumer.close()); // lets the handlers in flight commit and ack
+ * ```
+ */
 export function createNatsInboxConsumer<DB>(options: NatsInboxConsumerOptions<DB>): NatsInboxConsumer<DB> {
   return new NatsInboxConsumer(options);
 }

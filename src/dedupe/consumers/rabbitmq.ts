@@ -383,7 +383,31 @@ function markReturned(moves: Map<string, string | null>, message: Message): void
   );
 }
 
-/** A RabbitMQ consumer that processes each message id once through the inbox; call `start()`. */
+/**
+ * A RabbitMQ consumer that processes each message id once through the inbox; call `start()`.
+ *
+ * @example
+ * ```ts
+ * import { sql } from 'kysely';
+ * import { createInbox } from 'txoutbox';
+ * import { createRabbitMqInboxConsumer } from 'txoutbox/inbox/rabbitmq';
+ *
+ * const consumer = createRabbitMqInboxConsumer({
+ *   url: 'amqp://localhost',
+ *   queue: 'orders.placed', // must exist; ids are recorded under its name unless `consumer` is given
+ *   db, // your Kysely instance, on the database of your tables and the inbox
+ *   inbox: createInbox({ dialect: 'postgres' }),
+ *   // Runs in the transaction that records the id: both commit, or neither and the message comes back.
+ *   handler: async (message, trx) => {
+ *     const order = JSON.parse(message.payload.toString('utf8')) as { customer: string };
+ *     await sql`UPDATE customers SET orders = orders + 1 WHERE id = ${order.customer}`.execute(trx);
+ *   },
+ * });
+ * consumer.on('dead', (letter) => console.error(`${letter.messageId} dead-lettered: ${letter.error}`));
+ * await consumer.start();
+ * process.once('SIGTERM', () => void consumer.close()); // lets the handlers in flight commit and ack
+ * ```
+ */
 export function createRabbitMqInboxConsumer<DB>(options: RabbitMqInboxConsumerOptions<DB>): RabbitMqInboxConsumer<DB> {
   return new RabbitMqInboxConsumer(options);
 }
