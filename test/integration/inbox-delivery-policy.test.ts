@@ -14,7 +14,7 @@ import { applyEffect, clearInbox, effects, inboxRows, setUpInbox } from '../supp
 const RABBITMQ_LIKE: Transport = {
   source: 'test-broker',
   destination: 'orders-queue',
-  neverSettled: { because: 'the consumer died each time', countsThisDelivery: false },
+  neverSettled: { because: 'the consumer died each time' },
 };
 
 /**
@@ -165,20 +165,17 @@ describe.each(DIALECTS)('inbox delivery policy on %s', (dialect) => {
     expect(letters[1]!.error).toMatch(/messageId must not be empty/);
   });
 
-  it('dead-letters a delivery past maxAttempts (a crash loop) without running the handler, counting as the transport says', async () => {
+  it('dead-letters a delivery past maxAttempts (a crash loop) without running the handler, counting the deliveries before it', async () => {
     let ran = 0;
     const handler = () => void ran++;
-    const countsIt: Transport = {
-      ...RABBITMQ_LIKE,
-      neverSettled: { because: 'ack_wait passed each time', countsThisDelivery: true },
-    };
+    const natsLike: Transport = { ...RABBITMQ_LIKE, neverSettled: { because: 'ack_wait passed each time' } };
     await setUp({ handler }).deliver('m-6', 4);
-    await setUp({ handler }, countsIt).deliver('m-7', 4);
+    await setUp({ handler }, natsLike).deliver('m-7', 5);
     expect(ran).toBe(0);
     const letters = await inbox.deadLetters(h.db);
     expect(letters.map((l) => [l.messageId, l.attempts, l.error])).toEqual([
       ['m-6', 3, 'delivered 4 times without being settled (the consumer died each time)'],
-      ['m-7', 4, 'delivered 4 times without being settled (ack_wait passed each time)'],
+      ['m-7', 4, 'delivered 5 times without being settled (ack_wait passed each time)'],
     ]);
   });
 

@@ -150,9 +150,9 @@ export interface Transport {
   destination: string;
   /**
    * A message delivered more than `maxAttempts` times without being settled (its consumer died each time): why, as
-   * its dead letter says, and whether the attempts it records count this delivery, on which the handler does not run.
+   * its dead letter says. Its attempts are the deliveries before this one, on which the handler does not run.
    */
-  neverSettled: { because: string; countsThisDelivery: boolean };
+  neverSettled: { because: string };
 }
 
 /**
@@ -174,9 +174,8 @@ export class DeliveryPolicy {
     if (problem !== null) return this.bury(settlement, message, problem, id === '' ? null : id, 0);
     if (message.attempt > maxAttempts) {
       // Its consumer died each time before settling it: do not run the handler again.
-      const { because, countsThisDelivery } = this.transport.neverSettled;
-      const error = `delivered ${message.attempt} times without being settled (${because})`;
-      return this.bury(settlement, message, error, message.id, countsThisDelivery ? message.attempt : message.attempt - 1);
+      const error = `delivered ${message.attempt} times without being settled (${this.transport.neverSettled.because})`;
+      return this.bury(settlement, message, error, message.id, message.attempt - 1);
     }
     const verdict = await runOnce(this.options, message);
     if (verdict.kind !== 'failed') {

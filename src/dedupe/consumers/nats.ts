@@ -107,7 +107,7 @@ export class NatsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
         source: 'nats',
         destination: `${this.options.stream}/${this.options.durable}`,
         // Its dead letter records JetStream's delivery count.
-        neverSettled: { because: 'the consumer crashed or exceeded ack_wait each time', countsThisDelivery: true },
+        neverSettled: { because: 'the consumer crashed or exceeded ack_wait each time' },
       },
     );
   }

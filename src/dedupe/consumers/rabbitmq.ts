@@ -127,7 +127,7 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
       {
         source: 'rabbitmq',
         destination: this.options.queue,
-        neverSettled: { because: 'the consumer died while handling it each time', countsThisDelivery: false },
+        neverSettled: { because: 'the consumer died while handling it each time' },
       },
     );
   }
