@@ -44,7 +44,7 @@ function probesOf(schema: z.ZodType, path: string[]): TuningProbe[] {
     const { minValue: min, maxValue: max, isInt } = schema;
     if (min === null || max === null || !Number.isFinite(min)) throw new Error(`${path.join('.')}: a number without a minimum`);
     const probes = [probe('at min', min, true), probe('below min', isInt ? min - 1 : min - 0.5, false), nothing];
-    if (isInt) probes.push(probe('fractional', min + 0.5, false));
+    probes.push(probe('fractional', min + 0.5, !isInt));
     // int() alone caps a value at the largest safe integer; an option's own maximum is smaller.
     if (max < Number.MAX_SAFE_INTEGER)
       probes.push(probe('at max', max, true), probe('above max', isInt ? max + 1 : max + 0.5, false));
