@@ -6,6 +6,7 @@ import { DIALECT_NAMES } from '../dialects/dialect-name.js';
 import { tableNames } from '../dialects/identifiers.js';
 import { dialectFor } from '../dialects/index.js';
 import { defaultPublication, defaultSlot, logicalNames, type LogicalNames } from '../relay/logical/names.js';
+import { relayDefaults, relayTuningSchema } from '../relay/options.js';
 import { CliError, EXIT } from './errors.js';
 import { isSecretField, Redactor } from './redact.js';
 
@@ -29,38 +30,34 @@ const flag = <S extends z.ZodType>(schema: S) =>
   z.preprocess((value) => (value === 'true' ? true : value === 'false' ? false : value), schema);
 const ms = numeric(z.number().int().min(0));
 
-/** Relay options a config may set globally (`relay:`) and override per table. Same meaning as createRelay's. */
+type Setting<T> = T extends object ? Partial<T> : T;
+type Settings<Shape extends z.ZodRawShape> = { [K in keyof Shape]: z.ZodType<Setting<z.output<Shape[K]>>> };
+
+/**
+ * createRelay's tuning options as a config file reads them: each with the library's own schema (same bounds, same
+ * messages) without its default, so a table's setting falls back to the global one and an unset one to
+ * createRelay's default; numbers and booleans are read from text too, and an object (backoff) key by key.
+ */
+function settingsOf<Shape extends z.ZodRawShape>(shape: Shape): Settings<Shape> {
+  const setting = (schema: z.ZodType): z.ZodType => {
+    if (schema instanceof z.ZodDefault || schema instanceof z.ZodOptional) return setting(schema.unwrap() as z.ZodType);
+    if (schema instanceof z.ZodObject) return z.object(settingsOf(schema.shape)).partial().strict();
+    if (schema instanceof z.ZodNumber) return numeric(schema);
+    if (schema instanceof z.ZodBoolean) return flag(schema);
+    return schema;
+  };
+  return Object.fromEntries(Object.entries(shape).map(([key, schema]) => [key, setting(schema as z.ZodType)])) as Settings<Shape>;
+}
+
+/**
+ * Relay options a config may set globally (`relay:`) and override per table: createRelay's tuning options, with
+ * its meaning, bounds and defaults (but for retainSentMs: see DEFAULT_RETAIN_SENT_MS), and the sidecar's own.
+ */
 const relaySettings = z
   .object({
-    batchSize: numeric(z.number().int().min(1).max(10_000)),
-    concurrency: numeric(z.number().int().min(1).max(64)),
-    leaseMs: numeric(z.number().int().min(100)),
-    publishTimeoutMs: numeric(z.number().int().min(10)),
-    maxAttempts: numeric(z.number().int().min(1).max(1000)),
-    backoff: z
-      .object({ initialMs: ms, maxMs: ms, factor: numeric(z.number().min(1)) })
-      .partial()
-      .strict(),
-    deadLetterPolicy: z.enum(['block-key', 'skip']),
-    pollIntervalMs: numeric(z.number().int().min(1)),
-    minPollIntervalMs: numeric(z.number().int().min(1)),
-    retainSentMs: ms,
-    cleanupIntervalMs: numeric(z.number().int().min(10)),
-    cleanupBatchSize: numeric(z.number().int().min(1).max(100_000)),
+    ...settingsOf(relayTuningSchema.shape),
     /** How long SIGTERM waits for batches in flight before giving their leases back. */
     drainMs: ms,
-    /** While the broker is unreachable: how often one message probes for its return. */
-    brokerProbeIntervalMs: z.number().int().min(10).max(60_000),
-    /** 'logical' (PostgreSQL): stream committed rows from a replication slot instead of polling the table. */
-    mode: z.enum(['polling', 'logical']),
-    /** Logical mode: the replication slot; default `<schema>_<table>_slot`. */
-    slot: z.string().min(1),
-    /** Logical mode: the publication `migrate` creates; default `<schema>_<table>_publication`. */
-    publication: z.string().min(1),
-    /** Logical mode: split the stream into this many slots by a hash of the key. */
-    partitions: numeric(z.number().int().min(1).max(64)),
-    /** Logical mode: how often a standby tries to take a slot another relay holds. */
-    standbyRetryMs: numeric(z.number().int().min(10).max(60_000)),
     /** Logical mode: past this much WAL kept for a slot, the sidecar logs a warning (once per crossing). */
     maxRetainedWalBytes: numeric(z.number().int().min(1)),
   })
@@ -276,10 +273,6 @@ function parseText(text: string, path: string): unknown {
   }
 }
 
-/** createRelay's defaults for the two settings compared below. */
-const DEFAULT_LEASE_MS = 30_000;
-const DEFAULT_PUBLISH_TIMEOUT_MS = 10_000;
-
 /**
  * Each table's lease (its own or the global one) must outlast its publish deadline, or a slow publish could be
  * taken over and sent twice. createRelay refuses that too, but only once the databases are open and with exit 1.
@@ -288,8 +281,8 @@ function leaseProblems(config: z.output<typeof configSchema>): string[] {
   const problems = new Set<string>();
   config.databases.forEach((db, d) =>
     db.tables.forEach((table, t) => {
-      const leaseMs = table.relay?.leaseMs ?? config.relay.leaseMs ?? DEFAULT_LEASE_MS;
-      const publishTimeoutMs = table.relay?.publishTimeoutMs ?? config.relay.publishTimeoutMs ?? DEFAULT_PUBLISH_TIMEOUT_MS;
+      const leaseMs = table.relay?.leaseMs ?? config.relay.leaseMs ?? relayDefaults.leaseMs;
+      const publishTimeoutMs = table.relay?.publishTimeoutMs ?? config.relay.publishTimeoutMs ?? relayDefaults.publishTimeoutMs;
       if (leaseMs > publishTimeoutMs) return;
       const own = table.relay?.leaseMs !== undefined || table.relay?.publishTimeoutMs !== undefined;
       const at = own ? `databases.${d}.tables.${t}.relay` : 'relay';
@@ -421,6 +414,6 @@ export function logicalNamesOf(database: DatabaseConfig, table: TableConfig, set
   return logicalNames(
     settings.slot ?? defaultSlot(names),
     settings.publication ?? defaultPublication(names),
-    settings.partitions ?? 1,
+    settings.partitions ?? relayDefaults.partitions,
   );
 }

@@ -69,9 +69,9 @@ export interface RelayOptions<DB = unknown> {
   brokerProbeIntervalMs?: number;
   /** How the relay finds committed messages. Default 'polling'. 'logical' needs PostgreSQL with wal_level = logical. */
   mode?: RelayMode;
-  /** Logical mode: the replication slot (created on first start when missing). Default `<table>_slot`. */
+  /** Logical mode: the replication slot (created on first start when missing). Default `<schema>_<table>_slot`. */
   slot?: string;
-  /** Logical mode: the publication `migrate(db, { publication })` created. Default `<table>_publication`. */
+  /** Logical mode: the publication `migrate(db, { publication })` created. Default `<schema>_<table>_publication`. */
   publication?: string;
   /**
    * Logical mode: split the stream into this many partitions by a hash of the key, one slot and publication each
@@ -87,7 +87,55 @@ export interface RelayOptions<DB = unknown> {
   standbyRetryMs?: number;
 }
 
-const schema = z
+/**
+ * The relay's tuning options, each with its bounds and default: the one definition of them. createRelay validates
+ * with it (see relayOptionsSchema), and the sidecar's `relay:` settings (global and per table) are derived from it,
+ * so both accept and refuse the same values. Only options a config file can hold belong here: the database, the
+ * broker, the LISTEN and replication sources and functions are added by relayOptionsSchema.
+ */
+export const relayTuningSchema = z.object({
+  batchSize: z.number().int().min(1).max(10_000).default(100),
+  maxBatchBytes: z
+    .number()
+    .int()
+    .min(1)
+    .default(8 * 1024 * 1024),
+  concurrency: z.number().int().min(1).max(64).default(2),
+  leaseMs: z.number().int().min(100).default(30_000),
+  publishTimeoutMs: z.number().int().min(10).default(10_000),
+  maxAttempts: z.number().int().min(1).max(1000).default(10),
+  backoff: z
+    .object({
+      initialMs: z.number().min(0).default(1000),
+      maxMs: z
+        .number()
+        .min(0)
+        .default(5 * 60_000),
+      factor: z.number().min(1).default(2),
+    })
+    .strict()
+    .default({ initialMs: 1000, maxMs: 5 * 60_000, factor: 2 }),
+  deadLetterPolicy: z.enum(['block-key', 'skip']).default('block-key'),
+  pollIntervalMs: z.number().int().min(1).optional(),
+  minPollIntervalMs: z.number().int().min(1).default(20),
+  retainSentMs: z.number().int().min(0).default(0),
+  cleanupIntervalMs: z.number().int().min(10).default(10_000),
+  cleanupBatchSize: z.number().int().min(1).max(100_000).default(1000),
+  asyncCommit: z.boolean().default(true),
+  instanceId: z.string().min(1).max(200).optional(),
+  brokerProbeIntervalMs: z.number().int().min(10).max(60_000).default(250),
+  mode: z.enum(['polling', 'logical']).default('polling'),
+  slot: z.string().min(1).optional(),
+  publication: z.string().min(1).optional(),
+  partitions: z.number().int().min(1).max(64).default(1),
+  standbyRetryMs: z.number().int().min(10).max(60_000).default(500),
+});
+
+/** The tuning options' defaults (pollIntervalMs has none here: resolveRelayOptions picks it by dialect and LISTEN). */
+export const relayDefaults: Readonly<z.output<typeof relayTuningSchema>> = relayTuningSchema.parse({});
+
+/** Every createRelay option: the tuning options and those only code can pass. */
+export const relayOptionsSchema = z
   .object({
     db: z.custom<Kysely<unknown>>(
       (value) => typeof (value as { executeQuery?: unknown })?.executeQuery === 'function',
@@ -100,47 +148,13 @@ const schema = z
       (value) => typeof (value as { publish?: unknown })?.publish === 'function',
       'broker must have a publish(messages) method',
     ),
-    batchSize: z.number().int().min(1).max(10_000).default(100),
-    maxBatchBytes: z
-      .number()
-      .int()
-      .min(1)
-      .default(8 * 1024 * 1024),
-    concurrency: z.number().int().min(1).max(64).default(2),
-    leaseMs: z.number().int().min(100).default(30_000),
-    publishTimeoutMs: z.number().int().min(10).default(10_000),
-    maxAttempts: z.number().int().min(1).max(1000).default(10),
-    backoff: z
-      .object({
-        initialMs: z.number().min(0).default(1000),
-        maxMs: z
-          .number()
-          .min(0)
-          .default(5 * 60_000),
-        factor: z.number().min(1).default(2),
-      })
-      .strict()
-      .default({ initialMs: 1000, maxMs: 5 * 60_000, factor: 2 }),
-    deadLetterPolicy: z.enum(['block-key', 'skip']).default('block-key'),
-    pollIntervalMs: z.number().int().min(1).optional(),
-    minPollIntervalMs: z.number().int().min(1).default(20),
+    ...relayTuningSchema.shape,
     listen: z.union([z.string(), z.function()]).optional(),
-    retainSentMs: z.number().int().min(0).default(0),
-    cleanupIntervalMs: z.number().int().min(10).default(10_000),
-    cleanupBatchSize: z.number().int().min(1).max(100_000).default(1000),
-    asyncCommit: z.boolean().default(true),
-    instanceId: z.string().min(1).max(200).optional(),
     random: z.function().optional(),
     store: z
       .custom<RelayStore>((value) => typeof (value as { claim?: unknown })?.claim === 'function', 'store must be a RelayStore')
       .optional(),
-    brokerProbeIntervalMs: z.number().int().min(10).max(60_000).default(250),
-    mode: z.enum(['polling', 'logical']).default('polling'),
-    slot: z.string().optional(),
-    publication: z.string().optional(),
-    partitions: z.number().int().min(1).max(64).default(1),
     replication: z.union([z.string().min(1), z.record(z.string(), z.unknown())]).optional(),
-    standbyRetryMs: z.number().int().min(10).max(60_000).default(500),
   })
   .strict()
   .refine((options) => options.mode === 'polling' || dialectFor(options.dialect).logicalDecoding, {
@@ -152,7 +166,10 @@ const schema = z
     path: ['leaseMs'],
   });
 
-export type ResolvedRelayOptions = Omit<z.output<typeof schema>, 'schema' | 'pollIntervalMs' | 'random' | 'listen'> & {
+export type ResolvedRelayOptions = Omit<
+  z.output<typeof relayOptionsSchema>,
+  'schema' | 'pollIntervalMs' | 'random' | 'listen'
+> & {
   schema: string | null;
   pollIntervalMs: number;
   random: () => number;
@@ -160,7 +177,7 @@ export type ResolvedRelayOptions = Omit<z.output<typeof schema>, 'schema' | 'pol
 };
 
 export function resolveRelayOptions<DB>(options: RelayOptions<DB>): ResolvedRelayOptions {
-  const resolved = parseOptions(schema, options, 'createRelay');
+  const resolved = parseOptions(relayOptionsSchema, options, 'createRelay');
   assertPlainIdentifier(resolved.table, 'table');
   if (resolved.schema !== undefined) assertPlainIdentifier(resolved.schema, 'schema');
   return {

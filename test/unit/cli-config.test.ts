@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { routeTopic, topicMatches } from '../../src/cli/brokers.js';
 import { logicalNamesOf, parseConfig, relaySettingsFor, substituteEnv } from '../../src/cli/config.js';
+import { CliError } from '../../src/cli/errors.js';
 import { Redactor, redactUrl } from '../../src/cli/redact.js';
+import { companionsOf, createRelayProblems, settingOf, tuningProbes } from '../support/relay-tuning-probes.js';
 
 describe('CLI configuration', () => {
   it('substitutes ${VAR} and ${VAR:-default} in values only, keeps $${ literal, and names unset variables', () => {
@@ -244,5 +246,90 @@ describe('CLI configuration of tables in mode logical', () => {
     ).toEqual([
       `  - relay.mode: mode logical reads PostgreSQL's write-ahead log, but database "shop" is mysql (MySQL/MariaDB tables are relayed by polling: remove mode there)`,
     ]);
+  });
+});
+
+describe("CLI relay settings are createRelay's tuning options", () => {
+  const configWith = (relay: Record<string, unknown> | undefined, tableRelay?: Record<string, unknown>) => ({
+    databases: [
+      {
+        name: 'a',
+        dialect: 'postgres',
+        url: 'postgres://h/db',
+        tables: [{ table: 'txoutbox', ...(tableRelay === undefined ? {} : { relay: tableRelay }) }],
+      },
+    ],
+    brokers: { m: { type: 'memory' } },
+    ...(relay === undefined ? {} : { relay }),
+  });
+  /** The problem lines of the sidecar's config error; none when it accepts the config. */
+  const sidecarProblems = (raw: unknown, env: NodeJS.ProcessEnv = {}) => {
+    try {
+      parseConfig(raw, env, 'x.yaml');
+      return [];
+    } catch (error) {
+      if (!(error instanceof CliError)) throw error;
+      return error.message.split('\n').slice(1);
+    }
+  };
+
+  it.each(tuningProbes().map((probe) => [`${probe.path.join('.')} ${probe.what}`, probe] as const))(
+    'accepts what createRelay accepts and refuses the rest with its message, globally, per table and as text: %s',
+    (_label, probe) => {
+      const settings = { ...companionsOf(probe.path), ...settingOf(probe.path, probe.value) };
+      const library = createRelayProblems(settings);
+      expect(library.length === 0, library.join('; ')).toBe(probe.accepted);
+      const own = library.find((problem) => problem.startsWith(`${probe.path.join('.')}: `));
+      expect(sidecarProblems(configWith(settings))).toEqual(probe.accepted ? [] : [`  - relay.${own}`]);
+      expect(sidecarProblems(configWith(undefined, settings))).toEqual(
+        probe.accepted ? [] : [`  - databases.0.tables.0.relay.${own}`],
+      );
+      if (probe.textual) {
+        // `${VAR}` gives text: a number or boolean written as text is read as one.
+        const text = { ...companionsOf(probe.path), ...settingOf(probe.path, '${VALUE}') };
+        expect(sidecarProblems(configWith(text), { VALUE: String(probe.value) }).length === 0).toBe(probe.accepted);
+      }
+    },
+  );
+
+  it('takes asyncCommit, maxBatchBytes, instanceId and brokerProbeIntervalMs from text, and a table overrides them', () => {
+    const { config } = parseConfig(
+      {
+        databases: [
+          {
+            name: 'a',
+            dialect: 'postgres',
+            url: 'postgres://h/db',
+            tables: [{ table: 'fast', relay: { asyncCommit: true, instanceId: 'fast-relay' } }, { table: 'durable' }],
+          },
+        ],
+        brokers: { m: { type: 'memory' } },
+        relay: {
+          asyncCommit: '${ASYNC_COMMIT}',
+          maxBatchBytes: '${MAX_BATCH_BYTES}',
+          instanceId: '${HOSTNAME}',
+          brokerProbeIntervalMs: '${PROBE_MS}',
+        },
+      },
+      { ASYNC_COMMIT: 'false', MAX_BATCH_BYTES: '1048576', HOSTNAME: 'pod-7', PROBE_MS: '500' },
+    );
+    const [fast, durable] = config.databases[0]!.tables;
+    expect(relaySettingsFor(config, fast!)).toEqual({
+      asyncCommit: true,
+      maxBatchBytes: 1_048_576,
+      instanceId: 'fast-relay',
+      brokerProbeIntervalMs: 500,
+    });
+    expect(relaySettingsFor(config, durable!)).toEqual({
+      asyncCommit: false,
+      maxBatchBytes: 1_048_576,
+      instanceId: 'pod-7',
+      brokerProbeIntervalMs: 500,
+    });
+  });
+
+  it("fills in none of createRelay's defaults, so a table's unset setting falls back to the global one, then to createRelay's", () => {
+    const { config } = parseConfig(configWith({ backoff: { factor: 3 } }, { backoff: {} }), {});
+    expect(relaySettingsFor(config, config.databases[0]!.tables[0]!)).toEqual({ backoff: { factor: 3 } });
   });
 });

@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, createOutbox } from '../../src/index.js';
 import { planBatch } from '../../src/outbox/batch.js';
 import type { ValidMessage } from '../../src/outbox/message.js';
+import { relayDefaults, relayOptionsSchema, relayTuningSchema } from '../../src/relay/options.js';
+import { companionsOf, createRelayProblems, settingOf, tuningProbes } from '../support/relay-tuning-probes.js';
 
 describe('createOutbox options', () => {
   it('uses the documented defaults', () => {
@@ -31,6 +33,55 @@ describe('createOutbox options', () => {
     await expect(outbox.enqueue(null as never, { topic: 't', payload: 1 })).rejects.toThrow(/open transaction/);
     expect(n).toBe(1);
   });
+});
+
+describe('createRelay options', () => {
+  it('uses the documented defaults for the tuning options', () => {
+    expect(relayDefaults).toEqual({
+      batchSize: 100,
+      maxBatchBytes: 8 * 1024 * 1024,
+      concurrency: 2,
+      leaseMs: 30_000,
+      publishTimeoutMs: 10_000,
+      maxAttempts: 10,
+      backoff: { initialMs: 1000, maxMs: 300_000, factor: 2 },
+      deadLetterPolicy: 'block-key',
+      minPollIntervalMs: 20,
+      retainSentMs: 0,
+      cleanupIntervalMs: 10_000,
+      cleanupBatchSize: 1000,
+      asyncCommit: true,
+      brokerProbeIntervalMs: 250,
+      mode: 'polling',
+      partitions: 1,
+      standbyRetryMs: 500,
+    });
+  });
+
+  it('are the tuning options (which the sidecar reads from its config too) and only those a config file cannot hold', () => {
+    // A new option lands in relayTuningSchema, or here with a reason: the sidecar sets these itself.
+    const tuning = new Set(Object.keys(relayTuningSchema.shape));
+    expect(Object.keys(relayOptionsSchema.shape).filter((key) => !tuning.has(key))).toEqual([
+      'db', // opened from databases[].url
+      'dialect', // databases[].dialect
+      'table', // databases[].tables[].table
+      'schema', // databases[].tables[].schema or databases[].schema
+      'broker', // brokers and routes
+      'listen', // databases[].listen: the database's own URL
+      'random', // a function
+      'store', // tests only
+      'replication', // the database's own URL
+    ]);
+  });
+
+  it.each(tuningProbes().map((probe) => [`${probe.path.join('.')} ${probe.what}`, probe] as const))(
+    'checks each tuning option against its bounds: %s',
+    (_label, probe) => {
+      const problems = createRelayProblems({ ...companionsOf(probe.path), ...settingOf(probe.path, probe.value) });
+      if (probe.accepted) expect(problems).toEqual([]);
+      else expect(problems).toContainEqual(expect.stringMatching(new RegExp(`^${probe.path.join('\\.')}: `)));
+    },
+  );
 });
 
 describe('batch planning', () => {
