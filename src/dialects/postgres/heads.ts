@@ -38,7 +38,8 @@ export interface Heads {
   sequence(trx: SqlExecutor, limit: number, cursor: ScanCursor<string>): Promise<number>;
 }
 
-export function postgresHeads(names: TableNames): Heads {
+/** `asyncCommit`: the sequencing transactions commit without waiting for the WAL flush (see RelayStoreOptions). */
+export function postgresHeads(names: TableNames, options: { asyncCommit?: boolean } = {}): Heads {
   const table = qualified(names, names.table);
   const classId = lockId(`txoutbox:${names.schema ?? ''}.${names.table}`);
   const sequencerId = lockId(`txoutbox-sequencer:${names.schema ?? ''}.${names.table}`);
@@ -134,9 +135,8 @@ export function postgresHeads(names: TableNames): Heads {
       // No bitmap scan of arrivals: on a table filled faster than ANALYZE runs, the planner takes the rows past the
       // cursor for a few hundred and reads them all to sort them (138k rows, 52 ms, for the 1,000 it keeps).
       const { rows: turn } = await trx(
-        sql`SELECT pg_try_advisory_xact_lock(${sequencerId}::int4, 0) AS mine, set_config('enable_bitmapscan', 'off', true)`.compile(
-          compiler,
-        ),
+        sql`SELECT pg_try_advisory_xact_lock(${sequencerId}::int4, 0) AS mine, set_config('enable_bitmapscan', 'off', true)
+            ${options.asyncCommit === true ? sql`, set_config('synchronous_commit', 'off', true)` : sql``}`.compile(compiler),
       );
       if (turn[0]?.mine !== true) return 0;
       const from = cursor.from();

@@ -36,7 +36,7 @@ export function postgresRelayStore<DB>(db: Kysely<DB>, names: TableNames, option
       : sql`(SELECT NULL) AS async_commit`;
   const run = readCommittedStatements(db, sql`SELECT current_setting('transaction_isolation') AS level`.compile(compiler));
   const transaction = readCommittedTransaction(db);
-  const heads = postgresHeads(names);
+  const heads = postgresHeads(names, { asyncCommit: options.asyncCommit ?? true });
   // Where this relay's claims and sequencing left off (see ScanCursor).
   const claimed = dueCursor();
   const arrivals = new ArrivalCursors();
