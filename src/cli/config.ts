@@ -92,7 +92,7 @@ const databaseSchema = z
     schema: optionalIdentifier,
     /** Connections in this database's pool (the relays' and the probes'). */
     poolSize: numeric(z.number().int().min(1).max(1000)).default(10),
-    /** PostgreSQL: hold a LISTEN connection so enqueue's NOTIFY wakes the relay at once. Default true. */
+    /** PostgreSQL: hold a LISTEN connection so enqueue's NOTIFY wakes the relay at once. Default false (producers send no NOTIFY unless `notify: true`). */
     listen: flag(z.boolean()).default(false),
     /**
      * Outbox tables. Default: one named txoutbox, unless the database declares an inbox (then only those listed:
@@ -383,7 +383,7 @@ export async function loadConfig(path: string, env: NodeJS.ProcessEnv = process.
     const code = (error as { code?: string }).code;
     throw new CliError(
       code === 'ENOENT'
-        ? `Configuration file ${path} not found. Pass one with --config <file> (see the README's configuration reference).`
+        ? `Configuration file ${path} not found. Pass one with --config <file> (see docs/sidecar.md, the configuration reference).`
         : `Cannot read configuration file ${path}: ${(error as Error).message}`,
       EXIT.config,
     );
