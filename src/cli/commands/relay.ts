@@ -3,7 +3,7 @@ import { LogicalRelay } from '../../relay/logical/logical-relay.js';
 import { LogicalDecodingUnavailableError } from '../../relay/logical/slots.js';
 import { createRelay, type Relay } from '../../relay/relay.js';
 import type { RelayOptions } from '../../relay/options.js';
-import { traceBroker } from '../../relay/tracing.js';
+import { traceBroker } from '../../brokers/tracing.js';
 import { closeBrokers, openBrokers, RoutingBroker } from '../brokers.js';
 import { DEFAULT_MAX_RETAINED_WAL_BYTES, DEFAULT_RETAIN_SENT_MS, relaySettingsFor, type LoadedConfig } from '../config.js';
 import { openTargets, type OutboxTarget } from '../context.js';
