@@ -10,6 +10,7 @@ export { LogicalDecodingUnavailableError, slotStatus, type SlotStatus } from './
 export type { ListenClient, ListenSource } from './relay/pg-listener.js';
 export { decorate, type BrokerDecorator } from './brokers/decorator.js';
 export { traceBroker } from './brokers/tracing.js';
+export { timePublishes, type PublishObserver } from './brokers/timing.js';
 export type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './brokers/broker.js';
 export { MemoryBroker, type InjectedFailure } from './brokers/memory.js';
 export type { DialectName } from './dialects/dialect-name.js';

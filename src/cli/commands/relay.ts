@@ -3,6 +3,7 @@ import { LogicalRelay } from '../../relay/logical/logical-relay.js';
 import { LogicalDecodingUnavailableError } from '../../relay/logical/slots.js';
 import { createRelay, type Relay } from '../../relay/relay.js';
 import type { RelayOptions } from '../../relay/options.js';
+import { decorate } from '../../brokers/decorator.js';
 import { traceBroker } from '../../brokers/tracing.js';
 import { closeBrokers, openBrokers, RoutingBroker } from '../brokers.js';
 import { DEFAULT_MAX_RETAINED_WAL_BYTES, DEFAULT_RETAIN_SENT_MS, relaySettingsFor, type LoadedConfig } from '../config.js';
@@ -57,7 +58,7 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
       dialect,
       table: target.table.table,
       ...(schema === undefined ? {} : { schema }),
-      broker: traceBroker(metrics.timeBroker(router, target.labels)),
+      broker: decorate(router, metrics.publishTiming(target.labels), traceBroker),
       // The logical relay deletes rows as it marks them and runs no cleanup: it keeps no sent rows.
       retainSentMs: relayOptions.retainSentMs ?? (logical ? 0 : DEFAULT_RETAIN_SENT_MS),
       // The slot is streamed over a replication connection to the same database, as the same user.
