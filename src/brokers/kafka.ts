@@ -3,7 +3,10 @@ import kafkajs from 'kafkajs';
 import type { Admin, Mechanism, Message, Producer, RecordMetadata, SASLOptions, TopicMessages, logCreator } from 'kafkajs';
 import { z } from 'zod';
 import { parseOptions } from '../config.js';
+import { ABORTED, unlessAborted } from './abort.js';
 import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
+import { OWN_HEADERS, txoutboxHeaders } from './headers.js';
+import { OK, permanent, retryable, unreachable, type Failure } from './outcomes.js';
 
 const { Kafka, Partitioners } = kafkajs;
 
@@ -42,7 +45,7 @@ export interface KafkaBroker extends Broker {
 }
 
 /** The headers the adapter sets from the message itself; user headers of the same names are dropped. */
-export const KAFKA_OWN_HEADERS = ['txoutbox-id', 'txoutbox-key', 'txoutbox-topic', 'txoutbox-attempt', 'content-type'] as const;
+export const KAFKA_OWN_HEADERS = [...Object.values(OWN_HEADERS), 'content-type'] as const;
 
 const KAFKA_TOPIC = /^[A-Za-z0-9._-]{1,249}$/;
 
@@ -149,11 +152,8 @@ export function toKafkaMessage(message: OutgoingMessage): Message & { headers: R
   for (const [name, value] of Object.entries(message.headers)) {
     if (!own.has(name.toLowerCase())) headers[name] = value;
   }
-  headers['txoutbox-id'] = message.id;
-  // The Kafka key is the key; the header only matches the other adapters (set when there is a key).
-  if (message.key !== null) headers['txoutbox-key'] = message.key;
-  headers['txoutbox-topic'] = message.topic;
-  headers['txoutbox-attempt'] = String(message.attempt);
+  // The Kafka key is the key; its header only matches the other adapters (set when there is a key).
+  Object.assign(headers, txoutboxHeaders(message));
   headers['content-type'] = message.contentType;
   return { key: message.key, value: message.payload, headers };
 }
@@ -184,12 +184,11 @@ export function kafkaErrorType(error: unknown): string | undefined {
 }
 
 /** Classifies a kafkajs error as a publish outcome. */
-export function classifyKafkaError(error: unknown): Exclude<PublishOutcome, { status: 'ok' }> {
+export function classifyKafkaError(error: unknown): Failure {
   const type = kafkaErrorType(error);
   const text = describe(error);
   const detail = type === undefined || text.includes(type) ? text : `${text} [${type}]`;
-  if (type !== undefined && PERMANENT_ERRORS.has(type)) return { status: 'permanent', error: detail };
-  return { status: 'retryable', error: detail };
+  return type !== undefined && PERMANENT_ERRORS.has(type) ? permanent(detail) : retryable(detail);
 }
 
 function describe(error: unknown): string {
@@ -230,21 +229,6 @@ function settle<T>(run: () => Promise<T>): Promise<Settled<T>> {
   );
 }
 
-const ABORTED = Symbol('aborted');
-
-/** Waits for a promise that never rejects, or for the signal, whichever comes first. */
-function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | typeof ABORTED> {
-  if (signal.aborted) return Promise.resolve(ABORTED);
-  return new Promise((resolve) => {
-    const onAbort = () => resolve(ABORTED);
-    signal.addEventListener('abort', onAbort, { once: true });
-    void promise.then((value) => {
-      signal.removeEventListener('abort', onAbort);
-      resolve(value);
-    });
-  });
-}
-
 /** One Kafka client: a producer and an admin (for topic metadata). Never used again once something failed. */
 interface Session {
   producer: Producer;
@@ -262,14 +246,8 @@ interface Routed {
   bytes: number;
 }
 
-type Failure = Exclude<PublishOutcome, { status: 'ok' }>;
-
-const OK: PublishOutcome = { status: 'ok' };
-const NOT_SENT_ABORTED: Failure = { status: 'retryable', error: 'aborted before it was sent to Kafka' };
-const UNKNOWN_ABORTED: Failure = {
-  status: 'retryable',
-  error: 'aborted before Kafka acknowledged it (outcome unknown; resent with the same id)',
-};
+const NOT_SENT_ABORTED = retryable('aborted before it was sent to Kafka');
+const UNKNOWN_ABORTED = retryable('aborted before Kafka acknowledged it (outcome unknown; resent with the same id)');
 
 /** Estimated bytes a record adds to a produce request besides its key, value and headers. */
 const RECORD_OVERHEAD_BYTES = 70;
@@ -290,12 +268,12 @@ class KafkaJsBroker implements KafkaBroker {
   async publish(messages: readonly OutgoingMessage[], { signal }: PublishContext): Promise<PublishOutcome[]> {
     const outcomes: (PublishOutcome | undefined)[] = messages.map(() => undefined);
     try {
-      if (this.closed) return messages.map(() => ({ status: 'retryable', error: 'the Kafka broker adapter is closed' }));
+      if (this.closed) return messages.map(() => retryable('the Kafka broker adapter is closed'));
       const routed: Routed[] = [];
       messages.forEach((message, index) => {
         const target = kafkaTopicFor(message.topic, this.options.routes, this.options.route);
         if ('error' in target) {
-          outcomes[index] = { status: 'permanent', error: target.error };
+          outcomes[index] = permanent(target.error);
           return;
         }
         const record = toKafkaMessage(message);
@@ -306,10 +284,10 @@ class KafkaJsBroker implements KafkaBroker {
       await this.deliver(routed, signal, outcomes);
     } catch (error) {
       // Not expected: deliver() settles everything itself. Whatever has no outcome yet is unknown.
-      const failure: Failure = { status: 'retryable', error: `outcome unknown: ${describe(error)}` };
+      const failure: Failure = retryable(`outcome unknown: ${describe(error)}`);
       return outcomes.map((outcome) => outcome ?? failure);
     }
-    return outcomes.map((outcome) => outcome ?? { status: 'retryable', error: 'outcome unknown' });
+    return outcomes.map((outcome) => outcome ?? retryable('outcome unknown'));
   }
 
   async close(): Promise<void> {
@@ -336,8 +314,7 @@ class KafkaJsBroker implements KafkaBroker {
     if ('status' in checked) return checked;
 
     const chunks = chunkByBytes(checked, this.options.maxBatchBytes);
-    const notSent = (failure: Failure): Failure =>
-      signal.aborted ? NOT_SENT_ABORTED : { status: 'retryable', error: `not sent: ${failure.error}` };
+    const notSent = (failure: Failure): Failure => (signal.aborted ? NOT_SENT_ABORTED : retryable(`not sent: ${failure.error}`));
     for (const [position, chunk] of chunks.entries()) {
       if (signal.aborted) return (settleAll(chunks.slice(position).flat(), NOT_SENT_ABORTED), NOT_SENT_ABORTED);
       if (session.retired) {
@@ -371,18 +348,18 @@ class KafkaJsBroker implements KafkaBroker {
 
   /** The connected session, connecting it first if needed; a retryable failure when that does not work. */
   private async acquire(signal: AbortSignal): Promise<Session | Failure> {
-    if (this.closed) return { status: 'retryable', error: 'the Kafka broker adapter is closed' };
+    if (this.closed) return retryable('the Kafka broker adapter is closed');
     let session = this.current;
     if (session === null || session.retired) {
       session = this.open();
       this.current = session;
     }
     const ready = await unlessAborted(session.ready, signal);
-    if (ready === ABORTED) return { status: 'retryable', error: 'aborted while connecting to Kafka (nothing was sent)' };
+    if (ready === ABORTED) return retryable('aborted while connecting to Kafka (nothing was sent)');
     if (!ready.ok) {
       this.retire(session);
       // Nothing was sent, and no message is why: the relay pauses and probes instead of counting the attempt.
-      return { status: 'retryable', error: `could not connect to Kafka: ${describe(ready.error)}`, unreachable: true };
+      return unreachable(`could not connect to Kafka: ${describe(ready.error)}`);
     }
     return session;
   }
@@ -473,21 +450,22 @@ class KafkaJsBroker implements KafkaBroker {
     for (const { topic, result } of answers) {
       if (result.ok) {
         if (result.value.topics.some((found) => found.name === topic && found.partitions.length > 0)) this.knownTopics.add(topic);
-        else missing.set(topic, { status: 'retryable', error: `Kafka returned no partitions for topic "${topic}"` });
+        else missing.set(topic, retryable(`Kafka returned no partitions for topic "${topic}"`));
         continue;
       }
       const outcome = classifyKafkaError(result.error);
       if (outcome.status === 'permanent') {
         const type = kafkaErrorType(result.error);
-        missing.set(topic, {
-          status: 'permanent',
-          error:
+        missing.set(
+          topic,
+          permanent(
             type === 'UNKNOWN_TOPIC_OR_PARTITION'
               ? `Kafka topic "${topic}" does not exist (the adapter does not create topics): create it or fix the route`
               : `Kafka topic "${topic}": ${outcome.error}`,
-        });
+          ),
+        );
       } else {
-        broken = { status: 'retryable', error: `could not read metadata of Kafka topic "${topic}": ${outcome.error}` };
+        broken = retryable(`could not read metadata of Kafka topic "${topic}": ${outcome.error}`);
       }
     }
     if (broken !== null) {
@@ -534,17 +512,16 @@ class KafkaJsBroker implements KafkaBroker {
 
 /** sendBatch resolves only when every partition answered without error; this checks it did, per topic. */
 function checkAcknowledged(metadata: RecordMetadata[], topics: string[]): PublishOutcome {
-  if (!Array.isArray(metadata)) return { status: 'retryable', error: 'Kafka returned no produce response (outcome unknown)' };
+  if (!Array.isArray(metadata)) return retryable('Kafka returned no produce response (outcome unknown)');
   const failed = metadata.find((entry) => entry.errorCode !== 0);
   if (failed !== undefined) {
-    return {
-      status: 'retryable',
-      error: `Kafka answered error code ${failed.errorCode} for ${failed.topicName}[${failed.partition}] (outcome unknown)`,
-    };
+    return retryable(
+      `Kafka answered error code ${failed.errorCode} for ${failed.topicName}[${failed.partition}] (outcome unknown)`,
+    );
   }
   const unanswered = topics.filter((topic) => !metadata.some((entry) => entry.topicName === topic));
   if (unanswered.length > 0) {
-    return { status: 'retryable', error: `Kafka did not acknowledge topic ${unanswered.join(', ')} (outcome unknown)` };
+    return retryable(`Kafka did not acknowledge topic ${unanswered.join(', ')} (outcome unknown)`);
   }
   return OK;
 }

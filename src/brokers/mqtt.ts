@@ -1,9 +1,13 @@
 import { setMaxListeners } from 'node:events';
 import { connect, type IClientOptions, type IClientPublishOptions, type IConnackPacket, type MqttClient } from 'mqtt';
 import { z } from 'zod';
-import { ConfigError } from '../errors.js';
-import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
 import { parseOptions } from '../config.js';
+import { ConfigError } from '../errors.js';
+import { abortReason, onAbort } from './abort.js';
+import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
+import { errorText } from './errors.js';
+import { txoutboxHeaders } from './headers.js';
+import { OK, permanent, retryable } from './outcomes.js';
 
 /** TLS material for `mqtts://` and `wss://` URLs (handed to Node's `tls.connect`). */
 export interface MqttTlsOptions {
@@ -130,10 +134,6 @@ const schema = z
 
 type ResolvedOptions = z.output<typeof schema>;
 
-const OK: PublishOutcome = { status: 'ok' };
-const retryable = (error: string): PublishOutcome => ({ status: 'retryable', error });
-const permanent = (error: string): PublishOutcome => ({ status: 'permanent', error });
-
 /**
  * PUBACK/PUBREC reason codes ≥ 0x80 that describe the broker's state rather than the message, so a resend may
  * succeed. 0x80 "Unspecified error" is here too: with no reason given, a few retries are cheaper than a dead letter.
@@ -244,14 +244,12 @@ export class MqttBroker implements Broker {
     // "possible EventTarget memory leak" warning (more than 10 listeners on one signal).
     const batch = new AbortController();
     setMaxListeners(0, batch.signal);
-    const forward = () => batch.abort(signal.reason);
-    if (signal.aborted) forward();
-    else signal.addEventListener('abort', forward, { once: true });
+    const stopForwarding = onAbort(signal, () => batch.abort(signal.reason));
     try {
       // A batch holds at most one message per key, so its messages can all be in flight at once.
       return await Promise.all(messages.map((message) => this.publishOne(message, batch.signal)));
     } finally {
-      signal.removeEventListener('abort', forward);
+      stopForwarding();
     }
   }
 
@@ -301,7 +299,7 @@ export class MqttBroker implements Broker {
       try {
         topic = route(message.topic, message);
       } catch (error) {
-        return permanent(`the route function threw for topic "${message.topic}": ${(error as Error).message}`);
+        return permanent(`the route function threw for topic "${message.topic}": ${errorText(error)}`);
       }
     }
     if (topic === undefined) {
@@ -313,13 +311,7 @@ export class MqttBroker implements Broker {
     if (topicProblem !== null) {
       return permanent(`"${topic}" (the MQTT topic for "${message.topic}") is not a valid topic name: it ${topicProblem}`);
     }
-    const userProperties: Record<string, string> = {
-      ...message.headers,
-      'txoutbox-id': message.id,
-      ...(message.key !== null && { 'txoutbox-key': message.key }),
-      'txoutbox-topic': message.topic,
-      'txoutbox-attempt': String(message.attempt),
-    };
+    const userProperties: Record<string, string> = { ...message.headers, ...txoutboxHeaders(message) };
     for (const [name, value] of Object.entries(userProperties)) {
       const problem = mqttStringProblem(name) ?? mqttStringProblem(value);
       if (problem !== null) return permanent(`header "${name}" cannot be an MQTT user property: it ${problem}`);
@@ -352,7 +344,7 @@ export class MqttBroker implements Broker {
       const onAbort = () => {
         settle(
           retryable(
-            `no acknowledgement from the MQTT broker in time: ${reason(signal)} (outcome unknown; resend with the same id)`,
+            `no acknowledgement from the MQTT broker in time: ${abortReason(signal)} (outcome unknown; resend with the same id)`,
           ),
         );
         if (messageId === undefined) return;
@@ -377,7 +369,7 @@ export class MqttBroker implements Broker {
   private notSent(signal: AbortSignal, what: string): PublishOutcome {
     if (this.closed) return retryable('the MQTT broker adapter is closed; not sent');
     const cause = this.lastError === null ? '' : ` (last connection error: ${this.lastError.message})`;
-    return retryable(`not sent: ${reason(signal)} while ${what} to ${redact(this.options.url)}${cause}`);
+    return retryable(`not sent: ${abortReason(signal)} while ${what} to ${redact(this.options.url)}${cause}`);
   }
 
   private untilReady(signal: AbortSignal): Promise<boolean> {
@@ -440,11 +432,6 @@ export class MqttBroker implements Broker {
 
 function resolve(options: MqttBrokerOptions): ResolvedOptions {
   return parseOptions(schema, options, 'createMqttBroker');
-}
-
-function reason(signal: AbortSignal): string {
-  const value: unknown = signal.reason;
-  return value instanceof Error ? value.message : value === undefined ? 'aborted' : String(value);
 }
 
 /** The URL without its password, for error messages. */

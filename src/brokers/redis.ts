@@ -1,7 +1,11 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import { z } from 'zod';
 import { parseOptions } from '../config.js';
+import { ABORTED, abortReason, whenAborted } from './abort.js';
 import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
+import { errorText } from './errors.js';
+import { OWN_HEADERS } from './headers.js';
+import { OK, permanent, retryable } from './outcomes.js';
 
 /** Ask Redis (7.2+) to confirm that the batch's writes reached the AOF on disk before reporting ok. */
 export interface RedisWaitAofOptions {
@@ -45,10 +49,7 @@ export interface RedisBrokerOptions {
  * with txoutbox's own fields and a consumer can read one without parsing the others.
  */
 export const REDIS_FIELDS = {
-  id: 'txoutbox-id',
-  topic: 'txoutbox-topic',
-  key: 'txoutbox-key',
-  attempt: 'txoutbox-attempt',
+  ...OWN_HEADERS,
   contentType: 'content-type',
   payload: 'payload',
   headerPrefix: 'h:',
@@ -138,7 +139,6 @@ function track<T>(promise: Promise<T>): { state: Pending<T>; done: Promise<void>
   return { state, done };
 }
 
-const errorText = (error: unknown) => (error instanceof Error ? error.message : String(error));
 const isReplyError = (error: unknown) => error instanceof Error && error.name === 'ReplyError';
 
 /**
@@ -150,32 +150,18 @@ function classify(error: unknown, what: string): PublishOutcome {
   const text = errorText(error);
   // Rejections that ioredis words in terms of its own options; say what they mean here.
   if (error instanceof Error && (error.name === 'MaxRetriesPerRequestError' || error.name === 'AbortError')) {
-    return { status: 'retryable', error: `${what}: the connection to Redis dropped before it answered (outcome unknown)` };
+    return retryable(`${what}: the connection to Redis dropped before it answered (outcome unknown)`);
   }
-  if (/enableOfflineQueue/.test(text)) return { status: 'retryable', error: `${what}: not connected to Redis` };
+  if (/enableOfflineQueue/.test(text)) return retryable(`${what}: not connected to Redis`);
   if (isReplyError(error)) {
     const code = text.split(' ', 1)[0];
-    if (code === 'WRONGTYPE' || code === 'NOPERM') return { status: 'permanent', error: `${what}: ${text}` };
+    if (code === 'WRONGTYPE' || code === 'NOPERM') return permanent(`${what}: ${text}`);
     if (code === 'ERR' && /unknown command|syntax error|wrong number of arguments/i.test(text)) {
-      return { status: 'permanent', error: `${what}: ${text}` };
+      return permanent(`${what}: ${text}`);
     }
   }
-  return { status: 'retryable', error: `${what}: ${text}` };
+  return retryable(`${what}: ${text}`);
 }
-
-/** Resolves when the signal aborts; dispose() removes the listener. */
-function aborted(signal: AbortSignal): { promise: Promise<void>; dispose: () => void } {
-  let dispose = () => {};
-  const promise = new Promise<void>((resolve) => {
-    if (signal.aborted) return resolve();
-    const onAbort = () => resolve();
-    signal.addEventListener('abort', onAbort, { once: true });
-    dispose = () => signal.removeEventListener('abort', onAbort);
-  });
-  return { promise, dispose };
-}
-
-const reason = (signal: AbortSignal) => errorText(signal.reason ?? 'aborted');
 
 /**
  * Redis Streams adapter: one XADD per message to the stream its topic routes to, all of a batch written in one go
@@ -228,19 +214,19 @@ export class RedisBroker implements Broker {
     const targets = messages.map((message) => this.target(message.topic));
     const todo: number[] = [];
     targets.forEach((target, index) => {
-      if ('refused' in target) outcomes[index] = { status: 'permanent', error: target.refused };
+      if ('refused' in target) outcomes[index] = permanent(target.refused);
       else todo.push(index);
     });
     const finish = (fallback: PublishOutcome) => outcomes.map((outcome) => outcome ?? fallback);
     if (todo.length === 0) return outcomes as PublishOutcome[];
 
     const notReady = await this.whenReady(signal);
-    if (notReady !== null) return finish({ status: 'retryable', error: notReady });
+    if (notReady !== null) return finish(retryable(notReady));
     if (this.options.waitAof !== undefined) {
       const problem = await this.checkWaitAof(signal);
       if (problem !== null) return finish(problem);
       // The check awaited: the connection may have dropped meanwhile, and then nothing below may be sent.
-      if (this.client.status !== 'ready') return finish({ status: 'retryable', error: 'the Redis connection dropped' });
+      if (this.client.status !== 'ready') return finish(retryable('the Redis connection dropped'));
     }
 
     // From here to the WAITAOF everything is issued synchronously, so it all goes to this one connection.
@@ -251,14 +237,12 @@ export class RedisBroker implements Broker {
     const aof =
       waitAof === undefined ? null : track(this.client.call('WAITAOF', waitAof.numLocal, waitAof.numReplicas, waitAof.timeoutMs));
 
-    const abort = aborted(signal);
-    await Promise.race([Promise.all([...adds.map((add) => add.done), aof?.done]), abort.promise]);
+    const abort = whenAborted(signal);
+    await Promise.race([Promise.all([...adds.map((add) => add.done), aof?.done]), abort.aborted]);
     abort.dispose();
 
-    const unknown = (): PublishOutcome => ({
-      status: 'retryable',
-      error: `outcome unknown: no answer from Redis before the publish was aborted (${reason(signal)})`,
-    });
+    const unknown = () =>
+      retryable(`outcome unknown: no answer from Redis before the publish was aborted (${abortReason(signal)})`);
     const aofOutcome = aof === null ? null : this.aofOutcome(aof.state);
     todo.forEach((index, position) => {
       const { state } = adds[position]!;
@@ -266,9 +250,8 @@ export class RedisBroker implements Broker {
       if (!state.settled) outcomes[index] = unknown();
       else if (state.error !== undefined) outcomes[index] = classify(state.error, `XADD ${stream}`);
       // NOMKSTREAM answers nil when the stream does not exist: nothing was written.
-      else if (state.value === null)
-        outcomes[index] = { status: 'permanent', error: `stream "${stream}" does not exist (createStreams: false)` };
-      else outcomes[index] = aofOutcome ?? { status: 'ok' };
+      else if (state.value === null) outcomes[index] = permanent(`stream "${stream}" does not exist (createStreams: false)`);
+      else outcomes[index] = aofOutcome ?? OK;
     });
     return finish(unknown());
   }
@@ -325,35 +308,30 @@ export class RedisBroker implements Broker {
   private aofOutcome(state: Pending<unknown>): PublishOutcome {
     const { numLocal, numReplicas, timeoutMs } = this.options.waitAof!;
     if (!state.settled) {
-      return { status: 'retryable', error: 'outcome unknown: written, but the publish was aborted before WAITAOF answered' };
+      return retryable('outcome unknown: written, but the publish was aborted before WAITAOF answered');
     }
     if (state.error !== undefined) return this.waitAofError(state.error);
     const [local, replicas] = Array.isArray(state.value) ? state.value.map(Number) : [NaN, NaN];
-    if (local! >= numLocal && replicas! >= numReplicas) return { status: 'ok' };
-    return {
-      status: 'retryable',
-      error:
-        `written but not confirmed on disk: WAITAOF saw ${local} local and ${replicas} replica fsyncs within ${timeoutMs} ms ` +
+    if (local! >= numLocal && replicas! >= numReplicas) return OK;
+    return retryable(
+      `written but not confirmed on disk: WAITAOF saw ${local} local and ${replicas} replica fsyncs within ${timeoutMs} ms ` +
         `(needs ${numLocal} and ${numReplicas}); resent with the same id`,
-    };
+    );
   }
 
   private waitAofError(error: unknown): PublishOutcome {
     const text = errorText(error);
     if (isReplyError(error) && /unknown command/i.test(text)) {
-      return {
-        status: 'permanent',
-        error:
-          'waitAof is configured, but this Redis server has no WAITAOF command (it needs Redis 7.2 or later). ' +
+      return permanent(
+        'waitAof is configured, but this Redis server has no WAITAOF command (it needs Redis 7.2 or later). ' +
           'Upgrade Redis, or remove waitAof and make the server durable itself with appendonly yes and appendfsync always. ' +
           `(${text.trim()})`,
-      };
+      );
     }
     if (isReplyError(error) && /appendonly is disabled/i.test(text)) {
-      return {
-        status: 'permanent',
-        error: `waitAof.numLocal is 1, but the Redis server has appendonly disabled: enable appendonly, or set numLocal to 0. (${text})`,
-      };
+      return permanent(
+        `waitAof.numLocal is 1, but the Redis server has appendonly disabled: enable appendonly, or set numLocal to 0. (${text})`,
+      );
     }
     return classify(error, 'WAITAOF');
   }
@@ -374,11 +352,11 @@ export class RedisBroker implements Broker {
         if (outcome?.status === 'retryable' && this.aofCheck === check) this.aofCheck = null;
       });
     }
-    const abort = aborted(signal);
-    const outcome = await Promise.race([this.aofCheck, abort.promise.then(() => 'aborted' as const)]);
+    const abort = whenAborted(signal);
+    const outcome = await Promise.race([this.aofCheck, abort.aborted]);
     abort.dispose();
-    if (outcome === 'aborted') {
-      return { status: 'retryable', error: `aborted while checking WAITAOF support (${reason(signal)})` };
+    if (outcome === ABORTED) {
+      return retryable(`aborted while checking WAITAOF support (${abortReason(signal)})`);
     }
     return outcome;
   }
@@ -388,7 +366,7 @@ export class RedisBroker implements Broker {
     const check = (): string | null | undefined => {
       if (this.closed) return 'the Redis broker is closed';
       // Checked before 'ready': an aborted publish must not write anything.
-      if (signal.aborted) return `aborted before anything was sent to Redis (${reason(signal)})`;
+      if (signal.aborted) return `aborted before anything was sent to Redis (${abortReason(signal)})`;
       if (this.client.status === 'ready') return null;
       if (this.client.status === 'end') return 'the Redis connection has ended (retryStrategy gave up)';
       return undefined;
