@@ -11,6 +11,8 @@ export type { ListenClient, ListenSource } from './relay/pg-listener.js';
 export { decorate, type BrokerDecorator } from './brokers/decorator.js';
 export { traceBroker } from './brokers/tracing.js';
 export { timePublishes, type PublishObserver } from './brokers/timing.js';
+export { RoutingBroker, routeTopics, type BrokerTable, type RouteTarget, type RoutingBrokerOptions } from './brokers/routing.js';
+export type { MessageRouter, Route } from './brokers/route.js';
 export type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './brokers/broker.js';
 export { MemoryBroker, type InjectedFailure } from './brokers/memory.js';
 export type { DialectName } from './dialects/dialect-name.js';

@@ -5,7 +5,7 @@ import { createRelay, type Relay } from '../../relay/relay.js';
 import type { RelayOptions } from '../../relay/options.js';
 import { decorate } from '../../brokers/decorator.js';
 import { traceBroker } from '../../brokers/tracing.js';
-import { closeBrokers, openBrokers, RoutingBroker } from '../brokers.js';
+import { closeBrokers, openBrokers, routerFor } from '../brokers.js';
 import { DEFAULT_MAX_RETAINED_WAL_BYTES, DEFAULT_RETAIN_SENT_MS, relaySettingsFor, type LoadedConfig } from '../config.js';
 import { openTargets, type OutboxTarget } from '../context.js';
 import { CliError, EXIT } from '../errors.js';
@@ -42,7 +42,7 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
   for (const db of opened.skipped) {
     log.info({ database: db.name }, `database ${db.name} has only an inbox: nothing to relay there`);
   }
-  const router = new RoutingBroker(config.routes, brokers);
+  const router = routerFor(config, brokers);
   const metrics = new SidecarMetrics({ maxTopicsPerTable: config.metrics.maxTopicsPerTable });
   const relays: { relay: Relay | LogicalRelay; target: OutboxTarget; drainMs: number; maxRetainedWalBytes: number }[] = [];
 
