@@ -7,6 +7,7 @@ import { abortReason, onAbort } from './abort.js';
 import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
 import { OWN_HEADER_PREFIX, txoutboxHeaders } from './headers.js';
 import { OK, permanent, retryable } from './outcomes.js';
+import type { MessageRouter, Route } from './route.js';
 
 /**
  * HTTP webhooks: one POST per message through Node's built-in fetch, up to `maxConcurrentRequests` of a batch at
@@ -170,7 +171,7 @@ const schema = z
   });
 
 /** Publishes each message as an HTTP POST to its topic's URL. Create it with `createHttpBroker`. */
-export class HttpBroker implements Broker {
+export class HttpBroker implements Broker, MessageRouter<URL> {
   readonly name: string;
   private readonly url: string | undefined;
   private readonly routes: Map<string, string> | HttpRouteFunction | undefined;
@@ -248,8 +249,9 @@ export class HttpBroker implements Broker {
     batchAborted: () => string | null,
   ): Promise<PublishOutcome> {
     if (batch.aborted) return retryable(`not sent: ${batchAborted()}`);
-    const target = this.target(message);
-    if (typeof target === 'string') return permanent(target);
+    const routed = this.route(message);
+    if ('refused' in routed) return permanent(routed.refused);
+    const target = routed.to;
     const problem = wireProblem(message) ?? this.overrideProblem(message);
     if (problem !== null) return permanent(problem);
     // Never the query string: it may hold a token, and errors are stored in the outbox row.
@@ -317,35 +319,35 @@ export class HttpBroker implements Broker {
     return retryable(error);
   }
 
-  /** The URL for a message, or why it has none. */
-  private target(message: OutgoingMessage): URL | string {
+  /** The URL a message is posted to: its route (a `routes` entry, or the function's answer), else `url`. */
+  route(message: OutgoingMessage): Route<URL> {
     const { topic } = message;
     let chosen: string | URL | null | undefined;
     if (typeof this.routes === 'function') {
       try {
         chosen = this.routes(topic, message);
       } catch (error) {
-        return `routes(${JSON.stringify(topic)}) threw: ${errorChainText(error)}`;
+        return { refused: `routes(${JSON.stringify(topic)}) threw: ${errorChainText(error)}` };
       }
       if (chosen !== null && chosen !== undefined && typeof chosen !== 'string' && !(chosen instanceof URL)) {
-        return `routes(${JSON.stringify(topic)}) returned ${typeof chosen}, not a URL or string`;
+        return { refused: `routes(${JSON.stringify(topic)}) returned ${typeof chosen}, not a URL or string` };
       }
     } else {
       chosen = this.routes?.get(topic);
     }
     chosen ??= this.url;
     if (chosen === undefined || chosen === null)
-      return `no route for topic ${JSON.stringify(topic)}: add it to routes, or set url`;
+      return { refused: `no route for topic ${JSON.stringify(topic)}: add it to routes, or set url` };
     let url: URL;
     if (typeof chosen === 'string') {
       const template = urlProblem(chosen);
-      if (template !== null) return `the URL for topic ${JSON.stringify(topic)} ${template}`;
+      if (template !== null) return { refused: `the URL for topic ${JSON.stringify(topic)} ${template}` };
       url = new URL(chosen.replaceAll('{topic}', encodeURIComponent(topic)));
     } else {
       url = chosen;
     }
     const problem = parsedUrlProblem(url);
-    return problem === null ? url : `the URL for topic ${JSON.stringify(topic)} ${problem}`;
+    return problem === null ? { to: url } : { refused: `the URL for topic ${JSON.stringify(topic)} ${problem}` };
   }
 
   /** A message header that would replace a configured one (its authorization, say), or null. */

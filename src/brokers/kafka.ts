@@ -7,6 +7,7 @@ import { ABORTED, unlessAborted } from './abort.js';
 import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
 import { OWN_HEADERS, txoutboxHeaders } from './headers.js';
 import { OK, permanent, retryable, unreachable, type Failure } from './outcomes.js';
+import { ownEntry, type MessageRouter, type Route } from './route.js';
 
 const { Kafka, Partitioners } = kafkajs;
 
@@ -39,7 +40,7 @@ export interface KafkaBrokerOptions {
 }
 
 /** A Broker that publishes to Apache Kafka through an idempotent kafkajs producer with acks=-1. */
-export interface KafkaBroker extends Broker {
+export interface KafkaBroker extends Broker, MessageRouter<string> {
   /** Disconnects the producer and the metadata client. */
   close(): Promise<void>;
 }
@@ -125,24 +126,24 @@ export function kafkaTopicFor(
   topic: string,
   routes: Record<string, string>,
   route?: (topic: string) => string | undefined,
-): { topic: string } | { error: string } {
-  let target: unknown = Object.hasOwn(routes, topic) ? routes[topic] : undefined;
+): Route<string> {
+  let target: unknown = ownEntry(routes, topic);
   if (target === undefined && route !== undefined) {
     try {
       target = route(topic);
     } catch (error) {
-      return { error: `the route function threw for topic "${topic}": ${describe(error)}` };
+      return { refused: `the route function threw for topic "${topic}": ${describe(error)}` };
     }
   }
   if (target === undefined) target = topic;
   if (typeof target !== 'string')
-    return { error: `the route function returned ${typeof target} for topic "${topic}", not a string` };
+    return { refused: `the route function returned ${typeof target} for topic "${topic}", not a string` };
   const problem = kafkaTopicProblem(target);
   if (problem !== null) {
     const via = target === topic ? '' : ` (routed from "${topic}")`;
-    return { error: `"${target}"${via} is not a legal Kafka topic name: it ${problem}; map the topic with routes` };
+    return { refused: `"${target}"${via} is not a legal Kafka topic name: it ${problem}; map the topic with routes` };
   }
-  return { topic: target };
+  return { to: target };
 }
 
 /** The Kafka record for a message: key, the exact payload bytes, and txoutbox's fields as headers. */
@@ -271,15 +272,15 @@ class KafkaJsBroker implements KafkaBroker {
       if (this.closed) return messages.map(() => retryable('the Kafka broker adapter is closed'));
       const routed: Routed[] = [];
       messages.forEach((message, index) => {
-        const target = kafkaTopicFor(message.topic, this.options.routes, this.options.route);
-        if ('error' in target) {
-          outcomes[index] = permanent(target.error);
+        const target = this.route(message);
+        if ('refused' in target) {
+          outcomes[index] = permanent(target.refused);
           return;
         }
         const record = toKafkaMessage(message);
         let bytes = message.payload.length + RECORD_OVERHEAD_BYTES + Buffer.byteLength(message.key ?? '');
         for (const [name, value] of Object.entries(record.headers)) bytes += Buffer.byteLength(name) + Buffer.byteLength(value);
-        routed.push({ index, topic: target.topic, record, bytes });
+        routed.push({ index, topic: target.to, record, bytes });
       });
       await this.deliver(routed, signal, outcomes);
     } catch (error) {
@@ -288,6 +289,11 @@ class KafkaJsBroker implements KafkaBroker {
       return outcomes.map((outcome) => outcome ?? failure);
     }
     return outcomes.map((outcome) => outcome ?? retryable('outcome unknown'));
+  }
+
+  /** The Kafka topic a message goes to: `routes[topic]`, else the `route` option's answer, else the topic itself. */
+  route(message: OutgoingMessage): Route<string> {
+    return kafkaTopicFor(message.topic, this.options.routes, this.options.route);
   }
 
   async close(): Promise<void> {

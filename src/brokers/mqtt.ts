@@ -8,6 +8,7 @@ import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './
 import { errorText } from './errors.js';
 import { txoutboxHeaders } from './headers.js';
 import { OK, permanent, retryable } from './outcomes.js';
+import { ownEntry, type MessageRouter, type Route } from './route.js';
 
 /** TLS material for `mqtts://` and `wss://` URLs (handed to Node's `tls.connect`). */
 export interface MqttTlsOptions {
@@ -182,7 +183,7 @@ interface Prepared {
  * travel as user properties (`txoutbox-id`, `txoutbox-key`, `txoutbox-topic`, `txoutbox-attempt`, then the
  * headers as they are), the content type as the content-type property.
  */
-export class MqttBroker implements Broker {
+export class MqttBroker implements Broker, MessageRouter<string> {
   readonly name: string;
   private readonly options: ResolvedOptions;
   private readonly client: MqttClient;
@@ -292,25 +293,37 @@ export class MqttBroker implements Broker {
     }
   }
 
-  private prepare(message: OutgoingMessage): Prepared | PublishOutcome {
+  /**
+   * The MQTT topic a message goes to: `routes[topic]`, else the `route` option's answer, else the topic itself
+   * (refused instead with `strictRoutes`). A topic the broker would drop the connection for is refused.
+   */
+  route(message: OutgoingMessage): Route<string> {
     const { routes, route, strictRoutes } = this.options;
-    let topic = Object.hasOwn(routes, message.topic) ? routes[message.topic] : undefined;
+    let topic = ownEntry(routes, message.topic);
     if (topic === undefined && route !== undefined) {
       try {
         topic = route(message.topic, message);
       } catch (error) {
-        return permanent(`the route function threw for topic "${message.topic}": ${errorText(error)}`);
+        return { refused: `the route function threw for topic "${message.topic}": ${errorText(error)}` };
       }
     }
     if (topic === undefined) {
-      if (strictRoutes) return permanent(`no MQTT route for topic "${message.topic}" (strictRoutes is on)`);
+      if (strictRoutes) return { refused: `no MQTT route for topic "${message.topic}" (strictRoutes is on)` };
       topic = message.topic;
     }
-    if (typeof topic !== 'string') return permanent(`the route for topic "${message.topic}" is not a string`);
+    if (typeof topic !== 'string') return { refused: `the route for topic "${message.topic}" is not a string` };
     const topicProblem = mqttTopicProblem(topic);
     if (topicProblem !== null) {
-      return permanent(`"${topic}" (the MQTT topic for "${message.topic}") is not a valid topic name: it ${topicProblem}`);
+      return { refused: `"${topic}" (the MQTT topic for "${message.topic}") is not a valid topic name: it ${topicProblem}` };
     }
+    return { to: topic };
+  }
+
+  /** The message's MQTT topic and properties, or a permanent outcome when it cannot travel over MQTT as it is. */
+  private prepare(message: OutgoingMessage): Prepared | PublishOutcome {
+    const routed = this.route(message);
+    if ('refused' in routed) return permanent(routed.refused);
+    const topic = routed.to;
     const userProperties: Record<string, string> = { ...message.headers, ...txoutboxHeaders(message) };
     for (const [name, value] of Object.entries(userProperties)) {
       const problem = mqttStringProblem(name) ?? mqttStringProblem(value);

@@ -9,6 +9,7 @@ import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './
 import { errorText } from './errors.js';
 import { OWN_HEADER_PREFIX, OWN_HEADERS, txoutboxHeaders } from './headers.js';
 import { OK, permanent, retryable, unreachable } from './outcomes.js';
+import { ownEntry, type MessageRouter, type Route } from './route.js';
 
 /** Connection options passed through to nats.js, minus those the adapter fixes (it must reconnect forever). */
 export type NatsConnectionOptions = Omit<
@@ -195,7 +196,7 @@ function causedBy(error: unknown, type: abstract new (...args: never[]) => Error
  * what "stored" means on disk). The message id travels as `Nats-Msg-Id`, so a resend inside the stream's
  * duplicate window is dropped by the server and answered with a duplicate PubAck, which counts as `ok`.
  */
-export class NatsBroker implements Broker {
+export class NatsBroker implements Broker, MessageRouter<string> {
   readonly name = 'nats';
   private readonly options: ResolvedOptions;
   private session: Promise<Session> | null = null;
@@ -251,9 +252,9 @@ export class NatsBroker implements Broker {
   }
 
   private async publishOne(session: Session, message: OutgoingMessage): Promise<PublishOutcome> {
-    const routed = this.subjectFor(message);
-    if (typeof routed !== 'string') return routed;
-    const subject = routed;
+    const routed = this.route(message);
+    if ('refused' in routed) return permanent(routed.refused);
+    const subject = routed.to;
     let headers: MsgHdrs;
     try {
       headers = buildHeaders(message);
@@ -342,24 +343,23 @@ export class NatsBroker implements Broker {
     }
   }
 
-  /** The subject for a message, or a permanent outcome when routing fails. */
-  private subjectFor(message: OutgoingMessage): string | PublishOutcome {
+  /** The subject a message goes to: `routes[topic]`, else the `route` option's answer, else the topic itself. */
+  route(message: OutgoingMessage): Route<string> {
     const { routes, route } = this.options;
-    let subject: string | undefined =
-      routes !== undefined && Object.hasOwn(routes, message.topic) ? routes[message.topic] : undefined;
+    let subject = ownEntry(routes, message.topic);
     if (subject === undefined && route !== undefined) {
       try {
         subject = route(message.topic, message);
       } catch (error) {
-        return permanent(`the route function threw for topic "${message.topic}": ${errorText(error)}`);
+        return { refused: `the route function threw for topic "${message.topic}": ${errorText(error)}` };
       }
       if (subject !== undefined && typeof subject !== 'string') {
-        return permanent(`the route function returned ${typeof subject} for topic "${message.topic}", not a subject`);
+        return { refused: `the route function returned ${typeof subject} for topic "${message.topic}", not a subject` };
       }
     }
     subject ??= message.topic;
     const problem = subjectProblem(subject);
-    return problem === null ? subject : permanent(`subject "${subject}" for topic "${message.topic}" ${problem}`);
+    return problem === null ? { to: subject } : { refused: `subject "${subject}" for topic "${message.topic}" ${problem}` };
   }
 
   /** The current session, connecting when there is none. Rejects (fast, for a moment) when connecting failed. */

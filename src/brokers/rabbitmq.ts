@@ -7,6 +7,7 @@ import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './
 import { errorText } from './errors.js';
 import { txoutboxHeaders } from './headers.js';
 import { OK, permanent, retryable, unreachable } from './outcomes.js';
+import { ownEntry, type MessageRouter, type Route } from './route.js';
 
 /** Where one message goes: an exchange ('' is RabbitMQ's default exchange, which routes by queue name) and a routing key. */
 export interface RabbitMqRoute {
@@ -455,7 +456,7 @@ function destroySocket(model: ChannelModel): void {
  * routing it to at least one queue (mandatory) and storing it as persistent in each: on disk for durable classic
  * queues, on a quorum of replicas for quorum queues.
  */
-export class RabbitMqBroker implements Broker {
+export class RabbitMqBroker implements Broker, MessageRouter<RabbitMqRoute> {
   readonly name: string;
   private readonly options: ResolvedOptions;
   private link: Link | null = null;
@@ -482,17 +483,21 @@ export class RabbitMqBroker implements Broker {
     }
   }
 
-  /** Where a message goes: `routes[topic]`, else `route(message)`, else the adapter's exchange with the topic as routing key. */
-  routeFor(message: OutgoingMessage): RabbitMqRoute {
-    const { routes } = this.options;
-    // hasOwn: a topic such as 'constructor' must not find Object.prototype's members.
-    const own = routes !== undefined && Object.hasOwn(routes, message.topic) ? routes[message.topic] : undefined;
-    const spec = own ?? this.options.route?.(message) ?? {};
-    const route = { exchange: spec.exchange ?? this.options.exchange, routingKey: spec.routingKey ?? message.topic };
-    if (typeof route.exchange !== 'string' || typeof route.routingKey !== 'string') {
-      throw new Error('the route must give string exchange and routingKey');
+  /**
+   * Where a message goes: `routes[topic]`, else the `route` option's answer, else the adapter's exchange with the
+   * topic as routing key. A `route` function that throws or answers something else than strings refuses the message.
+   */
+  route(message: OutgoingMessage): Route<RabbitMqRoute> {
+    try {
+      const spec = ownEntry(this.options.routes, message.topic) ?? this.options.route?.(message) ?? {};
+      const to = { exchange: spec.exchange ?? this.options.exchange, routingKey: spec.routingKey ?? message.topic };
+      if (typeof to.exchange !== 'string' || typeof to.routingKey !== 'string') {
+        throw new Error('the route must give string exchange and routingKey');
+      }
+      return { to };
+    } catch (error) {
+      return { refused: `cannot route topic '${message.topic}': ${errorText(error)}` };
     }
-    return route;
   }
 
   /** Closes the connection; unconfirmed messages settle as retryable. A connect still in progress is closed when it lands. */
@@ -504,12 +509,9 @@ export class RabbitMqBroker implements Broker {
   }
 
   private async publishOne(message: OutgoingMessage, deadline: Deadline): Promise<PublishOutcome> {
-    let route: RabbitMqRoute;
-    try {
-      route = this.routeFor(message);
-    } catch (error) {
-      return permanent(`cannot route topic '${message.topic}': ${errorText(error)}`);
-    }
+    const routed = this.route(message);
+    if ('refused' in routed) return permanent(routed.refused);
+    const route = routed.to;
     if (this.closed) return retryable('the RabbitMQ broker adapter is closed; not sent');
     let link: Link;
     let channel: PublishChannel;

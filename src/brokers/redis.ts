@@ -6,6 +6,7 @@ import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './
 import { errorText } from './errors.js';
 import { OWN_HEADERS } from './headers.js';
 import { OK, permanent, retryable } from './outcomes.js';
+import { ownEntry, type MessageRouter, type Route } from './route.js';
 
 /** Ask Redis (7.2+) to confirm that the batch's writes reached the AOF on disk before reporting ok. */
 export interface RedisWaitAofOptions {
@@ -114,8 +115,6 @@ const optionsSchema = z
 
 type ResolvedOptions = z.output<typeof optionsSchema>;
 
-type Target = { stream: string } | { refused: string };
-
 /** A command's fate, filled in as it settles, so an abort can tell answered messages from outstanding ones. */
 interface Pending<T> {
   settled: boolean;
@@ -168,7 +167,7 @@ function classify(error: unknown, what: string): PublishOutcome {
  * on one connection. The XADD reply is the acknowledgement, so a message is only as durable as the server's
  * persistence (appendonly + appendfsync always), unless `waitAof` makes each batch wait for confirmed fsyncs.
  */
-export class RedisBroker implements Broker {
+export class RedisBroker implements Broker, MessageRouter<string> {
   readonly name = 'redis';
   private readonly options: ResolvedOptions;
   private readonly client: Redis;
@@ -211,11 +210,15 @@ export class RedisBroker implements Broker {
 
   async publish(messages: readonly OutgoingMessage[], { signal }: PublishContext): Promise<PublishOutcome[]> {
     const outcomes: (PublishOutcome | undefined)[] = messages.map(() => undefined);
-    const targets = messages.map((message) => this.target(message.topic));
+    const streams: string[] = [];
     const todo: number[] = [];
-    targets.forEach((target, index) => {
-      if ('refused' in target) outcomes[index] = permanent(target.refused);
-      else todo.push(index);
+    messages.forEach((message, index) => {
+      const routed = this.route(message);
+      if ('refused' in routed) outcomes[index] = permanent(routed.refused);
+      else {
+        streams[index] = routed.to;
+        todo.push(index);
+      }
     });
     const finish = (fallback: PublishOutcome) => outcomes.map((outcome) => outcome ?? fallback);
     if (todo.length === 0) return outcomes as PublishOutcome[];
@@ -230,9 +233,7 @@ export class RedisBroker implements Broker {
     }
 
     // From here to the WAITAOF everything is issued synchronously, so it all goes to this one connection.
-    const adds = todo.map((index) =>
-      track(this.client.xadd(...this.xaddArgs(messages[index]!, targets[index] as { stream: string }))),
-    );
+    const adds = todo.map((index) => track(this.client.xadd(...this.xaddArgs(messages[index]!, streams[index]!))));
     const { waitAof } = this.options;
     const aof =
       waitAof === undefined ? null : track(this.client.call('WAITAOF', waitAof.numLocal, waitAof.numReplicas, waitAof.timeoutMs));
@@ -246,7 +247,7 @@ export class RedisBroker implements Broker {
     const aofOutcome = aof === null ? null : this.aofOutcome(aof.state);
     todo.forEach((index, position) => {
       const { state } = adds[position]!;
-      const stream = (targets[index] as { stream: string }).stream;
+      const stream = streams[index]!;
       if (!state.settled) outcomes[index] = unknown();
       else if (state.error !== undefined) outcomes[index] = classify(state.error, `XADD ${stream}`);
       // NOMKSTREAM answers nil when the stream does not exist: nothing was written.
@@ -272,9 +273,15 @@ export class RedisBroker implements Broker {
     }
   }
 
-  private target(topic: string): Target {
+  /**
+   * The stream a message goes to: `routes[topic]`, else the `route` option's answer, else `prefix + topic` (refused
+   * instead with `strict`).
+   */
+  route(message: OutgoingMessage): Route<string> {
     const { routes, route, strict, prefix } = this.options;
-    if (routes !== undefined && Object.hasOwn(routes, topic)) return { stream: routes[topic]! };
+    const { topic } = message;
+    const routed = ownEntry(routes, topic);
+    if (routed !== undefined) return { to: routed };
     if (route !== undefined) {
       let stream: unknown;
       try {
@@ -282,16 +289,16 @@ export class RedisBroker implements Broker {
       } catch (error) {
         return { refused: `route() threw for topic "${topic}": ${errorText(error)}` };
       }
-      if (typeof stream === 'string' && stream.length > 0) return { stream };
+      if (typeof stream === 'string' && stream.length > 0) return { to: stream };
       if (stream !== null && stream !== undefined) {
         return { refused: `route() returned ${JSON.stringify(stream)} for topic "${topic}"; expected a stream key` };
       }
     }
     if (strict) return { refused: `no route for topic "${topic}" (strict routing)` };
-    return { stream: prefix + topic };
+    return { to: prefix + topic };
   }
 
-  private xaddArgs(message: OutgoingMessage, { stream }: { stream: string }): [string, ...(string | Buffer)[]] {
+  private xaddArgs(message: OutgoingMessage, stream: string): [string, ...(string | Buffer)[]] {
     const { trim, createStreams } = this.options;
     const args: [string, ...(string | Buffer)[]] = [stream];
     if (!createStreams) args.push('NOMKSTREAM');

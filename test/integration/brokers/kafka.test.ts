@@ -114,27 +114,27 @@ describe('Kafka topic routing', () => {
   const route = (topic: string) => (topic.startsWith('billing/') ? `billing.${topic.slice('billing/'.length)}` : undefined);
 
   it('uses the routes map first', () => {
-    expect(kafkaTopicFor('orders.created', routes, () => 'elsewhere')).toEqual({ topic: 'orders' });
-    expect(kafkaTopicFor('a/b', routes)).toEqual({ topic: 'a-b' });
+    expect(kafkaTopicFor('orders.created', routes, () => 'elsewhere')).toEqual({ to: 'orders' });
+    expect(kafkaTopicFor('a/b', routes)).toEqual({ to: 'a-b' });
   });
 
   it('then the route function, then the topic itself', () => {
-    expect(kafkaTopicFor('billing/invoice', routes, route)).toEqual({ topic: 'billing.invoice' });
-    expect(kafkaTopicFor('users.signed_up', routes, route)).toEqual({ topic: 'users.signed_up' });
-    expect(kafkaTopicFor('users.signed_up', {})).toEqual({ topic: 'users.signed_up' });
+    expect(kafkaTopicFor('billing/invoice', routes, route)).toEqual({ to: 'billing.invoice' });
+    expect(kafkaTopicFor('users.signed_up', routes, route)).toEqual({ to: 'users.signed_up' });
+    expect(kafkaTopicFor('users.signed_up', {})).toEqual({ to: 'users.signed_up' });
   });
 
   it('does not mistake inherited object properties for routes', () => {
-    expect(kafkaTopicFor('constructor', {})).toEqual({ topic: 'constructor' });
-    expect(kafkaTopicFor('toString', routes)).toEqual({ topic: 'toString' });
+    expect(kafkaTopicFor('constructor', {})).toEqual({ to: 'constructor' });
+    expect(kafkaTopicFor('toString', routes)).toEqual({ to: 'toString' });
   });
 
   it('refuses a topic that is not a legal Kafka topic name, pointing at routes', () => {
     const result = kafkaTopicFor('orders:created', {});
-    expect(result).toEqual({ error: expect.stringMatching(/"orders:created" is not a legal Kafka topic name.*routes/) });
-    expect(kafkaTopicFor('x'.repeat(250), {})).toHaveProperty('error');
+    expect(result).toEqual({ refused: expect.stringMatching(/"orders:created" is not a legal Kafka topic name.*routes/) });
+    expect(kafkaTopicFor('x'.repeat(250), {})).toHaveProperty('refused');
     expect(kafkaTopicFor('billing/a:b', {}, route)).toEqual({
-      error: expect.stringMatching(/"billing\.a:b" \(routed from "billing\/a:b"\)/),
+      refused: expect.stringMatching(/"billing\.a:b" \(routed from "billing\/a:b"\)/),
     });
   });
 
@@ -143,9 +143,9 @@ describe('Kafka topic routing', () => {
       kafkaTopicFor('t', {}, () => {
         throw new Error('no route for t');
       }),
-    ).toEqual({ error: expect.stringMatching(/route function threw for topic "t": Error: no route for t/) });
+    ).toEqual({ refused: expect.stringMatching(/route function threw for topic "t": Error: no route for t/) });
     expect(kafkaTopicFor('t', {}, (() => 42) as unknown as () => string)).toEqual({
-      error: expect.stringMatching(/returned number/),
+      refused: expect.stringMatching(/returned number/),
     });
   });
 });
