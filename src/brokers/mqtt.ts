@@ -9,6 +9,8 @@ import { errorText } from './errors.js';
 import { txoutboxHeaders } from './headers.js';
 import { OK, permanent, retryable } from './outcomes.js';
 import { ownEntry, type MessageRouter, type Route } from './route.js';
+import { publishPacketSize, type PublishProperties } from './mqtt/packet.js';
+import { mqttStringProblem, mqttTopicProblem } from './mqtt/strings.js';
 
 /** TLS material for `mqtts://` and `wss://` URLs (handed to Node's `tls.connect`). */
 export interface MqttTlsOptions {
@@ -49,38 +51,6 @@ export interface MqttBrokerOptions {
   onError?: (error: Error) => void;
   /** The broker's name in relay errors and events. Default `mqtt`. */
   name?: string;
-}
-
-const WILDCARDS = /[+#]/;
-
-/**
- * Why `text` cannot travel as an MQTT UTF-8 string, or null. MQTT 5 (1.5.4) lets a receiver close the connection on
- * control characters and non-characters, and Mosquitto does: one such message would cut off everything in flight on
- * the connection and be resent on every reconnect. A lone surrogate would silently become U+FFFD.
- */
-function mqttStringProblem(text: string): string | null {
-  if (/^[\x20-\x7e]*$/.test(text)) return null;
-  for (let index = 0; index < text.length; index++) {
-    const point = text.codePointAt(index)!;
-    const at = `U+${point.toString(16).toUpperCase().padStart(4, '0')} at position ${index}`;
-    if (point > 0xffff) {
-      index++;
-      if ((point & 0xfffe) === 0xfffe) return `contains the non-character ${at}`;
-      continue;
-    }
-    if (point >= 0xd800 && point <= 0xdfff) return `contains a lone surrogate (${at}), which is not valid UTF-8`;
-    if (point <= 0x1f || (point >= 0x7f && point <= 0x9f)) return `contains the control character ${at}`;
-    if ((point >= 0xfdd0 && point <= 0xfdef) || point >= 0xfffe) return `contains the non-character ${at}`;
-  }
-  if (Buffer.byteLength(text) > 0xffff) return 'is longer than 65,535 bytes';
-  return null;
-}
-
-/** Why `topic` cannot be published to, or null. mqtt.js does not check, and Mosquitto drops the connection. */
-function mqttTopicProblem(topic: string): string | null {
-  if (topic.length === 0) return 'is empty';
-  if (WILDCARDS.test(topic)) return "contains a wildcard ('+' or '#'), which only subscriptions may use";
-  return mqttStringProblem(topic);
 }
 
 const bytes = z.union([z.string(), z.instanceof(Buffer)]);
@@ -148,27 +118,6 @@ function classify(error: Error): PublishOutcome {
     return RETRYABLE_REASON_CODES.has(code) ? retryable(text) : permanent(text);
   }
   return retryable(`publish failed: ${error.message} (outcome unknown; resend with the same id)`);
-}
-
-const varIntLength = (n: number) => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4);
-
-/**
- * The exact size of the PUBLISH packet mqtt.js will write (it does not check the broker's Maximum Packet Size).
- * @internal exported for tests
- */
-export function publishPacketSize(topic: string, payloadLength: number, qos: number, properties: PublishProperties): number {
-  let propertyBytes = 1 + 2 + Buffer.byteLength(properties.contentType);
-  for (const [name, value] of Object.entries(properties.userProperties)) {
-    propertyBytes += 1 + 2 + Buffer.byteLength(name) + 2 + Buffer.byteLength(value);
-  }
-  const remaining =
-    2 + Buffer.byteLength(topic) + (qos > 0 ? 2 : 0) + varIntLength(propertyBytes) + propertyBytes + payloadLength;
-  return 1 + varIntLength(remaining) + remaining;
-}
-
-interface PublishProperties {
-  contentType: string;
-  userProperties: Record<string, string>;
 }
 
 interface Prepared {

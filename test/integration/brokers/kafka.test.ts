@@ -2,14 +2,11 @@ import { createRequire } from 'node:module';
 import net from 'node:net';
 import kafkajs from 'kafkajs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import {
-  classifyKafkaError,
-  createKafkaBroker,
-  kafkaTopicFor,
-  resolveKafkaOptions,
-  toKafkaMessage,
-  type KafkaBrokerOptions,
-} from '../../../src/brokers/kafka.js';
+import { createKafkaBroker, type KafkaBrokerOptions } from '../../../src/brokers/kafka.js';
+import { classifyKafkaError } from '../../../src/brokers/kafka/errors.js';
+import { resolveKafkaOptions } from '../../../src/brokers/kafka/options.js';
+import { toKafkaMessage } from '../../../src/brokers/kafka/records.js';
+import { kafkaTopicFor } from '../../../src/brokers/kafka/topics.js';
 import { ConfigError } from '../../../src/index.js';
 import { brokerContract, outgoing } from '../../support/brokers/contract.js';
 import { kafkaFixture } from '../../support/brokers/kafka-fixture.js';
