@@ -529,7 +529,22 @@ export function verifyWebhookSignature(options: VerifyWebhookSignatureOptions): 
   return valid;
 }
 
-/** Creates an HTTP webhook broker. Throws a ConfigError when the options are wrong. */
+/**
+ * Creates an HTTP webhook broker. Throws a ConfigError when the options are wrong.
+ *
+ * @example
+ * ```ts
+ * import { createRelay } from 'txoutbox';
+ * import { createHttpBroker } from 'txoutbox/http';
+ *
+ * const broker = createHttpBroker({
+ *   url: 'https://hooks.example.com/outbox/{topic}',
+ *   headers: { authorization: `Bearer ${process.env.HOOK_TOKEN}` },
+ *   signingSecret: process.env.HOOK_SECRET!,
+ * });
+ * const relay = createRelay({ db, dialect: 'postgres', broker });
+ * ```
+ */
 export function createHttpBroker(options: HttpBrokerOptions): HttpBroker {
   return new HttpBroker(options);
 }

@@ -360,6 +360,15 @@ function chunkByBytes(items: Routed[], maxBytes: number): Routed[][] {
  * every in-sync replica has the record. The producer is idempotent with one request in flight per broker, keys
  * are Kafka keys (so a key stays on one partition, in order), and txoutbox's fields travel as headers.
  * Nothing connects until the first publish.
+ *
+ * @example
+ * ```ts
+ * import { createRelay } from 'txoutbox';
+ * import { createKafkaBroker } from 'txoutbox/kafka';
+ *
+ * const broker = createKafkaBroker({ brokers: ['127.0.0.1:9092'], routes: { 'orders/created': 'orders.created' } });
+ * const relay = createRelay({ db, dialect: 'postgres', broker });
+ * ```
  */
 export function createKafkaBroker(options: KafkaBrokerOptions): KafkaBroker {
   return new KafkaJsBroker(options);

@@ -403,7 +403,18 @@ function redact(url: string): string {
   return parsed.toString();
 }
 
-/** Creates an MQTT 5 adapter; it connects in the background and reconnects by itself. */
+/**
+ * Creates an MQTT 5 adapter; it connects in the background and reconnects by itself.
+ *
+ * @example
+ * ```ts
+ * import { createRelay } from 'txoutbox';
+ * import { createMqttBroker } from 'txoutbox/mqtt';
+ *
+ * const broker = createMqttBroker({ url: 'mqtt://127.0.0.1:1883', qos: 1, routes: { 'orders.created': 'shop/orders/created' } });
+ * const relay = createRelay({ db, dialect: 'postgres', broker });
+ * ```
+ */
 export function createMqttBroker(options: MqttBrokerOptions): MqttBroker {
   return new MqttBroker(options);
 }

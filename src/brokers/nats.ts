@@ -507,7 +507,18 @@ function buildHeaders(message: OutgoingMessage): MsgHdrs {
   return headers;
 }
 
-/** A broker adapter for NATS JetStream. Connects lazily on the first publish. */
+/**
+ * A broker adapter for NATS JetStream. Connects lazily on the first publish.
+ *
+ * @example
+ * ```ts
+ * import { createRelay } from 'txoutbox';
+ * import { createNatsBroker } from 'txoutbox/nats';
+ *
+ * const broker = createNatsBroker({ servers: 'nats://127.0.0.1:4222', stream: { name: 'ORDERS', subjects: ['orders.>'] } });
+ * const relay = createRelay({ db, dialect: 'postgres', broker });
+ * ```
+ */
 export function createNatsBroker(options: NatsBrokerOptions = {}): NatsBroker {
   return new NatsBroker(options);
 }

@@ -600,7 +600,27 @@ export class RabbitMqBroker implements Broker, MessageRouter<RabbitMqRoute> {
   }
 }
 
-/** A RabbitMQ adapter; see RabbitMqBrokerOptions. Throws ConfigError for bad options. */
+/**
+ * A RabbitMQ adapter; see RabbitMqBrokerOptions. Throws ConfigError for bad options.
+ *
+ * @example
+ * ```ts
+ * import { createRelay } from 'txoutbox';
+ * import { createRabbitMqBroker } from 'txoutbox/rabbitmq';
+ *
+ * const broker = createRabbitMqBroker({
+ *   url: 'amqp://guest:guest@127.0.0.1:5672',
+ *   // Topics without a route go to the queue of their name, through the default exchange.
+ *   topology: {
+ *     exchanges: [{ name: 'billing', type: 'direct' }],
+ *     queues: [{ name: 'orders.created', type: 'quorum' }, { name: 'invoices', type: 'quorum' }],
+ *     bindings: [{ queue: 'invoices', exchange: 'billing', routingKey: 'invoices' }],
+ *   },
+ *   routes: { 'billing.invoiced': { exchange: 'billing', routingKey: 'invoices' } },
+ * });
+ * const relay = createRelay({ db, dialect: 'postgres', broker });
+ * ```
+ */
 export function createRabbitMqBroker(options: RabbitMqBrokerOptions): RabbitMqBroker {
   return new RabbitMqBroker(options);
 }

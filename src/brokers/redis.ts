@@ -398,7 +398,23 @@ export class RedisBroker implements Broker, MessageRouter<string> {
   }
 }
 
-/** A broker that publishes to Redis Streams; see RedisBrokerOptions. Throws ConfigError on invalid options. */
+/**
+ * A broker that publishes to Redis Streams; see RedisBrokerOptions. Throws ConfigError on invalid options.
+ *
+ * @example
+ * ```ts
+ * import { createRelay } from 'txoutbox';
+ * import { createRedisBroker } from 'txoutbox/redis';
+ *
+ * // Topic `orders.created` goes to the stream `outbox:orders.created`; ok only once the AOF is fsynced.
+ * const broker = createRedisBroker({
+ *   url: 'redis://127.0.0.1:6379',
+ *   prefix: 'outbox:',
+ *   waitAof: { numLocal: 1, numReplicas: 0, timeoutMs: 1000 },
+ * });
+ * const relay = createRelay({ db, dialect: 'postgres', broker });
+ * ```
+ */
 export function createRedisBroker(options: RedisBrokerOptions = {}): RedisBroker {
   return new RedisBroker(options);
 }

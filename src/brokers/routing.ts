@@ -64,7 +64,11 @@ export function routeTopic(routes: Record<string, string>, brokers: readonly str
  * import { createKafkaBroker } from 'txoutbox/kafka';
  *
  * const broker = new RoutingBroker({
- *   brokers: { rabbit: createRabbitMqBroker({ url: 'amqp://localhost' }), kafka: createKafkaBroker({ brokers: ['localhost:9092'] }) },
+ *   brokers: {
+ *     rabbit: createRabbitMqBroker({ url: 'amqp://127.0.0.1:5672' }),
+ *     kafka: createKafkaBroker({ brokers: ['127.0.0.1:9092'] }),
+ *   },
+ *   // Exact topics first, then the pattern with the longest fixed part; '*' takes the rest.
  *   routes: { 'billing.*': 'kafka', '*': 'rabbit' },
  * });
  * const relay = createRelay({ db, dialect: 'postgres', broker });
