@@ -8,7 +8,11 @@ export type { DeadLetterPolicy, RelayMode, RelayOptions } from './relay/options.
 export { LogicalRelay, type LogicalRelayStatus } from './relay/logical/logical-relay.js';
 export { LogicalDecodingUnavailableError, slotStatus, type SlotStatus } from './relay/logical/slots.js';
 export type { ListenClient, ListenSource } from './relay/pg-listener.js';
-export { traceBroker } from './relay/tracing.js';
+export { decorate, type BrokerDecorator } from './brokers/decorator.js';
+export { traceBroker } from './brokers/tracing.js';
+export { timePublishes, type PublishObserver } from './brokers/timing.js';
+export { RoutingBroker, routeTopics, type BrokerTable, type RouteTarget, type RoutingBrokerOptions } from './brokers/routing.js';
+export type { MessageRouter, Route } from './brokers/route.js';
 export type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './brokers/broker.js';
 export { MemoryBroker, type InjectedFailure } from './brokers/memory.js';
 export type { DialectName } from './dialects/dialect-name.js';

@@ -3,7 +3,11 @@ import { setMaxListeners } from 'node:events';
 import { z } from 'zod';
 import { parseOptions } from '../config.js';
 import { ConfigError } from '../errors.js';
+import { abortReason, onAbort } from './abort.js';
 import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
+import { OWN_HEADER_PREFIX, txoutboxHeaders } from './headers.js';
+import { OK, permanent, retryable } from './outcomes.js';
+import type { MessageRouter, Route } from './route.js';
 
 /**
  * HTTP webhooks: one POST per message through Node's built-in fetch, up to `maxConcurrentRequests` of a batch at
@@ -73,7 +77,6 @@ const CONNECTION_HEADERS = new Set([
 ]);
 /** Headers the adapter sets from the message itself. */
 const ADAPTER_HEADERS = new Set(['content-type', 'idempotency-key']);
-const ADAPTER_PREFIX = 'txoutbox-';
 
 /** Why a URL (template) cannot be used, or null. */
 function urlProblem(template: string): string | null {
@@ -139,7 +142,7 @@ const schema = z
           const lower = name.toLowerCase();
           const problem = !HEADER_NAME.test(name)
             ? 'is not a valid header name'
-            : lower.startsWith(ADAPTER_PREFIX) || ADAPTER_HEADERS.has(lower)
+            : lower.startsWith(OWN_HEADER_PREFIX) || ADAPTER_HEADERS.has(lower)
               ? 'is set by the adapter from the message itself'
               : CONNECTION_HEADERS.has(lower)
                 ? 'is managed by the HTTP client'
@@ -167,12 +170,8 @@ const schema = z
     message: 'give url (a default endpoint, may contain {topic}) or routes (topic → URL, or a function), or both',
   });
 
-const ok: PublishOutcome = { status: 'ok' };
-const retryable = (error: string): PublishOutcome => ({ status: 'retryable', error });
-const permanent = (error: string): PublishOutcome => ({ status: 'permanent', error });
-
 /** Publishes each message as an HTTP POST to its topic's URL. Create it with `createHttpBroker`. */
-export class HttpBroker implements Broker {
+export class HttpBroker implements Broker, MessageRouter<URL> {
   readonly name: string;
   private readonly url: string | undefined;
   private readonly routes: Map<string, string> | HttpRouteFunction | undefined;
@@ -206,7 +205,7 @@ export class HttpBroker implements Broker {
   async publish(messages: readonly OutgoingMessage[], { signal }: PublishContext): Promise<PublishOutcome[]> {
     if (messages.length === 0) return [];
     if (this.closed) return messages.map(() => retryable('the broker is closed'));
-    if (signal.aborted) return messages.map(() => retryable(`aborted before sending: ${reasonText(signal.reason)}`));
+    if (signal.aborted) return messages.map(() => retryable(`aborted before sending: ${abortReason(signal)}`));
 
     // One controller for the batch, so one listener on the caller's signal is enough however large the batch.
     const batch = new AbortController();
@@ -217,8 +216,7 @@ export class HttpBroker implements Broker {
       why = reason;
       batch.abort(new Error(reason));
     };
-    const onAbort = () => abort(`aborted by the caller (${reasonText(signal.reason)})`);
-    signal.addEventListener('abort', onAbort, { once: true });
+    const stopListening = onAbort(signal, () => abort(`aborted by the caller (${abortReason(signal)})`));
     this.inFlight.add(abort);
     try {
       // A batch holds at most one message per key, so its requests may run in parallel (up to the limit).
@@ -233,7 +231,7 @@ export class HttpBroker implements Broker {
       await Promise.all(Array.from({ length: Math.min(this.maxConcurrentRequests, messages.length) }, worker));
       return outcomes;
     } finally {
-      signal.removeEventListener('abort', onAbort);
+      stopListening();
       this.inFlight.delete(abort);
     }
   }
@@ -251,8 +249,9 @@ export class HttpBroker implements Broker {
     batchAborted: () => string | null,
   ): Promise<PublishOutcome> {
     if (batch.aborted) return retryable(`not sent: ${batchAborted()}`);
-    const target = this.target(message);
-    if (typeof target === 'string') return permanent(target);
+    const routed = this.route(message);
+    if ('refused' in routed) return permanent(routed.refused);
+    const target = routed.to;
     const problem = wireProblem(message) ?? this.overrideProblem(message);
     if (problem !== null) return permanent(problem);
     // Never the query string: it may hold a token, and errors are stored in the outbox row.
@@ -300,12 +299,12 @@ export class HttpBroker implements Broker {
     } catch (error) {
       const reason = aborted();
       if (reason !== null) return retryable(`${where}: ${reason}; outcome unknown, resent with the same id`);
-      return retryable(`${where} failed: ${errorText(error)}`);
+      return retryable(`${where} failed: ${errorChainText(error)}`);
     }
     // Always read or cancel the body: an unread one keeps its pooled socket busy until garbage collection.
     const body = await readBody(response, 4 * ERROR_SNIPPET_CHARS);
     const { status } = response;
-    if (status >= 200 && status < 300) return ok;
+    if (status >= 200 && status < 300) return OK;
 
     let error = `${where} answered ${status}${response.statusText ? ` ${response.statusText}` : ''}`;
     if (status >= 300 && status < 400) {
@@ -320,35 +319,35 @@ export class HttpBroker implements Broker {
     return retryable(error);
   }
 
-  /** The URL for a message, or why it has none. */
-  private target(message: OutgoingMessage): URL | string {
+  /** The URL a message is posted to: its route (a `routes` entry, or the function's answer), else `url`. */
+  route(message: OutgoingMessage): Route<URL> {
     const { topic } = message;
     let chosen: string | URL | null | undefined;
     if (typeof this.routes === 'function') {
       try {
         chosen = this.routes(topic, message);
       } catch (error) {
-        return `routes(${JSON.stringify(topic)}) threw: ${errorText(error)}`;
+        return { refused: `routes(${JSON.stringify(topic)}) threw: ${errorChainText(error)}` };
       }
       if (chosen !== null && chosen !== undefined && typeof chosen !== 'string' && !(chosen instanceof URL)) {
-        return `routes(${JSON.stringify(topic)}) returned ${typeof chosen}, not a URL or string`;
+        return { refused: `routes(${JSON.stringify(topic)}) returned ${typeof chosen}, not a URL or string` };
       }
     } else {
       chosen = this.routes?.get(topic);
     }
     chosen ??= this.url;
     if (chosen === undefined || chosen === null)
-      return `no route for topic ${JSON.stringify(topic)}: add it to routes, or set url`;
+      return { refused: `no route for topic ${JSON.stringify(topic)}: add it to routes, or set url` };
     let url: URL;
     if (typeof chosen === 'string') {
       const template = urlProblem(chosen);
-      if (template !== null) return `the URL for topic ${JSON.stringify(topic)} ${template}`;
+      if (template !== null) return { refused: `the URL for topic ${JSON.stringify(topic)} ${template}` };
       url = new URL(chosen.replaceAll('{topic}', encodeURIComponent(topic)));
     } else {
       url = chosen;
     }
     const problem = parsedUrlProblem(url);
-    return problem === null ? url : `the URL for topic ${JSON.stringify(topic)} ${problem}`;
+    return problem === null ? { to: url } : { refused: `the URL for topic ${JSON.stringify(topic)} ${problem}` };
   }
 
   /** A message header that would replace a configured one (its authorization, say), or null. */
@@ -365,14 +364,11 @@ export class HttpBroker implements Broker {
     const headers = new Headers(this.headers);
     for (const [name, value] of Object.entries(message.headers)) {
       // txoutbox-* names are the adapter's (enqueue refuses them); a stray one must not pose as ours.
-      if (!name.toLowerCase().startsWith(ADAPTER_PREFIX)) headers.set(name, value);
+      if (!name.toLowerCase().startsWith(OWN_HEADER_PREFIX)) headers.set(name, value);
     }
     headers.set('content-type', message.contentType);
     headers.set('idempotency-key', message.id);
-    headers.set('txoutbox-id', message.id);
-    if (message.key !== null) headers.set('txoutbox-key', message.key);
-    headers.set('txoutbox-topic', message.topic);
-    headers.set('txoutbox-attempt', String(message.attempt));
+    for (const [name, value] of Object.entries(txoutboxHeaders(message))) headers.set(name, value);
     if (this.secret !== undefined) {
       headers.set(SIGNATURE_HEADER, signatureHeader(this.secret, Math.floor(Date.now() / 1000), message.id, message.payload));
     }
@@ -440,12 +436,8 @@ function redactedUrl(location: string, base: URL): string {
   }
 }
 
-function reasonText(reason: unknown): string {
-  return reason instanceof Error ? reason.message : String(reason);
-}
-
 /** fetch rejects with TypeError('fetch failed'); what happened (ECONNREFUSED, a reset, ...) is in its causes. */
-function errorText(error: unknown): string {
+function errorChainText(error: unknown): string {
   const parts: string[] = [];
   let current: unknown = error;
   for (let depth = 0; depth < 5 && current !== undefined && current !== null; depth++) {
@@ -537,7 +529,22 @@ export function verifyWebhookSignature(options: VerifyWebhookSignatureOptions): 
   return valid;
 }
 
-/** Creates an HTTP webhook broker. Throws a ConfigError when the options are wrong. */
+/**
+ * Creates an HTTP webhook broker. Throws a ConfigError when the options are wrong.
+ *
+ * @example
+ * ```ts
+ * import { createRelay } from 'txoutbox';
+ * import { createHttpBroker } from 'txoutbox/http';
+ *
+ * const broker = createHttpBroker({
+ *   url: 'https://hooks.example.com/outbox/{topic}',
+ *   headers: { authorization: `Bearer ${process.env.HOOK_TOKEN}` },
+ *   signingSecret: process.env.HOOK_SECRET!,
+ * });
+ * const relay = createRelay({ db, dialect: 'postgres', broker });
+ * ```
+ */
 export function createHttpBroker(options: HttpBrokerOptions): HttpBroker {
   return new HttpBroker(options);
 }

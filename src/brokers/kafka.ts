@@ -1,219 +1,24 @@
-import type { ConnectionOptions } from 'node:tls';
 import kafkajs from 'kafkajs';
-import type { Admin, Mechanism, Message, Producer, RecordMetadata, SASLOptions, TopicMessages, logCreator } from 'kafkajs';
-import { z } from 'zod';
-import { parseOptions } from '../config.js';
+import type { Admin, Message, Producer, RecordMetadata, TopicMessages } from 'kafkajs';
+import { ABORTED, unlessAborted } from './abort.js';
 import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
+import { OK, permanent, retryable, unreachable, type Failure } from './outcomes.js';
+import type { MessageRouter, Route } from './route.js';
+import { classifyKafkaError, describeKafkaError, kafkaErrorType } from './kafka/errors.js';
+import { consoleLog, LOG_LEVELS } from './kafka/log.js';
+import { resolveKafkaOptions, type KafkaBrokerOptions, type ResolvedKafkaOptions } from './kafka/options.js';
+import { toKafkaMessage } from './kafka/records.js';
+import { kafkaTopicFor } from './kafka/topics.js';
+
+export type { KafkaBrokerOptions, KafkaLogLevel } from './kafka/options.js';
 
 const { Kafka, Partitioners } = kafkajs;
 
-export type KafkaLogLevel = 'nothing' | 'error' | 'warn' | 'info' | 'debug';
-
-/** Options of `createKafkaBroker`. */
-export interface KafkaBrokerOptions {
-  /** Seed brokers, as `host:port`. */
-  brokers: string[];
-  /** Default `txoutbox`. */
-  clientId?: string;
-  /** txoutbox topic → Kafka topic. Looked up first. */
-  routes?: Record<string, string>;
-  /** Maps a txoutbox topic that `routes` does not name to a Kafka topic; `undefined` keeps the topic as it is. */
-  route?: (topic: string) => string | undefined;
-  ssl?: boolean | ConnectionOptions;
-  sasl?: SASLOptions | Mechanism;
-  /** TCP connect timeout. Default 1000 ms. */
-  connectionTimeoutMs?: number;
-  /** How long the client waits for any answer from a broker. Default 30 000 ms. */
-  requestTimeoutMs?: number;
-  /** How long a partition leader waits for the in-sync replicas before answering a produce (acks=-1). Default 30 000 ms. */
-  ackTimeoutMs?: number;
-  /** kafkajs's own retries inside one publish (bounded, so an abandoned send stops); the relay retries beyond them. Default 5. */
-  retries?: number;
-  /** Largest estimated size of one produce request; a bigger relay batch is sent in several. Default 1 000 000. */
-  maxBatchBytes?: number;
-  /** kafkajs log level (to the console). Default `warn`. */
-  logLevel?: KafkaLogLevel;
-}
-
 /** A Broker that publishes to Apache Kafka through an idempotent kafkajs producer with acks=-1. */
-export interface KafkaBroker extends Broker {
+export interface KafkaBroker extends Broker, MessageRouter<string> {
   /** Disconnects the producer and the metadata client. */
   close(): Promise<void>;
 }
-
-/** The headers the adapter sets from the message itself; user headers of the same names are dropped. */
-export const KAFKA_OWN_HEADERS = ['txoutbox-id', 'txoutbox-key', 'txoutbox-topic', 'txoutbox-attempt', 'content-type'] as const;
-
-const KAFKA_TOPIC = /^[A-Za-z0-9._-]{1,249}$/;
-
-/** Why a name cannot be a Kafka topic, or null when it can. */
-function kafkaTopicProblem(name: string): string | null {
-  if (name === '.' || name === '..') return 'cannot be "." or ".."';
-  if (!KAFKA_TOPIC.test(name)) return 'must be 1-249 characters of A-Z a-z 0-9 . _ -';
-  return null;
-}
-
-const BROKER_ADDRESS = /^(?:\[[0-9A-Fa-f:.]+\]|[^\s:/[\]]+):(\d{1,5})$/;
-
-const kafkaTopicName = z.string().superRefine((name, context) => {
-  const problem = kafkaTopicProblem(name);
-  if (problem !== null) context.addIssue({ code: 'custom', message: `"${name}" is not a legal Kafka topic name: it ${problem}` });
-});
-
-const optionsSchema = z
-  .object({
-    brokers: z
-      .array(
-        z.string().refine((address) => {
-          const match = BROKER_ADDRESS.exec(address);
-          return match !== null && Number(match[1]) >= 1 && Number(match[1]) <= 65_535;
-        }, 'must be "host:port"'),
-        { error: 'must be an array of "host:port" strings' },
-      )
-      .min(1, 'must name at least one broker'),
-    clientId: z.string().min(1).max(255).default('txoutbox'),
-    routes: z.record(z.string(), kafkaTopicName).default({}),
-    route: z
-      .custom<(topic: string) => string | undefined>(
-        (value) => typeof value === 'function',
-        'must be a function (topic) => Kafka topic',
-      )
-      .optional(),
-    ssl: z.union([z.boolean(), z.looseObject({})], { error: 'must be a boolean or tls.ConnectionOptions' }).optional(),
-    sasl: z.looseObject({ mechanism: z.string().min(1) }, { error: 'must be an object with a mechanism' }).optional(),
-    connectionTimeoutMs: z.number().int().min(1).max(600_000).default(1000),
-    requestTimeoutMs: z.number().int().min(1).max(600_000).default(30_000),
-    ackTimeoutMs: z.number().int().min(1).max(600_000).default(30_000),
-    retries: z.number().int().min(1, 'must be at least 1 (the idempotent producer needs retries)').max(100).default(5),
-    maxBatchBytes: z.number().int().min(1024).max(1_000_000_000).default(1_000_000),
-    logLevel: z.enum(['nothing', 'error', 'warn', 'info', 'debug']).default('warn'),
-  })
-  .strict();
-
-interface ResolvedKafkaOptions {
-  brokers: string[];
-  clientId: string;
-  routes: Record<string, string>;
-  route: ((topic: string) => string | undefined) | undefined;
-  ssl: boolean | ConnectionOptions | undefined;
-  sasl: SASLOptions | Mechanism | undefined;
-  connectionTimeoutMs: number;
-  requestTimeoutMs: number;
-  ackTimeoutMs: number;
-  retries: number;
-  maxBatchBytes: number;
-  logLevel: KafkaLogLevel;
-}
-
-/** Validates the options (throwing a ConfigError that names every problem) and fills in the defaults. */
-export function resolveKafkaOptions(options: KafkaBrokerOptions): ResolvedKafkaOptions {
-  const resolved = parseOptions(optionsSchema, options, 'createKafkaBroker');
-  return {
-    ...resolved,
-    route: resolved.route,
-    // Passed through to kafkajs as given; zod only checked their outline.
-    ssl: options.ssl,
-    sasl: options.sasl,
-  };
-}
-
-/** The Kafka topic a txoutbox topic goes to: `routes`, then `route`, then the topic itself. */
-export function kafkaTopicFor(
-  topic: string,
-  routes: Record<string, string>,
-  route?: (topic: string) => string | undefined,
-): { topic: string } | { error: string } {
-  let target: unknown = Object.hasOwn(routes, topic) ? routes[topic] : undefined;
-  if (target === undefined && route !== undefined) {
-    try {
-      target = route(topic);
-    } catch (error) {
-      return { error: `the route function threw for topic "${topic}": ${describe(error)}` };
-    }
-  }
-  if (target === undefined) target = topic;
-  if (typeof target !== 'string')
-    return { error: `the route function returned ${typeof target} for topic "${topic}", not a string` };
-  const problem = kafkaTopicProblem(target);
-  if (problem !== null) {
-    const via = target === topic ? '' : ` (routed from "${topic}")`;
-    return { error: `"${target}"${via} is not a legal Kafka topic name: it ${problem}; map the topic with routes` };
-  }
-  return { topic: target };
-}
-
-/** The Kafka record for a message: key, the exact payload bytes, and txoutbox's fields as headers. */
-export function toKafkaMessage(message: OutgoingMessage): Message & { headers: Record<string, string> } {
-  const headers: Record<string, string> = {};
-  const own = new Set<string>(KAFKA_OWN_HEADERS);
-  for (const [name, value] of Object.entries(message.headers)) {
-    if (!own.has(name.toLowerCase())) headers[name] = value;
-  }
-  headers['txoutbox-id'] = message.id;
-  // The Kafka key is the key; the header only matches the other adapters (set when there is a key).
-  if (message.key !== null) headers['txoutbox-key'] = message.key;
-  headers['txoutbox-topic'] = message.topic;
-  headers['txoutbox-attempt'] = String(message.attempt);
-  headers['content-type'] = message.contentType;
-  return { key: message.key, value: message.payload, headers };
-}
-
-/**
- * Protocol errors that mean this message (or its destination) can never be accepted as it is. Everything else —
- * connections, timeouts, leader changes, missing replicas, authentication, producer state — is retryable.
- */
-const PERMANENT_ERRORS = new Set([
-  'UNKNOWN_TOPIC_OR_PARTITION', // allowAutoTopicCreation is off: the topic does not exist
-  'INVALID_TOPIC_EXCEPTION',
-  'TOPIC_AUTHORIZATION_FAILED',
-  'MESSAGE_TOO_LARGE',
-  'RECORD_LIST_TOO_LARGE',
-  'INVALID_RECORD', // e.g. a keyless message to a compacted topic
-  'POLICY_VIOLATION',
-]);
-
-/** The Kafka protocol error type (e.g. `MESSAGE_TOO_LARGE`) an error carries, looking through kafkajs's wrappers. */
-export function kafkaErrorType(error: unknown): string | undefined {
-  let current: unknown = error;
-  for (let depth = 0; depth < 8 && current instanceof Error; depth++) {
-    const type = (current as { type?: unknown }).type;
-    if (typeof type === 'string') return type;
-    current = current.cause;
-  }
-  return undefined;
-}
-
-/** Classifies a kafkajs error as a publish outcome. */
-export function classifyKafkaError(error: unknown): Exclude<PublishOutcome, { status: 'ok' }> {
-  const type = kafkaErrorType(error);
-  const text = describe(error);
-  const detail = type === undefined || text.includes(type) ? text : `${text} [${type}]`;
-  if (type !== undefined && PERMANENT_ERRORS.has(type)) return { status: 'permanent', error: detail };
-  return { status: 'retryable', error: detail };
-}
-
-function describe(error: unknown): string {
-  if (!(error instanceof Error)) return String(error);
-  const cause = error.cause instanceof Error && !error.message.includes(error.cause.message) ? `: ${error.cause.message}` : '';
-  return `${error.name}: ${error.message}${cause}`;
-}
-
-/** kafkajs's numeric levels. */
-const LOG_LEVELS: Record<KafkaLogLevel, number> = { nothing: 0, error: 1, warn: 2, info: 4, debug: 5 };
-
-/**
- * kafkajs's console format, without its warning about bounded retries: the adapter never sends through a
- * producer again after a send failed, so the sequence-number hazard the warning is about cannot arise.
- */
-const consoleLog: logCreator =
-  () =>
-  ({ namespace, level, label, log }) => {
-    if (log.message.startsWith('Limiting retries for the idempotent producer')) return;
-    const line = JSON.stringify({ level: label, ...log, message: `${namespace ? `[${namespace}] ` : ''}${log.message}` });
-    if (level <= 1) console.error(line);
-    else if (level === 2) console.warn(line);
-    else console.info(line);
-  };
 
 type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
@@ -228,21 +33,6 @@ function settle<T>(run: () => Promise<T>): Promise<Settled<T>> {
     (value) => ({ ok: true, value }),
     (error: unknown) => ({ ok: false, error }),
   );
-}
-
-const ABORTED = Symbol('aborted');
-
-/** Waits for a promise that never rejects, or for the signal, whichever comes first. */
-function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | typeof ABORTED> {
-  if (signal.aborted) return Promise.resolve(ABORTED);
-  return new Promise((resolve) => {
-    const onAbort = () => resolve(ABORTED);
-    signal.addEventListener('abort', onAbort, { once: true });
-    void promise.then((value) => {
-      signal.removeEventListener('abort', onAbort);
-      resolve(value);
-    });
-  });
 }
 
 /** One Kafka client: a producer and an admin (for topic metadata). Never used again once something failed. */
@@ -262,14 +52,8 @@ interface Routed {
   bytes: number;
 }
 
-type Failure = Exclude<PublishOutcome, { status: 'ok' }>;
-
-const OK: PublishOutcome = { status: 'ok' };
-const NOT_SENT_ABORTED: Failure = { status: 'retryable', error: 'aborted before it was sent to Kafka' };
-const UNKNOWN_ABORTED: Failure = {
-  status: 'retryable',
-  error: 'aborted before Kafka acknowledged it (outcome unknown; resent with the same id)',
-};
+const NOT_SENT_ABORTED = retryable('aborted before it was sent to Kafka');
+const UNKNOWN_ABORTED = retryable('aborted before Kafka acknowledged it (outcome unknown; resent with the same id)');
 
 /** Estimated bytes a record adds to a produce request besides its key, value and headers. */
 const RECORD_OVERHEAD_BYTES = 70;
@@ -290,26 +74,31 @@ class KafkaJsBroker implements KafkaBroker {
   async publish(messages: readonly OutgoingMessage[], { signal }: PublishContext): Promise<PublishOutcome[]> {
     const outcomes: (PublishOutcome | undefined)[] = messages.map(() => undefined);
     try {
-      if (this.closed) return messages.map(() => ({ status: 'retryable', error: 'the Kafka broker adapter is closed' }));
+      if (this.closed) return messages.map(() => retryable('the Kafka broker adapter is closed'));
       const routed: Routed[] = [];
       messages.forEach((message, index) => {
-        const target = kafkaTopicFor(message.topic, this.options.routes, this.options.route);
-        if ('error' in target) {
-          outcomes[index] = { status: 'permanent', error: target.error };
+        const target = this.route(message);
+        if ('refused' in target) {
+          outcomes[index] = permanent(target.refused);
           return;
         }
         const record = toKafkaMessage(message);
         let bytes = message.payload.length + RECORD_OVERHEAD_BYTES + Buffer.byteLength(message.key ?? '');
         for (const [name, value] of Object.entries(record.headers)) bytes += Buffer.byteLength(name) + Buffer.byteLength(value);
-        routed.push({ index, topic: target.topic, record, bytes });
+        routed.push({ index, topic: target.to, record, bytes });
       });
       await this.deliver(routed, signal, outcomes);
     } catch (error) {
       // Not expected: deliver() settles everything itself. Whatever has no outcome yet is unknown.
-      const failure: Failure = { status: 'retryable', error: `outcome unknown: ${describe(error)}` };
+      const failure: Failure = retryable(`outcome unknown: ${describeKafkaError(error)}`);
       return outcomes.map((outcome) => outcome ?? failure);
     }
-    return outcomes.map((outcome) => outcome ?? { status: 'retryable', error: 'outcome unknown' });
+    return outcomes.map((outcome) => outcome ?? retryable('outcome unknown'));
+  }
+
+  /** The Kafka topic a message goes to: `routes[topic]`, else the `route` option's answer, else the topic itself. */
+  route(message: OutgoingMessage): Route<string> {
+    return kafkaTopicFor(message.topic, this.options.routes, this.options.route);
   }
 
   async close(): Promise<void> {
@@ -336,8 +125,7 @@ class KafkaJsBroker implements KafkaBroker {
     if ('status' in checked) return checked;
 
     const chunks = chunkByBytes(checked, this.options.maxBatchBytes);
-    const notSent = (failure: Failure): Failure =>
-      signal.aborted ? NOT_SENT_ABORTED : { status: 'retryable', error: `not sent: ${failure.error}` };
+    const notSent = (failure: Failure): Failure => (signal.aborted ? NOT_SENT_ABORTED : retryable(`not sent: ${failure.error}`));
     for (const [position, chunk] of chunks.entries()) {
       if (signal.aborted) return (settleAll(chunks.slice(position).flat(), NOT_SENT_ABORTED), NOT_SENT_ABORTED);
       if (session.retired) {
@@ -371,18 +159,18 @@ class KafkaJsBroker implements KafkaBroker {
 
   /** The connected session, connecting it first if needed; a retryable failure when that does not work. */
   private async acquire(signal: AbortSignal): Promise<Session | Failure> {
-    if (this.closed) return { status: 'retryable', error: 'the Kafka broker adapter is closed' };
+    if (this.closed) return retryable('the Kafka broker adapter is closed');
     let session = this.current;
     if (session === null || session.retired) {
       session = this.open();
       this.current = session;
     }
     const ready = await unlessAborted(session.ready, signal);
-    if (ready === ABORTED) return { status: 'retryable', error: 'aborted while connecting to Kafka (nothing was sent)' };
+    if (ready === ABORTED) return retryable('aborted while connecting to Kafka (nothing was sent)');
     if (!ready.ok) {
       this.retire(session);
       // Nothing was sent, and no message is why: the relay pauses and probes instead of counting the attempt.
-      return { status: 'retryable', error: `could not connect to Kafka: ${describe(ready.error)}`, unreachable: true };
+      return unreachable(`could not connect to Kafka: ${describeKafkaError(ready.error)}`);
     }
     return session;
   }
@@ -473,21 +261,22 @@ class KafkaJsBroker implements KafkaBroker {
     for (const { topic, result } of answers) {
       if (result.ok) {
         if (result.value.topics.some((found) => found.name === topic && found.partitions.length > 0)) this.knownTopics.add(topic);
-        else missing.set(topic, { status: 'retryable', error: `Kafka returned no partitions for topic "${topic}"` });
+        else missing.set(topic, retryable(`Kafka returned no partitions for topic "${topic}"`));
         continue;
       }
       const outcome = classifyKafkaError(result.error);
       if (outcome.status === 'permanent') {
         const type = kafkaErrorType(result.error);
-        missing.set(topic, {
-          status: 'permanent',
-          error:
+        missing.set(
+          topic,
+          permanent(
             type === 'UNKNOWN_TOPIC_OR_PARTITION'
               ? `Kafka topic "${topic}" does not exist (the adapter does not create topics): create it or fix the route`
               : `Kafka topic "${topic}": ${outcome.error}`,
-        });
+          ),
+        );
       } else {
-        broken = { status: 'retryable', error: `could not read metadata of Kafka topic "${topic}": ${outcome.error}` };
+        broken = retryable(`could not read metadata of Kafka topic "${topic}": ${outcome.error}`);
       }
     }
     if (broken !== null) {
@@ -534,17 +323,16 @@ class KafkaJsBroker implements KafkaBroker {
 
 /** sendBatch resolves only when every partition answered without error; this checks it did, per topic. */
 function checkAcknowledged(metadata: RecordMetadata[], topics: string[]): PublishOutcome {
-  if (!Array.isArray(metadata)) return { status: 'retryable', error: 'Kafka returned no produce response (outcome unknown)' };
+  if (!Array.isArray(metadata)) return retryable('Kafka returned no produce response (outcome unknown)');
   const failed = metadata.find((entry) => entry.errorCode !== 0);
   if (failed !== undefined) {
-    return {
-      status: 'retryable',
-      error: `Kafka answered error code ${failed.errorCode} for ${failed.topicName}[${failed.partition}] (outcome unknown)`,
-    };
+    return retryable(
+      `Kafka answered error code ${failed.errorCode} for ${failed.topicName}[${failed.partition}] (outcome unknown)`,
+    );
   }
   const unanswered = topics.filter((topic) => !metadata.some((entry) => entry.topicName === topic));
   if (unanswered.length > 0) {
-    return { status: 'retryable', error: `Kafka did not acknowledge topic ${unanswered.join(', ')} (outcome unknown)` };
+    return retryable(`Kafka did not acknowledge topic ${unanswered.join(', ')} (outcome unknown)`);
   }
   return OK;
 }
@@ -572,6 +360,15 @@ function chunkByBytes(items: Routed[], maxBytes: number): Routed[][] {
  * every in-sync replica has the record. The producer is idempotent with one request in flight per broker, keys
  * are Kafka keys (so a key stays on one partition, in order), and txoutbox's fields travel as headers.
  * Nothing connects until the first publish.
+ *
+ * @example
+ * ```ts
+ * import { createRelay } from 'txoutbox';
+ * import { createKafkaBroker } from 'txoutbox/kafka';
+ *
+ * const broker = createKafkaBroker({ brokers: ['127.0.0.1:9092'], routes: { 'orders/created': 'orders.created' } });
+ * const relay = createRelay({ db, dialect: 'postgres', broker });
+ * ```
  */
 export function createKafkaBroker(options: KafkaBrokerOptions): KafkaBroker {
   return new KafkaJsBroker(options);

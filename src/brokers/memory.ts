@@ -1,4 +1,6 @@
+import { onAbort } from './abort.js';
 import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
+import { OK, permanent, retryable, unreachable } from './outcomes.js';
 
 /** How a matching publish should go wrong. */
 export type InjectedFailure =
@@ -62,17 +64,14 @@ export class MemoryBroker implements Broker {
     if (rule !== undefined) {
       rule.remaining--;
       const { failure } = rule;
-      if (failure.kind === 'retryable' || failure.kind === 'permanent') {
-        return { status: failure.kind, error: failure.error ?? `injected ${failure.kind} failure` };
-      }
-      if (failure.kind === 'unreachable') {
-        return { status: 'retryable', error: failure.error ?? 'injected outage: the broker is unreachable', unreachable: true };
-      }
+      if (failure.kind === 'retryable') return retryable(failure.error ?? 'injected retryable failure');
+      if (failure.kind === 'permanent') return permanent(failure.error ?? 'injected permanent failure');
+      if (failure.kind === 'unreachable') return unreachable(failure.error ?? 'injected outage: the broker is unreachable');
       const answered = await this.wait(failure.kind === 'slow' ? failure.ms : null, signal);
-      if (!answered) return { status: 'retryable', error: 'aborted before the broker answered' };
+      if (!answered) return retryable('aborted before the broker answered');
     }
     this.accepted.push({ ...message, headers: { ...message.headers } });
-    return { status: 'ok' };
+    return OK;
   }
 
   /** Waits `ms` (or until released, when null); false when the caller aborted first. */
@@ -81,15 +80,14 @@ export class MemoryBroker implements Broker {
       if (signal.aborted) return resolve(false);
       const done = (answered: boolean) => {
         clearTimeout(timer);
-        signal.removeEventListener('abort', onAbort);
+        stopListening();
         this.hung.delete(release);
         resolve(answered);
       };
       const release = () => done(true);
-      const onAbort = () => done(false);
       const timer = ms === null ? undefined : setTimeout(release, ms);
       if (ms === null) this.hung.add(release);
-      signal.addEventListener('abort', onAbort, { once: true });
+      const stopListening = onAbort(signal, () => done(false));
     });
   }
 }

@@ -1,9 +1,16 @@
 import { setMaxListeners } from 'node:events';
 import { connect, type IClientOptions, type IClientPublishOptions, type IConnackPacket, type MqttClient } from 'mqtt';
 import { z } from 'zod';
-import { ConfigError } from '../errors.js';
-import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
 import { parseOptions } from '../config.js';
+import { ConfigError } from '../errors.js';
+import { abortReason, onAbort } from './abort.js';
+import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
+import { errorText } from './errors.js';
+import { txoutboxHeaders } from './headers.js';
+import { OK, permanent, retryable } from './outcomes.js';
+import { ownEntry, type MessageRouter, type Route } from './route.js';
+import { publishPacketSize, type PublishProperties } from './mqtt/packet.js';
+import { mqttStringProblem, mqttTopicProblem } from './mqtt/strings.js';
 
 /** TLS material for `mqtts://` and `wss://` URLs (handed to Node's `tls.connect`). */
 export interface MqttTlsOptions {
@@ -44,38 +51,6 @@ export interface MqttBrokerOptions {
   onError?: (error: Error) => void;
   /** The broker's name in relay errors and events. Default `mqtt`. */
   name?: string;
-}
-
-const WILDCARDS = /[+#]/;
-
-/**
- * Why `text` cannot travel as an MQTT UTF-8 string, or null. MQTT 5 (1.5.4) lets a receiver close the connection on
- * control characters and non-characters, and Mosquitto does: one such message would cut off everything in flight on
- * the connection and be resent on every reconnect. A lone surrogate would silently become U+FFFD.
- */
-function mqttStringProblem(text: string): string | null {
-  if (/^[\x20-\x7e]*$/.test(text)) return null;
-  for (let index = 0; index < text.length; index++) {
-    const point = text.codePointAt(index)!;
-    const at = `U+${point.toString(16).toUpperCase().padStart(4, '0')} at position ${index}`;
-    if (point > 0xffff) {
-      index++;
-      if ((point & 0xfffe) === 0xfffe) return `contains the non-character ${at}`;
-      continue;
-    }
-    if (point >= 0xd800 && point <= 0xdfff) return `contains a lone surrogate (${at}), which is not valid UTF-8`;
-    if (point <= 0x1f || (point >= 0x7f && point <= 0x9f)) return `contains the control character ${at}`;
-    if ((point >= 0xfdd0 && point <= 0xfdef) || point >= 0xfffe) return `contains the non-character ${at}`;
-  }
-  if (Buffer.byteLength(text) > 0xffff) return 'is longer than 65,535 bytes';
-  return null;
-}
-
-/** Why `topic` cannot be published to, or null. mqtt.js does not check, and Mosquitto drops the connection. */
-function mqttTopicProblem(topic: string): string | null {
-  if (topic.length === 0) return 'is empty';
-  if (WILDCARDS.test(topic)) return "contains a wildcard ('+' or '#'), which only subscriptions may use";
-  return mqttStringProblem(topic);
 }
 
 const bytes = z.union([z.string(), z.instanceof(Buffer)]);
@@ -130,10 +105,6 @@ const schema = z
 
 type ResolvedOptions = z.output<typeof schema>;
 
-const OK: PublishOutcome = { status: 'ok' };
-const retryable = (error: string): PublishOutcome => ({ status: 'retryable', error });
-const permanent = (error: string): PublishOutcome => ({ status: 'permanent', error });
-
 /**
  * PUBACK/PUBREC reason codes ≥ 0x80 that describe the broker's state rather than the message, so a resend may
  * succeed. 0x80 "Unspecified error" is here too: with no reason given, a few retries are cheaper than a dead letter.
@@ -149,27 +120,6 @@ function classify(error: Error): PublishOutcome {
   return retryable(`publish failed: ${error.message} (outcome unknown; resend with the same id)`);
 }
 
-const varIntLength = (n: number) => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4);
-
-/**
- * The exact size of the PUBLISH packet mqtt.js will write (it does not check the broker's Maximum Packet Size).
- * @internal exported for tests
- */
-export function publishPacketSize(topic: string, payloadLength: number, qos: number, properties: PublishProperties): number {
-  let propertyBytes = 1 + 2 + Buffer.byteLength(properties.contentType);
-  for (const [name, value] of Object.entries(properties.userProperties)) {
-    propertyBytes += 1 + 2 + Buffer.byteLength(name) + 2 + Buffer.byteLength(value);
-  }
-  const remaining =
-    2 + Buffer.byteLength(topic) + (qos > 0 ? 2 : 0) + varIntLength(propertyBytes) + propertyBytes + payloadLength;
-  return 1 + varIntLength(remaining) + remaining;
-}
-
-interface PublishProperties {
-  contentType: string;
-  userProperties: Record<string, string>;
-}
-
 interface Prepared {
   topic: string;
   properties: PublishProperties;
@@ -182,7 +132,7 @@ interface Prepared {
  * travel as user properties (`txoutbox-id`, `txoutbox-key`, `txoutbox-topic`, `txoutbox-attempt`, then the
  * headers as they are), the content type as the content-type property.
  */
-export class MqttBroker implements Broker {
+export class MqttBroker implements Broker, MessageRouter<string> {
   readonly name: string;
   private readonly options: ResolvedOptions;
   private readonly client: MqttClient;
@@ -244,14 +194,12 @@ export class MqttBroker implements Broker {
     // "possible EventTarget memory leak" warning (more than 10 listeners on one signal).
     const batch = new AbortController();
     setMaxListeners(0, batch.signal);
-    const forward = () => batch.abort(signal.reason);
-    if (signal.aborted) forward();
-    else signal.addEventListener('abort', forward, { once: true });
+    const stopForwarding = onAbort(signal, () => batch.abort(signal.reason));
     try {
       // A batch holds at most one message per key, so its messages can all be in flight at once.
       return await Promise.all(messages.map((message) => this.publishOne(message, batch.signal)));
     } finally {
-      signal.removeEventListener('abort', forward);
+      stopForwarding();
     }
   }
 
@@ -294,32 +242,38 @@ export class MqttBroker implements Broker {
     }
   }
 
-  private prepare(message: OutgoingMessage): Prepared | PublishOutcome {
+  /**
+   * The MQTT topic a message goes to: `routes[topic]`, else the `route` option's answer, else the topic itself
+   * (refused instead with `strictRoutes`). A topic the broker would drop the connection for is refused.
+   */
+  route(message: OutgoingMessage): Route<string> {
     const { routes, route, strictRoutes } = this.options;
-    let topic = Object.hasOwn(routes, message.topic) ? routes[message.topic] : undefined;
+    let topic = ownEntry(routes, message.topic);
     if (topic === undefined && route !== undefined) {
       try {
         topic = route(message.topic, message);
       } catch (error) {
-        return permanent(`the route function threw for topic "${message.topic}": ${(error as Error).message}`);
+        return { refused: `the route function threw for topic "${message.topic}": ${errorText(error)}` };
       }
     }
     if (topic === undefined) {
-      if (strictRoutes) return permanent(`no MQTT route for topic "${message.topic}" (strictRoutes is on)`);
+      if (strictRoutes) return { refused: `no MQTT route for topic "${message.topic}" (strictRoutes is on)` };
       topic = message.topic;
     }
-    if (typeof topic !== 'string') return permanent(`the route for topic "${message.topic}" is not a string`);
+    if (typeof topic !== 'string') return { refused: `the route for topic "${message.topic}" is not a string` };
     const topicProblem = mqttTopicProblem(topic);
     if (topicProblem !== null) {
-      return permanent(`"${topic}" (the MQTT topic for "${message.topic}") is not a valid topic name: it ${topicProblem}`);
+      return { refused: `"${topic}" (the MQTT topic for "${message.topic}") is not a valid topic name: it ${topicProblem}` };
     }
-    const userProperties: Record<string, string> = {
-      ...message.headers,
-      'txoutbox-id': message.id,
-      ...(message.key !== null && { 'txoutbox-key': message.key }),
-      'txoutbox-topic': message.topic,
-      'txoutbox-attempt': String(message.attempt),
-    };
+    return { to: topic };
+  }
+
+  /** The message's MQTT topic and properties, or a permanent outcome when it cannot travel over MQTT as it is. */
+  private prepare(message: OutgoingMessage): Prepared | PublishOutcome {
+    const routed = this.route(message);
+    if ('refused' in routed) return permanent(routed.refused);
+    const topic = routed.to;
+    const userProperties: Record<string, string> = { ...message.headers, ...txoutboxHeaders(message) };
     for (const [name, value] of Object.entries(userProperties)) {
       const problem = mqttStringProblem(name) ?? mqttStringProblem(value);
       if (problem !== null) return permanent(`header "${name}" cannot be an MQTT user property: it ${problem}`);
@@ -352,7 +306,7 @@ export class MqttBroker implements Broker {
       const onAbort = () => {
         settle(
           retryable(
-            `no acknowledgement from the MQTT broker in time: ${reason(signal)} (outcome unknown; resend with the same id)`,
+            `no acknowledgement from the MQTT broker in time: ${abortReason(signal)} (outcome unknown; resend with the same id)`,
           ),
         );
         if (messageId === undefined) return;
@@ -377,7 +331,7 @@ export class MqttBroker implements Broker {
   private notSent(signal: AbortSignal, what: string): PublishOutcome {
     if (this.closed) return retryable('the MQTT broker adapter is closed; not sent');
     const cause = this.lastError === null ? '' : ` (last connection error: ${this.lastError.message})`;
-    return retryable(`not sent: ${reason(signal)} while ${what} to ${redact(this.options.url)}${cause}`);
+    return retryable(`not sent: ${abortReason(signal)} while ${what} to ${redact(this.options.url)}${cause}`);
   }
 
   private untilReady(signal: AbortSignal): Promise<boolean> {
@@ -442,11 +396,6 @@ function resolve(options: MqttBrokerOptions): ResolvedOptions {
   return parseOptions(schema, options, 'createMqttBroker');
 }
 
-function reason(signal: AbortSignal): string {
-  const value: unknown = signal.reason;
-  return value instanceof Error ? value.message : value === undefined ? 'aborted' : String(value);
-}
-
 /** The URL without its password, for error messages. */
 function redact(url: string): string {
   const parsed = new URL(url);
@@ -454,7 +403,18 @@ function redact(url: string): string {
   return parsed.toString();
 }
 
-/** Creates an MQTT 5 adapter; it connects in the background and reconnects by itself. */
+/**
+ * Creates an MQTT 5 adapter; it connects in the background and reconnects by itself.
+ *
+ * @example
+ * ```ts
+ * import { createRelay } from 'txoutbox';
+ * import { createMqttBroker } from 'txoutbox/mqtt';
+ *
+ * const broker = createMqttBroker({ url: 'mqtt://127.0.0.1:1883', qos: 1, routes: { 'orders.created': 'shop/orders/created' } });
+ * const relay = createRelay({ db, dialect: 'postgres', broker });
+ * ```
+ */
 export function createMqttBroker(options: MqttBrokerOptions): MqttBroker {
   return new MqttBroker(options);
 }

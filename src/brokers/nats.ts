@@ -3,8 +3,13 @@ import type { MsgHdrs, NatsConnection, NodeConnectionOptions } from '@nats-io/tr
 import { JetStreamApiError, StorageType, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import { z } from 'zod';
-import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
 import { parseOptions } from '../config.js';
+import { ABORTED, whenAborted } from './abort.js';
+import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
+import { errorText } from './errors.js';
+import { OWN_HEADER_PREFIX, OWN_HEADERS, txoutboxHeaders } from './headers.js';
+import { OK, permanent, retryable, unreachable } from './outcomes.js';
+import { ownEntry, type MessageRouter, type Route } from './route.js';
 
 /** Connection options passed through to nats.js, minus those the adapter fixes (it must reconnect forever). */
 export type NatsConnectionOptions = Omit<
@@ -57,10 +62,7 @@ const RETRYABLE_API_CODES = new Set([
 const RESERVED_HEADERS = new Set(['content-type', 'nats-msg-id', 'message-id']);
 /** Headers this adapter sets from the message's own fields. */
 export const NATS_ADAPTER_HEADERS = {
-  id: 'txoutbox-id',
-  key: 'txoutbox-key',
-  topic: 'txoutbox-topic',
-  attempt: 'txoutbox-attempt',
+  ...OWN_HEADERS,
   contentType: 'Content-Type',
   msgId: 'Nats-Msg-Id',
 } as const;
@@ -179,13 +181,6 @@ interface Session {
 
 type SessionEvent = { kind: 'disconnect' } | { kind: 'denied'; subject: string; error: string };
 
-const retryable = (error: string): PublishOutcome => ({ status: 'retryable', error });
-const permanent = (error: string): PublishOutcome => ({ status: 'permanent', error });
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** True when `error` or one of its causes (nats.js wraps them in RequestError) is a `type`. */
 function causedBy(error: unknown, type: abstract new (...args: never[]) => Error): boolean {
   let e: unknown = error;
@@ -196,23 +191,12 @@ function causedBy(error: unknown, type: abstract new (...args: never[]) => Error
   return false;
 }
 
-/** Resolves (never rejects) when `signal` aborts; `dispose` removes the listener. */
-function whenAborted(signal: AbortSignal): { aborted: Promise<'aborted'>; dispose: () => void } {
-  let dispose = () => {};
-  const aborted = new Promise<'aborted'>((resolve) => {
-    const onAbort = () => resolve('aborted');
-    signal.addEventListener('abort', onAbort, { once: true });
-    dispose = () => signal.removeEventListener('abort', onAbort);
-  });
-  return { aborted, dispose };
-}
-
 /**
  * Publishes to NATS JetStream. `ok` means the stream's PubAck: JetStream stored the message (see the README for
  * what "stored" means on disk). The message id travels as `Nats-Msg-Id`, so a resend inside the stream's
  * duplicate window is dropped by the server and answered with a duplicate PubAck, which counts as `ok`.
  */
-export class NatsBroker implements Broker {
+export class NatsBroker implements Broker, MessageRouter<string> {
   readonly name = 'nats';
   private readonly options: ResolvedOptions;
   private session: Promise<Session> | null = null;
@@ -232,26 +216,26 @@ export class NatsBroker implements Broker {
     const { aborted, dispose } = whenAborted(signal);
     try {
       const session = await Promise.race([this.connected(), aborted]);
-      if (session === 'aborted') return all(retryable('aborted while connecting to NATS (outcome: not sent)'));
+      if (session === ABORTED) return all(retryable('aborted while connecting to NATS (outcome: not sent)'));
       // While nats.js reconnects it would buffer the request; fail fast instead, the relay retries with backoff.
       if (session.down) {
         const why = session.lastError === null ? '' : ` (last error: ${session.lastError})`;
         // The broker's state, not the messages': the relay pauses and probes instead of counting the attempt.
-        return all({ status: 'retryable', error: `the NATS connection is down, reconnecting${why}`, unreachable: true });
+        return all(unreachable(`the NATS connection is down, reconnecting${why}`));
       }
       if (this.options.stream !== undefined) {
         const ready = await Promise.race([this.ensureStream(session), aborted]);
-        if (ready === 'aborted') return all(retryable('aborted while creating the configured stream (outcome: not sent)'));
+        if (ready === ABORTED) return all(retryable('aborted while creating the configured stream (outcome: not sent)'));
       }
       const unknown = retryable('aborted before the PubAck arrived (outcome unknown; resent with the same id)');
       return await Promise.all(
         messages.map(async (message) => {
           const outcome = await Promise.race([this.publishOne(session, message), aborted]);
-          return outcome === 'aborted' ? unknown : outcome;
+          return outcome === ABORTED ? unknown : outcome;
         }),
       );
     } catch (error) {
-      return all(retryable(describe(error)));
+      return all(retryable(errorText(error)));
     } finally {
       dispose();
     }
@@ -268,14 +252,14 @@ export class NatsBroker implements Broker {
   }
 
   private async publishOne(session: Session, message: OutgoingMessage): Promise<PublishOutcome> {
-    const routed = this.subjectFor(message);
-    if (typeof routed !== 'string') return routed;
-    const subject = routed;
+    const routed = this.route(message);
+    if ('refused' in routed) return permanent(routed.refused);
+    const subject = routed.to;
     let headers: MsgHdrs;
     try {
       headers = buildHeaders(message);
     } catch (error) {
-      return permanent(describe(error));
+      return permanent(errorText(error));
     }
     let listener: (event: SessionEvent) => void = () => {};
     const lost = new Promise<PublishOutcome>((resolve) => {
@@ -306,7 +290,7 @@ export class NatsBroker implements Broker {
       // Resolves with the PubAck: the stream's "stored". A duplicate PubAck means the stream already held this id
       // (an earlier attempt was stored but its ack was lost) and dropped this copy: just as safe, so also ok.
       await session.js.publish(subject, message.payload, { msgID: message.id, headers, timeout: this.options.ackTimeoutMs });
-      return { status: 'ok' };
+      return OK;
     } catch (error) {
       return this.classify(session, error, subject, message.topic);
     }
@@ -331,13 +315,13 @@ export class NatsBroker implements Broker {
       causedBy(error, natsErrors.InvalidSubjectError) ||
       causedBy(error, natsErrors.PermissionViolationError)
     ) {
-      return permanent(`cannot publish to "${subject}": ${describe(error)}`);
+      return permanent(`cannot publish to "${subject}": ${errorText(error)}`);
     }
     // A reply that is not a PubAck: something other than a stream answers on this subject.
     if (error instanceof SyntaxError || (error instanceof Error && error.message === 'invalid ack response')) {
-      return permanent(`"${subject}" was answered by something that is not a JetStream stream (${describe(error)})`);
+      return permanent(`"${subject}" was answered by something that is not a JetStream stream (${errorText(error)})`);
     }
-    return retryable(`publish to "${subject}" failed: ${describe(error)}`);
+    return retryable(`publish to "${subject}" failed: ${errorText(error)}`);
   }
 
   /**
@@ -355,28 +339,27 @@ export class NatsBroker implements Broker {
           `no JetStream stream captures subject "${subject}" (topic "${topic}"): add the subject to a stream or route the topic elsewhere`,
         );
       }
-      return retryable(`no responders on "${subject}", and JetStream did not say why (${describe(error)}); is JetStream up?`);
+      return retryable(`no responders on "${subject}", and JetStream did not say why (${errorText(error)}); is JetStream up?`);
     }
   }
 
-  /** The subject for a message, or a permanent outcome when routing fails. */
-  private subjectFor(message: OutgoingMessage): string | PublishOutcome {
+  /** The subject a message goes to: `routes[topic]`, else the `route` option's answer, else the topic itself. */
+  route(message: OutgoingMessage): Route<string> {
     const { routes, route } = this.options;
-    let subject: string | undefined =
-      routes !== undefined && Object.hasOwn(routes, message.topic) ? routes[message.topic] : undefined;
+    let subject = ownEntry(routes, message.topic);
     if (subject === undefined && route !== undefined) {
       try {
         subject = route(message.topic, message);
       } catch (error) {
-        return permanent(`the route function threw for topic "${message.topic}": ${describe(error)}`);
+        return { refused: `the route function threw for topic "${message.topic}": ${errorText(error)}` };
       }
       if (subject !== undefined && typeof subject !== 'string') {
-        return permanent(`the route function returned ${typeof subject} for topic "${message.topic}", not a subject`);
+        return { refused: `the route function returned ${typeof subject} for topic "${message.topic}", not a subject` };
       }
     }
     subject ??= message.topic;
     const problem = subjectProblem(subject);
-    return problem === null ? subject : permanent(`subject "${subject}" for topic "${message.topic}" ${problem}`);
+    return problem === null ? { to: subject } : { refused: `subject "${subject}" for topic "${message.topic}" ${problem}` };
   }
 
   /** The current session, connecting when there is none. Rejects (fast, for a moment) when connecting failed. */
@@ -401,7 +384,7 @@ export class NatsBroker implements Broker {
       },
       (error: unknown) => {
         if (this.session === session) this.session = null;
-        this.connectFailure = { at: Date.now(), error: describe(error) };
+        this.connectFailure = { at: Date.now(), error: errorText(error) };
       },
     );
     return session;
@@ -428,7 +411,7 @@ export class NatsBroker implements Broker {
           maxReconnectAttempts: -1,
         }));
     } catch (error) {
-      throw new Error(`cannot connect to NATS at ${[servers ?? DEFAULT_SERVER].flat().join(', ')}: ${describe(error)}`, {
+      throw new Error(`cannot connect to NATS at ${[servers ?? DEFAULT_SERVER].flat().join(', ')}: ${errorText(error)}`, {
         cause: error,
       });
     }
@@ -461,7 +444,7 @@ export class NatsBroker implements Broker {
         } else if (status.type === 'reconnect') {
           session.down = false;
         } else if (status.type === 'error') {
-          session.lastError = describe(status.error);
+          session.lastError = errorText(status.error);
           const { error } = status;
           if (error instanceof natsErrors.PermissionViolationError && error.operation === 'publish') {
             for (const listener of session.waiting) listener({ kind: 'denied', subject: error.subject, error: error.message });
@@ -498,7 +481,7 @@ export class NatsBroker implements Broker {
       }
     })().catch((error: unknown) => {
       this.streamReady = null;
-      throw new Error(`cannot create stream "${config.name}": ${describe(error)}`, { cause: error });
+      throw new Error(`cannot create stream "${config.name}": ${errorText(error)}`, { cause: error });
     });
     return this.streamReady;
   }
@@ -516,18 +499,26 @@ function buildHeaders(message: OutgoingMessage): MsgHdrs {
   };
   for (const [name, value] of Object.entries(message.headers)) {
     const lower = name.toLowerCase();
-    if (lower.startsWith('txoutbox-') || RESERVED_HEADERS.has(lower)) throw new Error(`header ${name} is reserved`);
+    if (lower.startsWith(OWN_HEADER_PREFIX) || RESERVED_HEADERS.has(lower)) throw new Error(`header ${name} is reserved`);
     set(name, value);
   }
-  set(NATS_ADAPTER_HEADERS.id, message.id);
-  set(NATS_ADAPTER_HEADERS.topic, message.topic);
-  if (message.key !== null) set(NATS_ADAPTER_HEADERS.key, message.key);
+  for (const [name, value] of Object.entries(txoutboxHeaders(message))) set(name, value);
   set(NATS_ADAPTER_HEADERS.contentType, message.contentType);
-  set(NATS_ADAPTER_HEADERS.attempt, String(message.attempt));
   return headers;
 }
 
-/** A broker adapter for NATS JetStream. Connects lazily on the first publish. */
+/**
+ * A broker adapter for NATS JetStream. Connects lazily on the first publish.
+ *
+ * @example
+ * ```ts
+ * import { createRelay } from 'txoutbox';
+ * import { createNatsBroker } from 'txoutbox/nats';
+ *
+ * const broker = createNatsBroker({ servers: 'nats://127.0.0.1:4222', stream: { name: 'ORDERS', subjects: ['orders.>'] } });
+ * const relay = createRelay({ db, dialect: 'postgres', broker });
+ * ```
+ */
 export function createNatsBroker(options: NatsBrokerOptions = {}): NatsBroker {
   return new NatsBroker(options);
 }

@@ -1,8 +1,13 @@
 import amqp from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, Message, Options as AmqpOptions, SocketOptions } from 'amqplib';
 import { z } from 'zod';
-import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
 import { parseOptions } from '../config.js';
+import { onAbort } from './abort.js';
+import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
+import { errorText } from './errors.js';
+import { txoutboxHeaders } from './headers.js';
+import { OK, permanent, retryable, unreachable } from './outcomes.js';
+import { ownEntry, type MessageRouter, type Route } from './route.js';
 
 /** Where one message goes: an exchange ('' is RabbitMQ's default exchange, which routes by queue name) and a routing key. */
 export interface RabbitMqRoute {
@@ -162,12 +167,6 @@ function resolveOptions(options: RabbitMqBrokerOptions): ResolvedOptions {
   return parseOptions(optionsSchema, options, 'createRabbitMqBroker');
 }
 
-const ok: PublishOutcome = { status: 'ok' };
-const retryable = (error: string): PublishOutcome => ({ status: 'retryable', error });
-/** Not sent or not confirmed because RabbitMQ cannot be reached: the broker's state, not the message's fault. */
-const unreachable = (error: string): PublishOutcome => ({ status: 'retryable', error, unreachable: true });
-const permanent = (error: string): PublishOutcome => ({ status: 'permanent', error });
-const describe = (error: unknown) => (error instanceof Error ? error.message : String(error));
 const noop = () => {};
 
 /** Thrown by Deadline.race when the caller aborted or the confirm timeout passed. */
@@ -181,15 +180,11 @@ class Deadline {
   reason: string | null = null;
   private readonly waiters = new Set<() => void>();
   private readonly timer: NodeJS.Timeout;
-  private readonly onAbort = () => this.expire('aborted by the caller');
+  private readonly stopListening: () => void;
 
-  constructor(
-    private readonly signal: AbortSignal,
-    timeoutMs: number,
-  ) {
+  constructor(signal: AbortSignal, timeoutMs: number) {
     this.timer = setTimeout(() => this.expire(`no confirm from RabbitMQ within ${timeoutMs} ms`), timeoutMs);
-    if (signal.aborted) this.expire('aborted by the caller');
-    else signal.addEventListener('abort', this.onAbort, { once: true });
+    this.stopListening = onAbort(signal, () => this.expire('aborted by the caller'));
   }
 
   /** Settles like `promise`, or rejects with Expired once the deadline passes (the promise is then left to itself). */
@@ -210,7 +205,7 @@ class Deadline {
 
   dispose(): void {
     clearTimeout(this.timer);
-    this.signal.removeEventListener('abort', this.onAbort);
+    this.stopListening();
     this.waiters.clear();
   }
 
@@ -289,9 +284,9 @@ class PublishChannel {
       // A closed channel throws IllegalOperationError; anything else is amqplib refusing to encode the message
       // (routing key over 255 bytes, headers over 64 KiB), which no retry can change.
       if (this.closed || (error instanceof Error && error.name === 'IllegalOperationError')) {
-        return retryable(`the RabbitMQ channel closed before the message was sent: ${describe(error)}`);
+        return retryable(`the RabbitMQ channel closed before the message was sent: ${errorText(error)}`);
       }
-      return permanent(`RabbitMQ cannot take this message as it is: ${describe(error)}`);
+      return permanent(`RabbitMQ cannot take this message as it is: ${errorText(error)}`);
     } finally {
       this.wakeNext();
     }
@@ -309,15 +304,15 @@ class PublishChannel {
     if (index >= 0) this.unconfirmed.splice(index, 1);
     // A return comes before the message's ack (or the channel's close): it was routed to no queue, so nothing holds it.
     if (entry.returned !== null) return permanent(entry.returned);
-    if (error === null || error === undefined) return ok;
+    if (error === null || error === undefined) return OK;
     if (this.failure !== null) return this.failure;
-    if (describe(error) === 'message nacked') {
+    if (errorText(error) === 'message nacked') {
       return retryable(
         'RabbitMQ nacked the message: not stored (e.g. a full queue with overflow reject-publish, or a queue failure)',
       );
     }
     return retryable(
-      `the RabbitMQ channel closed before the confirm (${describe(error)}; outcome unknown, resent with the same id)`,
+      `the RabbitMQ channel closed before the confirm (${errorText(error)}; outcome unknown, resent with the same id)`,
     );
   }
 
@@ -382,13 +377,6 @@ class PublishChannel {
 }
 
 function publishOptions(message: OutgoingMessage): AmqpOptions.Publish {
-  const headers: Record<string, string> = {
-    ...message.headers,
-    'txoutbox-id': message.id,
-    'txoutbox-topic': message.topic,
-    'txoutbox-attempt': String(message.attempt),
-  };
-  if (message.key !== null) headers['txoutbox-key'] = message.key;
   return {
     // Persistent + mandatory is what makes the confirm mean "stored in every queue it routed to, and it routed somewhere".
     persistent: true,
@@ -396,7 +384,7 @@ function publishOptions(message: OutgoingMessage): AmqpOptions.Publish {
     messageId: message.id,
     contentType: message.contentType,
     timestamp: Math.floor(message.createdAt.getTime() / 1000),
-    headers,
+    headers: { ...message.headers, ...txoutboxHeaders(message) },
   };
 }
 
@@ -468,7 +456,7 @@ function destroySocket(model: ChannelModel): void {
  * routing it to at least one queue (mandatory) and storing it as persistent in each: on disk for durable classic
  * queues, on a quorum of replicas for quorum queues.
  */
-export class RabbitMqBroker implements Broker {
+export class RabbitMqBroker implements Broker, MessageRouter<RabbitMqRoute> {
   readonly name: string;
   private readonly options: ResolvedOptions;
   private link: Link | null = null;
@@ -495,17 +483,21 @@ export class RabbitMqBroker implements Broker {
     }
   }
 
-  /** Where a message goes: `routes[topic]`, else `route(message)`, else the adapter's exchange with the topic as routing key. */
-  routeFor(message: OutgoingMessage): RabbitMqRoute {
-    const { routes } = this.options;
-    // hasOwn: a topic such as 'constructor' must not find Object.prototype's members.
-    const own = routes !== undefined && Object.hasOwn(routes, message.topic) ? routes[message.topic] : undefined;
-    const spec = own ?? this.options.route?.(message) ?? {};
-    const route = { exchange: spec.exchange ?? this.options.exchange, routingKey: spec.routingKey ?? message.topic };
-    if (typeof route.exchange !== 'string' || typeof route.routingKey !== 'string') {
-      throw new Error('the route must give string exchange and routingKey');
+  /**
+   * Where a message goes: `routes[topic]`, else the `route` option's answer, else the adapter's exchange with the
+   * topic as routing key. A `route` function that throws or answers something else than strings refuses the message.
+   */
+  route(message: OutgoingMessage): Route<RabbitMqRoute> {
+    try {
+      const spec = ownEntry(this.options.routes, message.topic) ?? this.options.route?.(message) ?? {};
+      const to = { exchange: spec.exchange ?? this.options.exchange, routingKey: spec.routingKey ?? message.topic };
+      if (typeof to.exchange !== 'string' || typeof to.routingKey !== 'string') {
+        throw new Error('the route must give string exchange and routingKey');
+      }
+      return { to };
+    } catch (error) {
+      return { refused: `cannot route topic '${message.topic}': ${errorText(error)}` };
     }
-    return route;
   }
 
   /** Closes the connection; unconfirmed messages settle as retryable. A connect still in progress is closed when it lands. */
@@ -517,12 +509,9 @@ export class RabbitMqBroker implements Broker {
   }
 
   private async publishOne(message: OutgoingMessage, deadline: Deadline): Promise<PublishOutcome> {
-    let route: RabbitMqRoute;
-    try {
-      route = this.routeFor(message);
-    } catch (error) {
-      return permanent(`cannot route topic '${message.topic}': ${describe(error)}`);
-    }
+    const routed = this.route(message);
+    if ('refused' in routed) return permanent(routed.refused);
+    const route = routed.to;
     if (this.closed) return retryable('the RabbitMQ broker adapter is closed; not sent');
     let link: Link;
     let channel: PublishChannel;
@@ -533,7 +522,7 @@ export class RabbitMqBroker implements Broker {
       // The caller gave up (or the confirm timeout passed) while connecting: that alone says nothing of the broker.
       if (error instanceof Expired) return retryable(`${error.message} before the message was sent`);
       // The connection (or a channel) could not be opened: nothing about this message was tried.
-      return unreachable(`cannot reach RabbitMQ: ${describe(error)}; not sent`);
+      return unreachable(`cannot reach RabbitMQ: ${errorText(error)}; not sent`);
     }
     try {
       const outcome = await channel.send(message, route, deadline);
@@ -541,7 +530,7 @@ export class RabbitMqBroker implements Broker {
       return outcome.status === 'retryable' && link.dead && !this.closed ? { ...outcome, unreachable: true } : outcome;
     } catch (error) {
       if (error instanceof Expired) return retryable(`${error.message} before the message was sent`);
-      return retryable(`cannot reach RabbitMQ: ${describe(error)}; not sent`);
+      return retryable(`cannot reach RabbitMQ: ${errorText(error)}; not sent`);
     }
   }
 
@@ -583,7 +572,7 @@ export class RabbitMqBroker implements Broker {
       await this.declareTopology(model);
     } catch (error) {
       await link.close();
-      throw new Error(`declaring the RabbitMQ topology failed: ${describe(error)}`, { cause: error });
+      throw new Error(`declaring the RabbitMQ topology failed: ${errorText(error)}`, { cause: error });
     }
     return link;
   }
@@ -611,7 +600,27 @@ export class RabbitMqBroker implements Broker {
   }
 }
 
-/** A RabbitMQ adapter; see RabbitMqBrokerOptions. Throws ConfigError for bad options. */
+/**
+ * A RabbitMQ adapter; see RabbitMqBrokerOptions. Throws ConfigError for bad options.
+ *
+ * @example
+ * ```ts
+ * import { createRelay } from 'txoutbox';
+ * import { createRabbitMqBroker } from 'txoutbox/rabbitmq';
+ *
+ * const broker = createRabbitMqBroker({
+ *   url: 'amqp://guest:guest@127.0.0.1:5672',
+ *   // Topics without a route go to the queue of their name, through the default exchange.
+ *   topology: {
+ *     exchanges: [{ name: 'billing', type: 'direct' }],
+ *     queues: [{ name: 'orders.created', type: 'quorum' }, { name: 'invoices', type: 'quorum' }],
+ *     bindings: [{ queue: 'invoices', exchange: 'billing', routingKey: 'invoices' }],
+ *   },
+ *   routes: { 'billing.invoiced': { exchange: 'billing', routingKey: 'invoices' } },
+ * });
+ * const relay = createRelay({ db, dialect: 'postgres', broker });
+ * ```
+ */
 export function createRabbitMqBroker(options: RabbitMqBrokerOptions): RabbitMqBroker {
   return new RabbitMqBroker(options);
 }

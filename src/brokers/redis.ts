@@ -1,7 +1,12 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import { z } from 'zod';
 import { parseOptions } from '../config.js';
+import { ABORTED, abortReason, whenAborted } from './abort.js';
 import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
+import { errorText } from './errors.js';
+import { OWN_HEADERS } from './headers.js';
+import { OK, permanent, retryable } from './outcomes.js';
+import { ownEntry, type MessageRouter, type Route } from './route.js';
 
 /** Ask Redis (7.2+) to confirm that the batch's writes reached the AOF on disk before reporting ok. */
 export interface RedisWaitAofOptions {
@@ -45,10 +50,7 @@ export interface RedisBrokerOptions {
  * with txoutbox's own fields and a consumer can read one without parsing the others.
  */
 export const REDIS_FIELDS = {
-  id: 'txoutbox-id',
-  topic: 'txoutbox-topic',
-  key: 'txoutbox-key',
-  attempt: 'txoutbox-attempt',
+  ...OWN_HEADERS,
   contentType: 'content-type',
   payload: 'payload',
   headerPrefix: 'h:',
@@ -113,8 +115,6 @@ const optionsSchema = z
 
 type ResolvedOptions = z.output<typeof optionsSchema>;
 
-type Target = { stream: string } | { refused: string };
-
 /** A command's fate, filled in as it settles, so an abort can tell answered messages from outstanding ones. */
 interface Pending<T> {
   settled: boolean;
@@ -138,7 +138,6 @@ function track<T>(promise: Promise<T>): { state: Pending<T>; done: Promise<void>
   return { state, done };
 }
 
-const errorText = (error: unknown) => (error instanceof Error ? error.message : String(error));
 const isReplyError = (error: unknown) => error instanceof Error && error.name === 'ReplyError';
 
 /**
@@ -150,39 +149,25 @@ function classify(error: unknown, what: string): PublishOutcome {
   const text = errorText(error);
   // Rejections that ioredis words in terms of its own options; say what they mean here.
   if (error instanceof Error && (error.name === 'MaxRetriesPerRequestError' || error.name === 'AbortError')) {
-    return { status: 'retryable', error: `${what}: the connection to Redis dropped before it answered (outcome unknown)` };
+    return retryable(`${what}: the connection to Redis dropped before it answered (outcome unknown)`);
   }
-  if (/enableOfflineQueue/.test(text)) return { status: 'retryable', error: `${what}: not connected to Redis` };
+  if (/enableOfflineQueue/.test(text)) return retryable(`${what}: not connected to Redis`);
   if (isReplyError(error)) {
     const code = text.split(' ', 1)[0];
-    if (code === 'WRONGTYPE' || code === 'NOPERM') return { status: 'permanent', error: `${what}: ${text}` };
+    if (code === 'WRONGTYPE' || code === 'NOPERM') return permanent(`${what}: ${text}`);
     if (code === 'ERR' && /unknown command|syntax error|wrong number of arguments/i.test(text)) {
-      return { status: 'permanent', error: `${what}: ${text}` };
+      return permanent(`${what}: ${text}`);
     }
   }
-  return { status: 'retryable', error: `${what}: ${text}` };
+  return retryable(`${what}: ${text}`);
 }
-
-/** Resolves when the signal aborts; dispose() removes the listener. */
-function aborted(signal: AbortSignal): { promise: Promise<void>; dispose: () => void } {
-  let dispose = () => {};
-  const promise = new Promise<void>((resolve) => {
-    if (signal.aborted) return resolve();
-    const onAbort = () => resolve();
-    signal.addEventListener('abort', onAbort, { once: true });
-    dispose = () => signal.removeEventListener('abort', onAbort);
-  });
-  return { promise, dispose };
-}
-
-const reason = (signal: AbortSignal) => errorText(signal.reason ?? 'aborted');
 
 /**
  * Redis Streams adapter: one XADD per message to the stream its topic routes to, all of a batch written in one go
  * on one connection. The XADD reply is the acknowledgement, so a message is only as durable as the server's
  * persistence (appendonly + appendfsync always), unless `waitAof` makes each batch wait for confirmed fsyncs.
  */
-export class RedisBroker implements Broker {
+export class RedisBroker implements Broker, MessageRouter<string> {
   readonly name = 'redis';
   private readonly options: ResolvedOptions;
   private readonly client: Redis;
@@ -225,50 +210,49 @@ export class RedisBroker implements Broker {
 
   async publish(messages: readonly OutgoingMessage[], { signal }: PublishContext): Promise<PublishOutcome[]> {
     const outcomes: (PublishOutcome | undefined)[] = messages.map(() => undefined);
-    const targets = messages.map((message) => this.target(message.topic));
+    const streams: string[] = [];
     const todo: number[] = [];
-    targets.forEach((target, index) => {
-      if ('refused' in target) outcomes[index] = { status: 'permanent', error: target.refused };
-      else todo.push(index);
+    messages.forEach((message, index) => {
+      const routed = this.route(message);
+      if ('refused' in routed) outcomes[index] = permanent(routed.refused);
+      else {
+        streams[index] = routed.to;
+        todo.push(index);
+      }
     });
     const finish = (fallback: PublishOutcome) => outcomes.map((outcome) => outcome ?? fallback);
     if (todo.length === 0) return outcomes as PublishOutcome[];
 
     const notReady = await this.whenReady(signal);
-    if (notReady !== null) return finish({ status: 'retryable', error: notReady });
+    if (notReady !== null) return finish(retryable(notReady));
     if (this.options.waitAof !== undefined) {
       const problem = await this.checkWaitAof(signal);
       if (problem !== null) return finish(problem);
       // The check awaited: the connection may have dropped meanwhile, and then nothing below may be sent.
-      if (this.client.status !== 'ready') return finish({ status: 'retryable', error: 'the Redis connection dropped' });
+      if (this.client.status !== 'ready') return finish(retryable('the Redis connection dropped'));
     }
 
     // From here to the WAITAOF everything is issued synchronously, so it all goes to this one connection.
-    const adds = todo.map((index) =>
-      track(this.client.xadd(...this.xaddArgs(messages[index]!, targets[index] as { stream: string }))),
-    );
+    const adds = todo.map((index) => track(this.client.xadd(...this.xaddArgs(messages[index]!, streams[index]!))));
     const { waitAof } = this.options;
     const aof =
       waitAof === undefined ? null : track(this.client.call('WAITAOF', waitAof.numLocal, waitAof.numReplicas, waitAof.timeoutMs));
 
-    const abort = aborted(signal);
-    await Promise.race([Promise.all([...adds.map((add) => add.done), aof?.done]), abort.promise]);
+    const abort = whenAborted(signal);
+    await Promise.race([Promise.all([...adds.map((add) => add.done), aof?.done]), abort.aborted]);
     abort.dispose();
 
-    const unknown = (): PublishOutcome => ({
-      status: 'retryable',
-      error: `outcome unknown: no answer from Redis before the publish was aborted (${reason(signal)})`,
-    });
+    const unknown = () =>
+      retryable(`outcome unknown: no answer from Redis before the publish was aborted (${abortReason(signal)})`);
     const aofOutcome = aof === null ? null : this.aofOutcome(aof.state);
     todo.forEach((index, position) => {
       const { state } = adds[position]!;
-      const stream = (targets[index] as { stream: string }).stream;
+      const stream = streams[index]!;
       if (!state.settled) outcomes[index] = unknown();
       else if (state.error !== undefined) outcomes[index] = classify(state.error, `XADD ${stream}`);
       // NOMKSTREAM answers nil when the stream does not exist: nothing was written.
-      else if (state.value === null)
-        outcomes[index] = { status: 'permanent', error: `stream "${stream}" does not exist (createStreams: false)` };
-      else outcomes[index] = aofOutcome ?? { status: 'ok' };
+      else if (state.value === null) outcomes[index] = permanent(`stream "${stream}" does not exist (createStreams: false)`);
+      else outcomes[index] = aofOutcome ?? OK;
     });
     return finish(unknown());
   }
@@ -289,9 +273,15 @@ export class RedisBroker implements Broker {
     }
   }
 
-  private target(topic: string): Target {
+  /**
+   * The stream a message goes to: `routes[topic]`, else the `route` option's answer, else `prefix + topic` (refused
+   * instead with `strict`).
+   */
+  route(message: OutgoingMessage): Route<string> {
     const { routes, route, strict, prefix } = this.options;
-    if (routes !== undefined && Object.hasOwn(routes, topic)) return { stream: routes[topic]! };
+    const { topic } = message;
+    const routed = ownEntry(routes, topic);
+    if (routed !== undefined) return { to: routed };
     if (route !== undefined) {
       let stream: unknown;
       try {
@@ -299,16 +289,16 @@ export class RedisBroker implements Broker {
       } catch (error) {
         return { refused: `route() threw for topic "${topic}": ${errorText(error)}` };
       }
-      if (typeof stream === 'string' && stream.length > 0) return { stream };
+      if (typeof stream === 'string' && stream.length > 0) return { to: stream };
       if (stream !== null && stream !== undefined) {
         return { refused: `route() returned ${JSON.stringify(stream)} for topic "${topic}"; expected a stream key` };
       }
     }
     if (strict) return { refused: `no route for topic "${topic}" (strict routing)` };
-    return { stream: prefix + topic };
+    return { to: prefix + topic };
   }
 
-  private xaddArgs(message: OutgoingMessage, { stream }: { stream: string }): [string, ...(string | Buffer)[]] {
+  private xaddArgs(message: OutgoingMessage, stream: string): [string, ...(string | Buffer)[]] {
     const { trim, createStreams } = this.options;
     const args: [string, ...(string | Buffer)[]] = [stream];
     if (!createStreams) args.push('NOMKSTREAM');
@@ -325,35 +315,30 @@ export class RedisBroker implements Broker {
   private aofOutcome(state: Pending<unknown>): PublishOutcome {
     const { numLocal, numReplicas, timeoutMs } = this.options.waitAof!;
     if (!state.settled) {
-      return { status: 'retryable', error: 'outcome unknown: written, but the publish was aborted before WAITAOF answered' };
+      return retryable('outcome unknown: written, but the publish was aborted before WAITAOF answered');
     }
     if (state.error !== undefined) return this.waitAofError(state.error);
     const [local, replicas] = Array.isArray(state.value) ? state.value.map(Number) : [NaN, NaN];
-    if (local! >= numLocal && replicas! >= numReplicas) return { status: 'ok' };
-    return {
-      status: 'retryable',
-      error:
-        `written but not confirmed on disk: WAITAOF saw ${local} local and ${replicas} replica fsyncs within ${timeoutMs} ms ` +
+    if (local! >= numLocal && replicas! >= numReplicas) return OK;
+    return retryable(
+      `written but not confirmed on disk: WAITAOF saw ${local} local and ${replicas} replica fsyncs within ${timeoutMs} ms ` +
         `(needs ${numLocal} and ${numReplicas}); resent with the same id`,
-    };
+    );
   }
 
   private waitAofError(error: unknown): PublishOutcome {
     const text = errorText(error);
     if (isReplyError(error) && /unknown command/i.test(text)) {
-      return {
-        status: 'permanent',
-        error:
-          'waitAof is configured, but this Redis server has no WAITAOF command (it needs Redis 7.2 or later). ' +
+      return permanent(
+        'waitAof is configured, but this Redis server has no WAITAOF command (it needs Redis 7.2 or later). ' +
           'Upgrade Redis, or remove waitAof and make the server durable itself with appendonly yes and appendfsync always. ' +
           `(${text.trim()})`,
-      };
+      );
     }
     if (isReplyError(error) && /appendonly is disabled/i.test(text)) {
-      return {
-        status: 'permanent',
-        error: `waitAof.numLocal is 1, but the Redis server has appendonly disabled: enable appendonly, or set numLocal to 0. (${text})`,
-      };
+      return permanent(
+        `waitAof.numLocal is 1, but the Redis server has appendonly disabled: enable appendonly, or set numLocal to 0. (${text})`,
+      );
     }
     return classify(error, 'WAITAOF');
   }
@@ -374,11 +359,11 @@ export class RedisBroker implements Broker {
         if (outcome?.status === 'retryable' && this.aofCheck === check) this.aofCheck = null;
       });
     }
-    const abort = aborted(signal);
-    const outcome = await Promise.race([this.aofCheck, abort.promise.then(() => 'aborted' as const)]);
+    const abort = whenAborted(signal);
+    const outcome = await Promise.race([this.aofCheck, abort.aborted]);
     abort.dispose();
-    if (outcome === 'aborted') {
-      return { status: 'retryable', error: `aborted while checking WAITAOF support (${reason(signal)})` };
+    if (outcome === ABORTED) {
+      return retryable(`aborted while checking WAITAOF support (${abortReason(signal)})`);
     }
     return outcome;
   }
@@ -388,7 +373,7 @@ export class RedisBroker implements Broker {
     const check = (): string | null | undefined => {
       if (this.closed) return 'the Redis broker is closed';
       // Checked before 'ready': an aborted publish must not write anything.
-      if (signal.aborted) return `aborted before anything was sent to Redis (${reason(signal)})`;
+      if (signal.aborted) return `aborted before anything was sent to Redis (${abortReason(signal)})`;
       if (this.client.status === 'ready') return null;
       if (this.client.status === 'end') return 'the Redis connection has ended (retryStrategy gave up)';
       return undefined;
@@ -413,7 +398,23 @@ export class RedisBroker implements Broker {
   }
 }
 
-/** A broker that publishes to Redis Streams; see RedisBrokerOptions. Throws ConfigError on invalid options. */
+/**
+ * A broker that publishes to Redis Streams; see RedisBrokerOptions. Throws ConfigError on invalid options.
+ *
+ * @example
+ * ```ts
+ * import { createRelay } from 'txoutbox';
+ * import { createRedisBroker } from 'txoutbox/redis';
+ *
+ * // Topic `orders.created` goes to the stream `outbox:orders.created`; ok only once the AOF is fsynced.
+ * const broker = createRedisBroker({
+ *   url: 'redis://127.0.0.1:6379',
+ *   prefix: 'outbox:',
+ *   waitAof: { numLocal: 1, numReplicas: 0, timeoutMs: 1000 },
+ * });
+ * const relay = createRelay({ db, dialect: 'postgres', broker });
+ * ```
+ */
 export function createRedisBroker(options: RedisBrokerOptions = {}): RedisBroker {
   return new RedisBroker(options);
 }

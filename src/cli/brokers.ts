@@ -1,10 +1,12 @@
 import net from 'node:net';
-import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from '../brokers/broker.js';
+import type { Broker } from '../brokers/broker.js';
 import { MemoryBroker } from '../brokers/memory.js';
+import { RoutingBroker } from '../brokers/routing.js';
 import { TxOutboxError } from '../errors.js';
 import type { BrokerConfig, Config } from './config.js';
 import { CliError, EXIT } from './errors.js';
 import type { Redactor } from './redact.js';
+import { within } from './within.js';
 
 /** A configured broker: the adapter, and a way to tell whether the broker answers (for /readyz). */
 export interface OpenBroker {
@@ -29,7 +31,7 @@ export async function openBroker(name: string, config: BrokerConfig, onError: (e
         const { createRabbitMqBroker } = await import('../brokers/rabbitmq.js');
         const broker = createRabbitMqBroker({ name, ...given } as Parameters<typeof createRabbitMqBroker>[0]);
         // connect() reuses the live connection, or opens one: it fails exactly when a publish could not go out.
-        return { name, type: config.type, broker, probe: (ms) => withTimeout(broker.connect(), ms) };
+        return { name, type: config.type, broker, probe: (ms) => within(broker.connect(), ms) };
       }
       case 'nats': {
         const { createNatsBroker } = await import('../brokers/nats.js');
@@ -128,90 +130,12 @@ export async function closeBrokers(brokers: Map<string, OpenBroker>): Promise<vo
   await Promise.all([...brokers.values()].map((b) => b.broker.close?.().catch(() => {})));
 }
 
-/** Matches a topic against a route pattern, where `*` stands for any run of characters. */
-export function topicMatches(pattern: string, topic: string): boolean {
-  if (!pattern.includes('*')) return pattern === topic;
-  const regex = new RegExp(
-    `^${pattern
-      .split('*')
-      .map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
-      .join('.*')}$`,
-  );
-  return regex.test(topic);
-}
-
-/** The broker name for a topic: an exact route first, then the pattern with the longest fixed part, then the only broker. */
-export function routeTopic(routes: Record<string, string>, brokers: readonly string[], topic: string): string | undefined {
-  if (Object.hasOwn(routes, topic)) return routes[topic];
-  let best: { fixed: number; target: string } | undefined;
-  for (const [pattern, target] of Object.entries(routes)) {
-    if (!pattern.includes('*') || !topicMatches(pattern, topic)) continue;
-    const fixed = pattern.replace(/\*/g, '').length;
-    if (best === undefined || fixed > best.fixed) best = { fixed, target };
-  }
-  return best?.target ?? (brokers.length === 1 ? brokers[0] : undefined);
-}
-
 /**
- * One Broker in front of the configured ones: splits a batch by the topic's route, publishes each part to its
- * broker in parallel, and puts the outcomes back in order. A topic no route matches is a permanent failure.
+ * The sidecar's router: the configured brokers by their names, routed by the `routes:` section. A topic no route
+ * matches is a permanent failure (unless only one broker is configured).
  */
-export class RoutingBroker implements Broker {
-  readonly name = 'router';
-
-  constructor(
-    private readonly routes: Record<string, string>,
-    private readonly brokers: Map<string, OpenBroker>,
-  ) {}
-
-  routeFor(topic: string): OpenBroker | undefined {
-    const name = routeTopic(this.routes, [...this.brokers.keys()], topic);
-    return name === undefined ? undefined : this.brokers.get(name);
-  }
-
-  async publish(messages: readonly OutgoingMessage[], context: PublishContext): Promise<PublishOutcome[]> {
-    const outcomes: PublishOutcome[] = new Array(messages.length);
-    const groups = new Map<OpenBroker, number[]>();
-    messages.forEach((message, index) => {
-      const target = this.routeFor(message.topic);
-      if (target === undefined) {
-        outcomes[index] = {
-          status: 'permanent',
-          error: `no route for topic '${message.topic}' (add it, or a "*" route, to routes)`,
-        };
-        return;
-      }
-      groups.set(target, [...(groups.get(target) ?? []), index]);
-    });
-    await Promise.all(
-      [...groups.entries()].map(async ([target, indexes]) => {
-        let results: PublishOutcome[];
-        try {
-          results = await target.broker.publish(
-            indexes.map((i) => messages[i]!),
-            context,
-          );
-        } catch (error) {
-          results = indexes.map(() => ({ status: 'retryable', error: error instanceof Error ? error.message : String(error) }));
-        }
-        indexes.forEach((messageIndex, i) => {
-          const outcome = results[i] ?? { status: 'retryable', error: `broker ${target.name} answered too few outcomes` };
-          outcomes[messageIndex] = outcome.status === 'ok' ? outcome : { ...outcome, error: `${target.name}: ${outcome.error}` };
-        });
-      }),
-    );
-    return outcomes;
-  }
-}
-
-function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    work,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
+export function routerFor(config: Config, brokers: ReadonlyMap<string, OpenBroker>): RoutingBroker {
+  return new RoutingBroker({ brokers: new Map([...brokers].map(([name, open]) => [name, open.broker])), routes: config.routes });
 }
 
 /** Reachable when a TCP connection to any of the servers opens. */

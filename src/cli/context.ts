@@ -90,3 +90,22 @@ export async function openTargets(
     close: () => Promise.all(databases.map((d) => d.close().catch(() => {}))).then(() => {}),
   };
 }
+
+/** Opens the outbox tables `selection` names (every one when it names none), runs `work` on them, then closes them. */
+export async function withTargets<T>(
+  loaded: LoadedConfig,
+  selection: Selection,
+  work: (targets: OutboxTarget[]) => Promise<T>,
+): Promise<T> {
+  // Only the selection itself: callers pass their whole command options.
+  const only = {
+    ...(selection.database === undefined ? {} : { database: selection.database }),
+    ...(selection.table === undefined ? {} : { table: selection.table }),
+  };
+  const opened = await openTargets(loaded, only, () => {});
+  try {
+    return await work(opened.targets);
+  } finally {
+    await opened.close();
+  }
+}

@@ -1,5 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from '../brokers/broker.js';
+import type { OutgoingMessage } from '../brokers/broker.js';
+import type { BrokerDecorator } from '../brokers/decorator.js';
+import { timePublishes } from '../brokers/timing.js';
 import type { TableStatus } from '../dialects/admin.js';
 import type { LogicalRelay, LogicalRelayStatus } from '../relay/logical/logical-relay.js';
 import type { SlotStatus } from '../relay/logical/slots.js';
@@ -186,20 +188,9 @@ export class SidecarMetrics {
     });
   }
 
-  /** Times each publish call of the broker a relay uses. */
-  timeBroker(broker: Broker, where: TableLabels): Broker {
-    const histogram = this.brokerDuration;
-    return {
-      name: broker.name,
-      async publish(messages: readonly OutgoingMessage[], context: PublishContext): Promise<PublishOutcome[]> {
-        const end = histogram.startTimer(where);
-        try {
-          return await broker.publish(messages, context);
-        } finally {
-          end();
-        }
-      },
-    };
+  /** Times each publish call of the broker a relay uses, as txoutbox_broker_publish_duration_seconds. */
+  publishTiming(where: TableLabels): BrokerDecorator {
+    return timePublishes((seconds) => this.brokerDuration.observe(where, seconds));
   }
 
   /**

@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely';
 import type { LogicalRelay } from '../relay/logical/logical-relay.js';
 import { slotStatus } from '../relay/logical/slots.js';
 import type { ReadinessCheck } from './http-server.js';
+import { within } from './within.js';
 
 /**
  * /readyz for a table in mode logical: ready while this sidecar's relay streams at least one of the table's slots
@@ -25,14 +26,4 @@ export function slotReadiness(name: string, relay: LogicalRelay, db: Kysely<unkn
       throw new Error(`the slot(s) ${owned.join(', ')} no longer exist on the server`);
     },
   };
-}
-
-function within<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    work,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }

@@ -8,7 +8,7 @@ import { createUlidGenerator } from './ids.js';
 import type { EnqueueResult, OutboxMessage, ValidMessage } from './message.js';
 import { resolveOutboxOptions, type OutboxOptions } from './options.js';
 import { validateMessage } from './validate.js';
-import { activeTraceparent } from './trace-context.js';
+import { activeTraceparent } from '../trace-context.js';
 
 export interface Outbox {
   readonly dialect: DialectName;

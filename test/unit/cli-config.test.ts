@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { routeTopic, topicMatches } from '../../src/cli/brokers.js';
+import { routeTopic, topicMatches } from '../../src/brokers/routing.js';
 import { logicalNamesOf, parseConfig, relaySettingsFor, substituteEnv } from '../../src/cli/config.js';
 import { CliError } from '../../src/cli/errors.js';
 import { Redactor, redactUrl } from '../../src/cli/redact.js';

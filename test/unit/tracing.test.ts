@@ -3,8 +3,8 @@ import { ROOT_CONTEXT, context, trace, type Context, type Span, type SpanContext
 import { StackContextManager } from '../support/otel-context.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryBroker, type OutgoingMessage } from '../../src/index.js';
-import { activeTraceparent } from '../../src/outbox/trace-context.js';
-import { traceBroker } from '../../src/relay/tracing.js';
+import { activeTraceparent } from '../../src/trace-context.js';
+import { traceBroker } from '../../src/brokers/tracing.js';
 
 /** A recording tracer: each span gets a fresh id and remembers its parent. */
 function recordingTracer(started: { name: string; parent: SpanContext | undefined; own: SpanContext; ended: boolean }[]): Tracer {

@@ -2,7 +2,7 @@ import { createInterface } from 'node:readline/promises';
 import cliProgress from 'cli-progress';
 import type { DeadLetterFilter, DeadLetterRow } from '../../dialects/admin.js';
 import type { LoadedConfig } from '../config.js';
-import { openTargets, type OutboxTarget } from '../context.js';
+import { withTargets, type OutboxTarget } from '../context.js';
 import { CliError, EXIT } from '../errors.js';
 import { formatAge, parseDuration, table, truncate } from '../format.js';
 import { visible } from '../visible.js';
@@ -46,22 +46,6 @@ function filterOf(options: DeadSelectionOptions): DeadLetterFilter {
 
 const hasFilter = (filter: DeadLetterFilter) => Object.keys(filter).length > 0;
 
-async function withTargets<T>(
-  loaded: LoadedConfig,
-  options: DeadSelectionOptions,
-  work: (targets: OutboxTarget[]) => Promise<T>,
-) {
-  const selection = {
-    ...(options.database === undefined ? {} : { database: options.database }),
-    ...(options.table === undefined ? {} : { table: options.table }),
-  };
-  const opened = await openTargets(loaded, selection, () => {});
-  try {
-    return await work(opened.targets);
-  } finally {
-    await opened.close();
-  }
-}
 
 /** Every matching dead letter of a target, page by page (by seq, so acting on rows never skips any). */
 async function* matching(target: OutboxTarget, filter: DeadLetterFilter, limit = Infinity): AsyncGenerator<DeadLetterRow[]> {

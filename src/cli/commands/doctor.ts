@@ -1,6 +1,6 @@
 import type { HeadProblem } from '../../dialects/admin.js';
 import type { LoadedConfig } from '../config.js';
-import { openTargets, type Selection } from '../context.js';
+import { withTargets, type Selection } from '../context.js';
 import { table } from '../format.js';
 
 export interface DoctorCommandOptions extends Selection {
@@ -20,14 +20,9 @@ const describe = (problem: HeadProblem) =>
  * a key; a hand-edited row, a restored backup or an older relay can.
  */
 export async function doctorCommand(loaded: LoadedConfig, options: DoctorCommandOptions): Promise<void> {
-  const selection: Selection = {
-    ...(options.database === undefined ? {} : { database: options.database }),
-    ...(options.table === undefined ? {} : { table: options.table }),
-  };
-  const opened = await openTargets(loaded, selection, () => {});
-  try {
+  await withTargets(loaded, options, async (targets) => {
     const report = [];
-    for (const target of opened.targets) {
+    for (const target of targets) {
       const problems = await target.admin.headProblems();
       const repaired = options.dryRun || problems.length === 0 ? 0 : await target.admin.repairHeads(problems.map((p) => p.key));
       report.push({ database: target.labels.database, table: target.labels.table, problems, repaired });
@@ -47,7 +42,5 @@ export async function doctorCommand(loaded: LoadedConfig, options: DoctorCommand
         ? `\n${rows.length} key(s) need repair; --dry-run changed nothing. Run again without it to repair them.`
         : `\nRepaired ${rows.length} key(s): ${report.reduce((n, r) => n + r.repaired, 0)} new head(s); running relays publish them in order.`,
     );
-  } finally {
-    await opened.close();
-  }
+  });
 }

@@ -1,19 +1,19 @@
+import type { Broker } from '../../brokers/broker.js';
+import { decorate } from '../../brokers/decorator.js';
+import { traceBroker } from '../../brokers/tracing.js';
 import { dialectFor } from '../../dialects/index.js';
-import { LogicalRelay } from '../../relay/logical/logical-relay.js';
-import { LogicalDecodingUnavailableError } from '../../relay/logical/slots.js';
-import { createRelay, type Relay } from '../../relay/relay.js';
+import { createRelay } from '../../relay/relay.js';
 import type { RelayOptions } from '../../relay/options.js';
-import { traceBroker } from '../../relay/tracing.js';
-import { closeBrokers, openBrokers, RoutingBroker } from '../brokers.js';
+import { startBacklogGauges } from '../backlog-gauges.js';
+import { closeBrokers, openBrokers, routerFor } from '../brokers.js';
 import { DEFAULT_MAX_RETAINED_WAL_BYTES, DEFAULT_RETAIN_SENT_MS, relaySettingsFor, type LoadedConfig } from '../config.js';
 import { openTargets, type OutboxTarget } from '../context.js';
-import { CliError, EXIT } from '../errors.js';
-import { startHealthServer, type ReadinessCheck } from '../http-server.js';
-import { createLogger } from '../logger.js';
+import { startHealthServer } from '../http-server.js';
+import { createLogger, type Logger } from '../logger.js';
 import { SidecarMetrics } from '../metrics.js';
-import { slotReadiness } from '../slot-readiness.js';
-import { watchSlots } from '../slot-watch.js';
-import { openStatusScans } from '../status-scans.js';
+import { readinessChecks, readinessReporter, warnUnreachableBrokers } from '../readiness.js';
+import { untilStopSignal } from '../stop-signals.js';
+import { logicalTables, logRelayEvents, startTableRelays, type TableRelay } from '../table-relay.js';
 
 export interface RelayCommandOptions {
   /** Called once everything runs (tests and embedders wait for it). */
@@ -41,168 +41,72 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
   for (const db of opened.skipped) {
     log.info({ database: db.name }, `database ${db.name} has only an inbox: nothing to relay there`);
   }
-  const router = new RoutingBroker(config.routes, brokers);
+  const router = routerFor(config, brokers);
   const metrics = new SidecarMetrics({ maxTopicsPerTable: config.metrics.maxTopicsPerTable });
-  const relays: { relay: Relay | LogicalRelay; target: OutboxTarget; drainMs: number; maxRetainedWalBytes: number }[] = [];
-
-  for (const target of opened.targets) {
-    const settings = relaySettingsFor(config, target.table);
-    const { drainMs = 10_000, maxRetainedWalBytes = DEFAULT_MAX_RETAINED_WAL_BYTES, ...relayOptions } = settings;
-    const { dialect, url, listen } = target.database.config;
-    const schema = target.table.schema ?? target.database.config.schema;
-    const logical = settings.mode === 'logical';
-    const options: RelayOptions = {
-      ...(relayOptions as Partial<RelayOptions>),
-      db: target.database.db,
-      dialect,
-      table: target.table.table,
-      ...(schema === undefined ? {} : { schema }),
-      broker: traceBroker(metrics.timeBroker(router, target.labels)),
-      // The logical relay deletes rows as it marks them and runs no cleanup: it keeps no sent rows.
-      retainSentMs: relayOptions.retainSentMs ?? (logical ? 0 : DEFAULT_RETAIN_SENT_MS),
-      // The slot is streamed over a replication connection to the same database, as the same user.
-      ...(logical ? { replication: url } : dialectFor(dialect).commitWakeups && listen ? { listen: url } : {}),
-    };
-    const relay = logical ? createRelay({ ...options, mode: 'logical' }) : createRelay(options);
-    const where = { database: target.database.config.name, table: target.labels.table };
-    metrics.watch(relay, target.labels);
-    metrics.declareTopics(target.labels, target.table.topics ?? []);
-    relay.on('published', (messages) => {
-      if (log.isLevelEnabled('debug')) {
-        for (const m of messages)
-          log.debug({ ...where, topic: m.topic, messageId: m.id, key: m.key, attempt: m.attempt }, 'published');
-      }
-    });
-    relay.on('retrying', (messages) => {
-      for (const { message: m, error, delayMs } of messages) {
-        log.warn(
-          { ...where, topic: m.topic, messageId: m.id, key: m.key, attempt: m.attempt, delayMs, error },
-          'publish failed; will retry',
-        );
-      }
-    });
-    relay.on('dead', (messages) => {
-      for (const { message: m, error } of messages) {
-        log.error(
-          { ...where, topic: m.topic, messageId: m.id, key: m.key, attempt: m.attempt, error },
-          'dead-lettered (txoutbox dead list)',
-        );
-      }
-    });
-    relay.on('error', (error) => log.error({ ...where, err: error }, 'relay error (it keeps going)'));
-    if (relay instanceof LogicalRelay) {
-      relay.on('owned', (slot, owned) =>
-        log.info({ ...where, slot }, owned ? `streaming from slot ${slot}` : `no longer streaming from slot ${slot}`),
-      );
-    }
-    relays.push({ relay, target, drainMs, maxRetainedWalBytes });
-  }
-
-  // Backlog gauges (and the slots of logical tables): read on a small pool of their own, one table at a time, never
-  // two rounds at once.
-  const logicalOf = new Map(
-    relays.flatMap((r) => (r.relay instanceof LogicalRelay ? [[r.target, { ...r, relay: r.relay }] as const] : [])),
-  );
-  const scans = await openStatusScans(
-    relays.map(({ target }) => target),
-    (target, status) => metrics.record(target.labels, status),
-    (target, database, error) =>
-      target === null
-        ? log.warn({ database: database.name, err: error }, 'database connection error (status reads)')
-        : log.warn({ database: target.labels.database, table: target.labels.table, err: error }, 'reading the backlog failed'),
-    watchSlots(logicalOf, metrics, log),
-  );
-  await scans.scan();
-  const backlogTimer = setInterval(() => void scans.scan(), config.metrics.backlogIntervalMs);
-  backlogTimer.unref();
-
-  const checks: ReadinessCheck[] = [
-    ...opened.databases.map((d): ReadinessCheck => ({ kind: 'database', name: d.config.name, check: () => d.ping(2000) })),
-    ...[...brokers.values()].map((b): ReadinessCheck => ({ kind: 'broker', name: b.name, check: () => b.probe(2000) })),
-    ...[...logicalOf.values()].map(({ relay, target }) => slotReadiness(target.label, relay, target.database.db, 2000)),
-  ];
-  let lastReady = new Map<string, boolean>();
+  const relays = opened.targets.map((target) => tableRelay(config, target, router, metrics, log));
+  const logical = logicalTables(relays);
+  const gauges = await startBacklogGauges(relays, logical, metrics, log, config.metrics.backlogIntervalMs);
   const http = config.http.enabled
     ? await startHealthServer({
         host: config.http.host,
         port: config.http.port,
         registry: metrics.registry,
-        checks,
+        checks: readinessChecks(opened.databases, brokers, logical),
         describe: (error) => redactor.error(error),
-        onChecked: (results) => {
-          const now = new Map<string, boolean>();
-          for (const r of results) {
-            const id = `${r.kind} ${r.name}`;
-            now.set(id, r.ok);
-            metrics.up.set({ kind: r.kind, name: r.name }, r.ok ? 1 : 0);
-            if (lastReady.get(id) !== r.ok) {
-              if (r.kind === 'slot') {
-                if (r.ok) log.info({ table: r.name }, `${r.name}: ready, this relay streams its slot`);
-                else log.warn({ table: r.name, error: r.error }, `${r.name}: not ready, this relay streams no slot of it`);
-              } else if (r.ok) log.info({ [r.kind]: r.name }, `${r.kind} ${r.name} is reachable`);
-              else log.warn({ [r.kind]: r.name, error: r.error }, `${r.kind} ${r.name} is unreachable`);
-            }
-          }
-          lastReady = now;
-        },
+        onChecked: readinessReporter(metrics, log),
       })
     : null;
 
   const shutdown = async () => {
-    clearInterval(backlogTimer);
+    gauges.stop();
     await Promise.all(relays.map(({ relay, drainMs }) => relay.stop({ drainMs })));
     await http?.close();
     await closeBrokers(brokers);
-    await scans.close();
+    await gauges.close();
     await opened.close();
   };
-  try {
-    // A logical relay resolves once it runs, and rejects when the server cannot decode its WAL.
-    for (const { relay, target } of relays) {
-      await Promise.resolve(relay.start()).catch((error: unknown) => {
-        if (!(error instanceof LogicalDecodingUnavailableError)) throw error;
-        throw new CliError(`${target.label}: ${error.message}`, EXIT.failure, { cause: error });
-      });
-    }
-  } catch (error) {
+  await startTableRelays(relays).catch(async (error: unknown) => {
     await shutdown();
     throw error;
-  }
-  for (const broker of brokers.values()) {
-    broker
-      .probe(2000)
-      .catch((error: unknown) =>
-        log.warn(
-          { broker: broker.name, error: redactor.error(error) },
-          'broker not reachable yet; messages wait in the outbox until it is',
-        ),
-      );
-  }
-  // Handlers before the ready line: whoever waits for that line may signal at once, and an unhandled SIGTERM kills
-  // the process without draining.
-  const stopped = new Promise<void>((resolve) => {
-    let stopping = false;
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (stopping) {
-        log.warn({ signal }, 'second signal: exiting now without draining');
-        process.exit(signal === 'SIGINT' ? 130 : 143);
-      }
-      stopping = true;
-      log.info({ signal }, 'draining: finishing batches in flight, then exiting (send the signal again to exit at once)');
-      void (async () => {
-        await shutdown();
-        log.info('stopped cleanly');
-        resolve();
-      })();
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
   });
+  warnUnreachableBrokers(brokers, log, redactor);
+  const stopped = untilStopSignal(log, shutdown);
   log.info(
     { tables: relays.map(({ target }) => target.label), brokers: [...brokers.keys()], http: http?.url ?? null },
     `relaying ${relays.length} table(s)${http === null ? '' : `; metrics and health on ${http.url}`}`,
   );
   options.onReady?.({ httpUrl: http?.url ?? null });
-
   await stopped;
+}
+
+/** The relay of one table, with its settings from the config, publishing through `router` timed and traced. */
+function tableRelay(
+  config: LoadedConfig['config'],
+  target: OutboxTarget,
+  router: Broker,
+  metrics: SidecarMetrics,
+  log: Logger,
+): TableRelay {
+  const settings = relaySettingsFor(config, target.table);
+  const { drainMs = 10_000, maxRetainedWalBytes = DEFAULT_MAX_RETAINED_WAL_BYTES, ...relayOptions } = settings;
+  const { dialect, url, listen } = target.database.config;
+  const schema = target.table.schema ?? target.database.config.schema;
+  const logical = settings.mode === 'logical';
+  const options: RelayOptions = {
+    ...(relayOptions as Partial<RelayOptions>),
+    db: target.database.db,
+    dialect,
+    table: target.table.table,
+    ...(schema === undefined ? {} : { schema }),
+    broker: decorate(router, metrics.publishTiming(target.labels), traceBroker),
+    // The logical relay deletes rows as it marks them and runs no cleanup: it keeps no sent rows.
+    retainSentMs: relayOptions.retainSentMs ?? (logical ? 0 : DEFAULT_RETAIN_SENT_MS),
+    // The slot is streamed over a replication connection to the same database, as the same user.
+    ...(logical ? { replication: url } : dialectFor(dialect).commitWakeups && listen ? { listen: url } : {}),
+  };
+  const relay = logical ? createRelay({ ...options, mode: 'logical' }) : createRelay(options);
+  metrics.watch(relay, target.labels);
+  metrics.declareTopics(target.labels, target.table.topics ?? []);
+  logRelayEvents(relay, target, log);
+  return { relay, target, drainMs, maxRetainedWalBytes };
 }

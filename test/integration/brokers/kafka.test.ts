@@ -2,14 +2,11 @@ import { createRequire } from 'node:module';
 import net from 'node:net';
 import kafkajs from 'kafkajs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import {
-  classifyKafkaError,
-  createKafkaBroker,
-  kafkaTopicFor,
-  resolveKafkaOptions,
-  toKafkaMessage,
-  type KafkaBrokerOptions,
-} from '../../../src/brokers/kafka.js';
+import { createKafkaBroker, type KafkaBrokerOptions } from '../../../src/brokers/kafka.js';
+import { classifyKafkaError } from '../../../src/brokers/kafka/errors.js';
+import { resolveKafkaOptions } from '../../../src/brokers/kafka/options.js';
+import { toKafkaMessage } from '../../../src/brokers/kafka/records.js';
+import { kafkaTopicFor } from '../../../src/brokers/kafka/topics.js';
 import { ConfigError } from '../../../src/index.js';
 import { brokerContract, outgoing } from '../../support/brokers/contract.js';
 import { kafkaFixture } from '../../support/brokers/kafka-fixture.js';
@@ -114,27 +111,27 @@ describe('Kafka topic routing', () => {
   const route = (topic: string) => (topic.startsWith('billing/') ? `billing.${topic.slice('billing/'.length)}` : undefined);
 
   it('uses the routes map first', () => {
-    expect(kafkaTopicFor('orders.created', routes, () => 'elsewhere')).toEqual({ topic: 'orders' });
-    expect(kafkaTopicFor('a/b', routes)).toEqual({ topic: 'a-b' });
+    expect(kafkaTopicFor('orders.created', routes, () => 'elsewhere')).toEqual({ to: 'orders' });
+    expect(kafkaTopicFor('a/b', routes)).toEqual({ to: 'a-b' });
   });
 
   it('then the route function, then the topic itself', () => {
-    expect(kafkaTopicFor('billing/invoice', routes, route)).toEqual({ topic: 'billing.invoice' });
-    expect(kafkaTopicFor('users.signed_up', routes, route)).toEqual({ topic: 'users.signed_up' });
-    expect(kafkaTopicFor('users.signed_up', {})).toEqual({ topic: 'users.signed_up' });
+    expect(kafkaTopicFor('billing/invoice', routes, route)).toEqual({ to: 'billing.invoice' });
+    expect(kafkaTopicFor('users.signed_up', routes, route)).toEqual({ to: 'users.signed_up' });
+    expect(kafkaTopicFor('users.signed_up', {})).toEqual({ to: 'users.signed_up' });
   });
 
   it('does not mistake inherited object properties for routes', () => {
-    expect(kafkaTopicFor('constructor', {})).toEqual({ topic: 'constructor' });
-    expect(kafkaTopicFor('toString', routes)).toEqual({ topic: 'toString' });
+    expect(kafkaTopicFor('constructor', {})).toEqual({ to: 'constructor' });
+    expect(kafkaTopicFor('toString', routes)).toEqual({ to: 'toString' });
   });
 
   it('refuses a topic that is not a legal Kafka topic name, pointing at routes', () => {
     const result = kafkaTopicFor('orders:created', {});
-    expect(result).toEqual({ error: expect.stringMatching(/"orders:created" is not a legal Kafka topic name.*routes/) });
-    expect(kafkaTopicFor('x'.repeat(250), {})).toHaveProperty('error');
+    expect(result).toEqual({ refused: expect.stringMatching(/"orders:created" is not a legal Kafka topic name.*routes/) });
+    expect(kafkaTopicFor('x'.repeat(250), {})).toHaveProperty('refused');
     expect(kafkaTopicFor('billing/a:b', {}, route)).toEqual({
-      error: expect.stringMatching(/"billing\.a:b" \(routed from "billing\/a:b"\)/),
+      refused: expect.stringMatching(/"billing\.a:b" \(routed from "billing\/a:b"\)/),
     });
   });
 
@@ -143,9 +140,9 @@ describe('Kafka topic routing', () => {
       kafkaTopicFor('t', {}, () => {
         throw new Error('no route for t');
       }),
-    ).toEqual({ error: expect.stringMatching(/route function threw for topic "t": Error: no route for t/) });
+    ).toEqual({ refused: expect.stringMatching(/route function threw for topic "t": Error: no route for t/) });
     expect(kafkaTopicFor('t', {}, (() => 42) as unknown as () => string)).toEqual({
-      error: expect.stringMatching(/returned number/),
+      refused: expect.stringMatching(/returned number/),
     });
   });
 });

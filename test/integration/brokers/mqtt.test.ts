@@ -3,7 +3,8 @@ import { connect } from 'mqtt';
 import { generate } from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../../src/errors.js';
-import { createMqttBroker, publishPacketSize, type MqttBroker, type MqttBrokerOptions } from '../../../src/brokers/mqtt.js';
+import { createMqttBroker, type MqttBroker, type MqttBrokerOptions } from '../../../src/brokers/mqtt.js';
+import { publishPacketSize } from '../../../src/brokers/mqtt/packet.js';
 import { brokerContract, outgoing } from '../../support/brokers/contract.js';
 import {
   MQTT_URL,

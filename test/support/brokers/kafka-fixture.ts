@@ -2,7 +2,8 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import kafkajs from 'kafkajs';
 import type { IHeaders, KafkaMessage } from 'kafkajs';
-import { createKafkaBroker, KAFKA_OWN_HEADERS } from '../../../src/brokers/kafka.js';
+import { createKafkaBroker } from '../../../src/brokers/kafka.js';
+import { KAFKA_OWN_HEADERS } from '../../../src/brokers/kafka/records.js';
 import type { BrokerFixture, BrokerUnderTest, ReceivedMessage } from './contract.js';
 
 const { Kafka, logLevel } = kafkajs;

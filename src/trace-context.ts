@@ -1,3 +1,5 @@
+// W3C trace context, shared by enqueue (which stores the active span) and the tracing decorator (which continues it):
+// here at the root so that brokers/ needs nothing from outbox/.
 import { TraceFlags, context, trace, type SpanContext } from '@opentelemetry/api';
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
