@@ -1,3 +1,4 @@
+import { OWN_HEADERS } from '../brokers/headers.js';
 import type { Kysely, Transaction } from 'kysely';
 import { z } from 'zod';
 import { parseOptions } from '../config.js';
@@ -174,7 +175,7 @@ export function createInbox(options: InboxOptions): Inbox {
       const message: InboxMessage = {
         id: letter.messageId,
         topic: letter.topic ?? letter.destination,
-        key: letter.headers['txoutbox-key'] ?? null,
+        key: letter.headers[OWN_HEADERS.key] ?? null,
         payload: letter.payload,
         contentType: letter.contentType,
         headers: letter.headers,

@@ -1,3 +1,4 @@
+import { OWN_HEADERS } from '../../brokers/headers.js';
 import { EventEmitter } from 'node:events';
 import { connect, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
 import { AckPolicy, DeliverPolicy, JetStreamApiError, jetstream, jetstreamManager } from '@nats-io/jetstream';
@@ -232,11 +233,11 @@ export class NatsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
   private async handleDeliveries(deliveries: JsMsg[]): Promise<void> {
     const delivery = deliveries[0]!;
     const headers = textHeaders(delivery);
-    const rawId = headers['Nats-Msg-Id'] || headers['txoutbox-id'] || null;
+    const rawId = headers['Nats-Msg-Id'] || headers[OWN_HEADERS.id] || null;
     const message: InboxMessage = {
       id: rawId ?? '',
-      topic: headers['txoutbox-topic'] ?? delivery.subject,
-      key: headers['txoutbox-key'] ?? null,
+      topic: headers[OWN_HEADERS.topic] ?? delivery.subject,
+      key: headers[OWN_HEADERS.key] ?? null,
       payload: Buffer.from(delivery.data),
       contentType: headers['Content-Type'] ?? null,
       headers,

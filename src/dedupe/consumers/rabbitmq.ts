@@ -1,3 +1,4 @@
+import { OWN_HEADERS } from '../../brokers/headers.js';
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import amqp from 'amqplib';
@@ -256,7 +257,7 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
 
   private async handle(session: Session, delivery: ConsumeMessage): Promise<void> {
     const headers = textHeaders(delivery.properties.headers);
-    const rawId: unknown = delivery.properties.messageId ?? headers['txoutbox-id'];
+    const rawId: unknown = delivery.properties.messageId ?? headers[OWN_HEADERS.id];
     const id = typeof rawId === 'string' ? rawId : null;
     const failedBefore = count(headers[ATTEMPTS_HEADER]);
     // Quorum queues count deliveries that were requeued unsettled (a consumer that died mid-handler): they count as
@@ -264,8 +265,8 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
     const unsettledBefore = count(String(delivery.properties.headers?.['x-delivery-count'] ?? '0'));
     const message: InboxMessage = {
       id: id ?? '',
-      topic: headers['txoutbox-topic'] ?? delivery.fields.routingKey,
-      key: headers['txoutbox-key'] ?? null,
+      topic: headers[OWN_HEADERS.topic] ?? delivery.fields.routingKey,
+      key: headers[OWN_HEADERS.key] ?? null,
       payload: delivery.content,
       contentType: typeof delivery.properties.contentType === 'string' ? delivery.properties.contentType : null,
       headers,
