@@ -6,6 +6,7 @@ import { traceBroker } from '../../relay/tracing.js';
 import { closeBrokers, openBrokers, RoutingBroker } from '../brokers.js';
 import { DEFAULT_MAX_RETAINED_WAL_BYTES, DEFAULT_RETAIN_SENT_MS, relaySettingsFor, type LoadedConfig } from '../config.js';
 import { openTargets, type OutboxTarget } from '../context.js';
+import { openDashboard } from '../dashboard/dashboard.js';
 import { CliError, EXIT } from '../errors.js';
 import { startHealthServer, type ReadinessCheck } from '../http-server.js';
 import { createLogger } from '../logger.js';
@@ -120,6 +121,16 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
     ...[...brokers.values()].map((b): ReadinessCheck => ({ kind: 'broker', name: b.name, check: () => b.probe(2000) })),
     ...[...logicalOf.values()].map(({ relay, target }) => slotReadiness(target.label, relay, target.database.db, 2000)),
   ];
+  // The operator's dashboard (http.dashboard): on the same port as /metrics, reading on pools of its own.
+  const dashboard =
+    config.http.enabled && config.http.dashboard
+      ? await openDashboard(loaded, {
+          host: config.http.host,
+          token: config.http.dashboardToken ?? null,
+          publishedTotal: (labels) => metrics.publishedTotal(labels),
+          onError: (error) => log.warn({ err: error }, 'database connection error (dashboard)'),
+        })
+      : null;
   let lastReady = new Map<string, boolean>();
   const http = config.http.enabled
     ? await startHealthServer({
@@ -128,6 +139,7 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
         registry: metrics.registry,
         checks,
         describe: (error) => redactor.error(error),
+        ...(dashboard === null ? {} : { handle: dashboard.handle }),
         onChecked: (results) => {
           const now = new Map<string, boolean>();
           for (const r of results) {
@@ -151,6 +163,7 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
     clearInterval(backlogTimer);
     await Promise.all(relays.map(({ relay, drainMs }) => relay.stop({ drainMs })));
     await http?.close();
+    await dashboard?.close();
     await closeBrokers(brokers);
     await scans.close();
     await opened.close();
