@@ -180,9 +180,11 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames, option
     },
 
     async blockedKeys(limit, after) {
+      // Under 'skip' a dead message holds nothing back.
+      if (logical !== null && !logical.followers) return [];
       const after_ = (seq: string) => (after === undefined ? sql`` : sql`AND ${sql.ref(seq)} > ${after}::int8`);
-      // Logical mode parks a dead head's followers as dead rows: the key's first dead row is its head. Polling mode
-      // marks the head (ready) and leaves the followers pending behind it.
+      // Logical mode (block-key) parks every later message of a key with a dead message as dead too: the key's first
+      // dead row is its head. Polling mode marks the head (ready) and leaves the followers pending behind it.
       const { rows } = await run(
         (logical !== null
           ? sql`
@@ -190,7 +192,7 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames, option
               SELECT seq, seq::text AS seq_text, id, topic, msg_key, created_at, last_error,
                 row_number() OVER (PARTITION BY msg_key ORDER BY seq) AS place, count(*) OVER (PARTITION BY msg_key) - 1 AS waiting
               FROM ${table} WHERE state = 'dead' AND msg_key IS NOT NULL
-            ) AS d WHERE place = 1 AND waiting > 0 ${after_('seq')} ORDER BY seq LIMIT ${limit}`
+            ) AS d WHERE place = 1 ${after_('seq')} ORDER BY seq LIMIT ${limit}`
           : sql`
             SELECT d.seq::text AS seq_text, d.id, d.topic, d.msg_key, d.created_at, d.last_error,
               (SELECT count(*) FROM ${table} AS w
