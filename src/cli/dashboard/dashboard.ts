@@ -29,6 +29,8 @@ export interface DashboardOptions {
 export interface Dashboard {
   /** Answers the dashboard's paths; false for any other (so it can share a server with /metrics). */
   handle(request: IncomingMessage, response: ServerResponse): boolean;
+  /** Reads every table now, as the sampler does every few seconds (joins a round in flight). */
+  sampleNow(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -99,6 +101,7 @@ export async function openDashboard(loaded: LoadedConfig, options: DashboardOpti
   const started = sampler;
   return {
     handle,
+    sampleNow: () => started.round(),
     async close() {
       await started.close();
       await Promise.all(own.map((d) => d.close().catch(() => {})));
