@@ -61,6 +61,14 @@
             ),
             axes: [{}, { label: 'published/s' }],
             scales: {
+              // Always the last 15 minutes, however few readings there are yet.
+              x: {
+                time: true,
+                range: function () {
+                  var end = Date.now() / 1000;
+                  return [end - 900, end];
+                },
+              },
               y: {
                 range: function (u, min, max) {
                   return [0, Math.max(1, max)];
