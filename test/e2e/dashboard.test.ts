@@ -240,46 +240,89 @@ describe.each(CASES)(
       },
     );
 
-    it("shows the inbox's processed counts and consumer-side dead letters, and deletes the confirmed one", async () => {
+    it("shows the inbox's processed counts and consumer-side dead letters, deletes one and replays one to its queue", async () => {
       const box = inbox();
-      for (const id of ['p1', 'p2', 'p3']) {
-        await h.db.transaction().execute((trx) => box.processOnce(trx, { consumer: 'billing', messageId: id }, () => undefined));
-      }
-      for (const id of ['d1', 'd2']) {
-        await box.recordDeadLetter(h.db, {
+      const inboxQueue = randomName('txoutbox-dashboard-inbox');
+      await withChannel((channel) => channel.assertQueue(inboxQueue, { durable: true }));
+      const replays = await QueueConsumer.start(inboxQueue);
+      try {
+        for (const id of ['p1', 'p2', 'p3']) {
+          await h.db
+            .transaction()
+            .execute((trx) => box.processOnce(trx, { consumer: 'billing', messageId: id }, () => undefined));
+        }
+        const letter = (id: string, source = 'rabbitmq') => ({
           consumer: 'billing',
           messageId: id,
-          source: 'rabbitmq',
-          destination: 'billing',
+          source,
+          destination: source === 'rabbitmq' ? inboxQueue : 'ORDERS/billing',
           topic,
           payload: Buffer.from(JSON.stringify({ id, note: XSS })),
           contentType: 'application/json',
-          headers: {},
+          headers: { 'txoutbox-inbox-attempts': '5', 'x-tenant': 'acme' },
           error: `handler failed on ${id}: ${XSS}`,
           attempts: 5,
         });
-      }
-      const page = await open('/inbox');
-      await page.locator('#processed').waitFor();
-      expect(await page.locator('#processed').textContent()).toMatch(/billing\s*3/);
-      const rows = page.locator('#inbox-dead tbody tr');
-      expect(await rows.count()).toBe(2);
-      expect(await page.locator('main img, main script').count()).toBe(0);
-      await page.screenshot({ path: await shots('inbox'), fullPage: true });
+        for (const [id, source] of [
+          ['d1', 'rabbitmq'],
+          ['d2', 'rabbitmq'],
+          ['n1', 'nats'],
+        ] as const) {
+          await box.recordDeadLetter(h.db, letter(id, source));
+        }
+        const seqOf = async (id: string) => (await box.deadLetters(h.db)).find((l) => l.messageId === id)!.seq;
+        const page = await open('/inbox');
+        await page.locator('#processed').waitFor();
+        expect(await page.locator('#processed').textContent()).toMatch(/billing\s*3/);
+        expect(await page.locator('#inbox-dead tbody tr').count()).toBe(3);
+        expect(await page.locator('main img, main script').count()).toBe(0);
+        await page.screenshot({ path: await shots('inbox'), fullPage: true });
 
-      const [first] = await box.deadLetters(h.db);
-      await page.locator(`tr[data-seq="${first!.seq}"] input[type="checkbox"]`).check();
-      await page.getByRole('button', { name: 'Delete selected…' }).click();
-      await page.locator('#confirm-rows').waitFor();
-      expect(
-        await page.locator('#confirm-rows tbody tr').evaluateAll((r) => r.map((row) => row.getAttribute('data-seq'))),
-      ).toEqual([first!.seq]);
-      await page.locator('input[name="token"]').fill(TOKEN);
-      await page.getByRole('button', { name: 'Delete these 1' }).click();
-      await page.locator('#outcome').waitFor();
-      expect(await page.locator('#outcome').textContent()).toContain('Deleted 1 dead letter(s)');
-      expect((await box.deadLetters(h.db)).map((l) => l.messageId)).toEqual(['d2']);
-      await page.close();
+        // Delete d1: the confirmation names exactly it.
+        const d1 = await seqOf('d1');
+        await page.locator(`tr[data-seq="${d1}"] input[type="checkbox"]`).check();
+        await page.getByRole('button', { name: 'Delete selected…' }).click();
+        await page.locator('#confirm-rows').waitFor();
+        expect(
+          await page.locator('#confirm-rows tbody tr').evaluateAll((r) => r.map((row) => row.getAttribute('data-seq'))),
+        ).toEqual([d1]);
+        await page.locator('input[name="token"]').fill(TOKEN);
+        await page.getByRole('button', { name: 'Delete these 1' }).click();
+        await page.locator('#outcome').waitFor();
+        expect(await page.locator('#outcome').textContent()).toContain('Deleted 1 dead letter(s)');
+        expect((await box.deadLetters(h.db)).map((l) => l.messageId)).toEqual(['d2', 'n1']);
+
+        // Replay d2 and n1: n1 came from NATS and is left out, named with the reason; d2 goes back to its queue.
+        const [d2, n1] = [await seqOf('d2'), await seqOf('n1')];
+        await page.goto(`${base}/inbox`);
+        await page.locator(`tr[data-seq="${d2}"] input[type="checkbox"]`).check();
+        await page.locator(`tr[data-seq="${n1}"] input[type="checkbox"]`).check();
+        await page.getByRole('button', { name: 'Replay selected…' }).click();
+        await page.locator('#confirm-rows').waitFor();
+        expect(
+          await page.locator('#confirm-rows tbody tr').evaluateAll((r) => r.map((row) => row.getAttribute('data-seq'))),
+        ).toEqual([d2]);
+        expect(await page.locator('#refusals').textContent()).toContain(
+          `${n1}: a nats dead letter is replayed from its consumer`,
+        );
+        await page.screenshot({ path: await shots('inbox-confirm-replay'), fullPage: true });
+        await page.locator('input[name="token"]').fill(TOKEN);
+        await page.getByRole('button', { name: 'Replay these 1' }).click();
+        await page.locator('#outcome').waitFor();
+        expect(await page.locator('#outcome').textContent()).toContain('Replayed 1 dead letter(s)');
+        await waitFor(() => replays.received().length === 1, 20_000, 'the replayed message in its queue');
+        const [replayed] = replays.received();
+        expect(replayed!.id).toBe('d2');
+        expect(JSON.parse(replayed!.payload.toString('utf8'))).toEqual({ id: 'd2', note: XSS });
+        // The consumer's retry bookkeeping is not carried over: it starts afresh.
+        expect(replayed!.headers['txoutbox-inbox-attempts']).toBeUndefined();
+        expect(replayed!.headers['x-tenant']).toBe('acme');
+        expect((await box.deadLetters(h.db)).map((l) => l.messageId)).toEqual(['n1']);
+        await page.close();
+      } finally {
+        await replays.close();
+        await withChannel((channel) => channel.deleteQueue(inboxQueue)).catch(() => {});
+      }
     });
 
     it('stops its relay (and dashboard) cleanly', async () => {

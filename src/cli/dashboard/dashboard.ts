@@ -6,7 +6,7 @@ import { openDatabase, schemaOf, tableLabel, type OpenDatabase } from '../databa
 import type { TableLabels } from '../metrics.js';
 import { loadAssets } from './assets.js';
 import { isLoopback } from './guard.js';
-import { createInboxRoutes, type InboxSource } from './inbox-routes.js';
+import { createInboxRoutes, type InboxSource, type ReplayBroker } from './inbox-routes.js';
 import { createRoutes } from './routes.js';
 import { DashboardSampler } from './sampler.js';
 
@@ -90,7 +90,7 @@ export async function openDashboard(loaded: LoadedConfig, options: DashboardOpti
   const handle = createRoutes({
     targets: opened.targets,
     sampler,
-    inbox: createInboxRoutes(inboxes, loaded.redactor),
+    inbox: createInboxRoutes(inboxes, loaded.redactor, replayBrokerOf(loaded)),
     token: options.token,
     boundToLoopback: isLoopback(options.host),
     redactor: loaded.redactor,
@@ -108,4 +108,17 @@ export async function openDashboard(loaded: LoadedConfig, options: DashboardOpti
       await opened.close();
     },
   };
+}
+
+/** The RabbitMQ broker a consumer-side dead letter is replayed through: the one configured, if there is exactly one. */
+function replayBrokerOf(loaded: LoadedConfig): ReplayBroker {
+  const rabbits = Object.entries(loaded.config.brokers).filter(([, broker]) => broker.type === 'rabbitmq');
+  if (rabbits.length === 0) return { problem: 'no RabbitMQ broker is configured (brokers:) to replay through' };
+  if (rabbits.length > 1) {
+    return {
+      problem: `several RabbitMQ brokers are configured (${rabbits.map(([name]) => name).join(', ')}): replay from the consumer`,
+    };
+  }
+  const url = (rabbits[0]![1] as { url?: unknown }).url;
+  return typeof url === 'string' ? { url } : { problem: `broker ${rabbits[0]![0]} has no url` };
 }

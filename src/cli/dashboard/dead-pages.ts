@@ -82,7 +82,7 @@ export function deadListPage(frame: PageFrame, data: DeadListData): Html {
             : html`Showing ${data.rows.length}${filtered ? ' matching' : ''}, oldest first${data.paged ? ' (a later page)' : ''}.`
         }
       </p>
-      <form method="get" action="/dead/confirm" id="dead-rows">
+      <form method="get" action="/dead/confirm" id="dead-rows" hx-boost="false">
         ${hidden}
         <table>
           <thead>
@@ -190,7 +190,7 @@ export function deadShowPage(frame: PageFrame, { table, row, now, clean }: DeadS
       ${payload.cut > 0 ? html`<p class="muted">${payload.cut} more bytes not shown (txoutbox dead show --json has them).</p>` : ''}
       ${
         frame.canWrite
-          ? html`<form method="get" action="/dead/confirm" class="actions">
+          ? html`<form method="get" action="/dead/confirm" class="actions" hx-boost="false">
               <input type="hidden" name="table" value="${table}" />
               <input type="hidden" name="id" value="${row.id}" />
               <button type="submit" name="do" value="retry:selected">Retry…</button>

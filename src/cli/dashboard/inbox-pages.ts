@@ -89,14 +89,14 @@ export function inboxPage(frame: PageFrame, data: InboxData): Html {
       }
       <h2>Consumer-side dead letters${data.consumer === null ? '' : html` of ${data.consumer}`}</h2>
       <p class="muted">
-        A handler that kept failing leaves its message here. Replay runs in the consumer service, where the handler lives:
-        <code>inbox.replayDeadLetter(db, seq, handler)</code>. Here a person looks at them and deletes the ones that need no
-        processing.
+        A handler that kept failing leaves its message here. Replay sends a RabbitMQ dead letter back to its queue (the consumer
+        runs it through its inbox again, so one it did process after all is dropped); others are replayed from the consumer, where
+        the handler lives (<code>inbox.replayDeadLetter</code>). Delete the ones that need no processing.
       </p>
       ${
         data.letters.length === 0
           ? html`<p>No dead letters${data.paged ? ' past this point' : ''}.</p>`
-          : html`<form method="get" action="/inbox/confirm">
+          : html`<form method="get" action="/inbox/confirm" hx-boost="false">
               <input type="hidden" name="inbox" value="${inbox}" />
               <table id="inbox-dead">
                 <thead>
@@ -111,7 +111,10 @@ export function inboxPage(frame: PageFrame, data: InboxData): Html {
               </table>
               ${
                 frame.canWrite
-                  ? html`<div class="actions"><button type="submit" class="danger">Delete selected…</button></div>`
+                  ? html`<div class="actions">
+                      <button type="submit" name="do" value="replay">Replay selected…</button>
+                      <button type="submit" name="do" value="delete" class="danger">Delete selected…</button>
+                    </div>`
                   : ''
               }
             </form>`
@@ -175,10 +178,11 @@ export function inboxShowPage(
       <pre id="payload">${payload.text}</pre>
       ${
         frame.canWrite
-          ? html`<form method="get" action="/inbox/confirm" class="actions">
+          ? html`<form method="get" action="/inbox/confirm" class="actions" hx-boost="false">
               <input type="hidden" name="inbox" value="${inbox}" />
               <input type="hidden" name="seq" value="${letter.seq}" />
-              <button type="submit" class="danger">Delete…</button>
+              <button type="submit" name="do" value="replay">Replay…</button>
+              <button type="submit" name="do" value="delete" class="danger">Delete…</button>
             </form>`
           : ''
       }
@@ -186,17 +190,31 @@ export function inboxShowPage(
   );
 }
 
-export function inboxConfirmPage(
-  frame: PageFrame,
-  inbox: string,
-  letters: readonly StoredInboxDeadLetter[],
-  now: Date,
-  clean: (text: string) => string,
-): Html {
+export interface InboxConfirmData {
+  inbox: string;
+  action: 'replay' | 'delete';
+  letters: readonly StoredInboxDeadLetter[];
+  /** Dead letters that cannot be replayed from here, by seq, and why. */
+  refusals: ReadonlyMap<string, string>;
+  now: Date;
+  clean: (text: string) => string;
+}
+
+/** Names every dead letter the action will touch; the form carries exactly their seqs. */
+export function inboxConfirmPage(frame: PageFrame, data: InboxConfirmData): Html {
+  const { inbox, action } = data;
+  const chosen = data.letters.filter((l) => !data.refusals.has(l.seq));
+  const verb = action === 'replay' ? 'Replay' : 'Delete';
   return layout(
     frame,
-    html`<h1>Delete ${letters.length} dead letter(s) of ${inbox}?</h1>
-      <p>They are deleted for good; the consumer will not process them.</p>
+    html`<h1>${verb} ${chosen.length} dead letter(s) of ${inbox}?</h1>
+      <p>
+        ${
+          action === 'replay'
+            ? 'Each is published again to the queue it was consumed from (RabbitMQ confirms it), then removed from here.'
+            : 'They are deleted for good; the consumer will not process them.'
+        }
+      </p>
       <table id="confirm-rows">
         <thead>
           <tr>
@@ -204,30 +222,55 @@ export function inboxConfirmPage(
           </tr>
         </thead>
         <tbody>
-          ${letterRows(letters, inbox, now, clean, false)}
+          ${letterRows(chosen, inbox, data.now, data.clean, false)}
         </tbody>
       </table>
       ${
-        letters.length === 0
-          ? html`<p class="notice">None of them is there any more: nothing to delete.</p>`
-          : html`<form method="post" action="/inbox/delete" class="actions">
+        data.refusals.size === 0
+          ? ''
+          : html`<div class="notice bad" id="refusals">
+              Left out: ${[...data.refusals].map(([seq, why]) => html`<div><span class="mono">${seq}</span>: ${why}</div>`)}
+            </div>`
+      }
+      ${
+        chosen.length === 0
+          ? html`<p class="notice">Nothing to ${action}.</p>`
+          : html`<form method="post" action="/inbox/${action}" class="actions">
               <input type="hidden" name="inbox" value="${inbox}" />
-              ${letters.map((l) => html`<input type="hidden" name="seq" value="${l.seq}" />`)}
+              ${chosen.map((l) => html`<input type="hidden" name="seq" value="${l.seq}" />`)}
               <label>Token <input type="password" name="token" autocomplete="off" required /></label>
-              <button type="submit" class="danger">Delete these ${letters.length}</button>
+              <button type="submit" class="${action === 'replay' ? 'primary' : 'danger'}">${verb} these ${chosen.length}</button>
               <a href="/inbox${query({ inbox })}">cancel</a>
             </form>`
       }`,
   );
 }
 
-export function inboxDonePage(frame: PageFrame, inbox: string, chosen: number, deleted: number): Html {
+export function inboxDonePage(
+  frame: PageFrame,
+  inbox: string,
+  action: 'replay' | 'delete',
+  chosen: number,
+  done: number,
+  failures: readonly string[],
+): Html {
   return layout(
     frame,
-    html`<h1>Deleted</h1>
+    html`<h1>${action === 'replay' ? 'Replayed' : 'Deleted'}</h1>
       <p class="notice ok" id="outcome">
-        Deleted ${deleted} dead letter(s) of ${inbox}.${chosen > deleted ? ` ${chosen - deleted} were gone already.` : ''}
+        ${
+          action === 'replay'
+            ? `Replayed ${done} dead letter(s) of ${inbox}: they are back in their queues.`
+            : `Deleted ${done} dead letter(s) of ${inbox}.`
+        }${action === 'delete' && chosen > done ? ` ${chosen - done} were gone already.` : ''}
       </p>
+      ${
+        failures.length === 0
+          ? ''
+          : html`<div class="notice bad" id="problem">
+              Not replayed (still here): ${failures.map((f) => html`<div>${f}</div>`)}
+            </div>`
+      }
       <p><a href="/inbox${query({ inbox })}">« ${inbox}</a></p>`,
   );
 }

@@ -5,6 +5,7 @@ import type { OpenDatabase } from '../databases.js';
 import type { Redactor } from '../redact.js';
 import { inboxConfirmPage, inboxDonePage, inboxPage, inboxShowPage } from './inbox-pages.js';
 import type { PageFrame, Section } from './layout.js';
+import { replayable, replayToRabbitMq } from './inbox-replay.js';
 import { param } from './request.js';
 import { CONFIRM_LIMIT, HttpProblem, PAGE_SIZE, type Answer } from './answer.js';
 
@@ -24,7 +25,7 @@ export interface InboxRoutes {
 }
 
 const GETS = new Set(['/inbox', '/inbox/show', '/inbox/confirm']);
-const POSTS = new Set(['/inbox/delete']);
+const POSTS = new Set(['/inbox/delete', '/inbox/replay']);
 const SEQ = /^[1-9]\d{0,18}$/;
 
 /** Processed messages per consumer, read from the inbox's primary key (consumer, message id). */
@@ -37,7 +38,10 @@ async function processedCounts(source: InboxSource): Promise<{ consumer: string;
 }
 
 /** The inbox pages: processed counts, consumer-side dead letters, and deleting them (with the token). */
-export function createInboxRoutes(sources: readonly InboxSource[], redactor: Redactor): InboxRoutes {
+/** Where a replay is published: the configured RabbitMQ broker, or why there is none to use. */
+export type ReplayBroker = { url: string } | { problem: string };
+
+export function createInboxRoutes(sources: readonly InboxSource[], redactor: Redactor, replayBroker: ReplayBroker): InboxRoutes {
   const clean = (text: string) => redactor.text(text);
   const sourceOf = (label: string | undefined): InboxSource => {
     if (sources.length === 0) throw new HttpProblem(404, 'No inboxes', 'No database of this configuration declares an inbox.');
@@ -98,25 +102,73 @@ export function createInboxRoutes(sources: readonly InboxSource[], redactor: Red
       }
       // /inbox/confirm
       if (frame('inbox', '').canWrite === false) {
-        throw new HttpProblem(403, 'Read-only', 'This dashboard is read-only: set http.dashboardToken to enable delete.');
+        throw new HttpProblem(
+          403,
+          'Read-only',
+          'This dashboard is read-only: set http.dashboardToken to enable replay and delete.',
+        );
       }
+      const action = param(params, 'do');
+      if (action !== 'replay' && action !== 'delete') throw new HttpProblem(400, 'Which action?', 'Choose replay or delete.');
       const seqs = params.getAll('seq').filter((s) => SEQ.test(s));
-      if (seqs.length === 0) throw new HttpProblem(400, 'Nothing selected', 'Tick the dead letters to delete first.');
+      if (seqs.length === 0) throw new HttpProblem(400, 'Nothing selected', 'Tick the dead letters first.');
       if (seqs.length > CONFIRM_LIMIT) throw new HttpProblem(400, 'Too many', `Select at most ${CONFIRM_LIMIT} at a time.`);
       const letters = await lettersBySeq(source, seqs);
-      return { status: 200, page: inboxConfirmPage(frame('inbox', 'Confirm delete'), source.label, letters, new Date(), clean) };
+      const refusals = new Map<string, string>();
+      if (action === 'replay') {
+        for (const letter of letters) {
+          const why = 'problem' in replayBroker ? replayBroker.problem : replayable(letter);
+          if (why !== null) refusals.set(letter.seq, why);
+        }
+      }
+      return {
+        status: 200,
+        page: inboxConfirmPage(frame('inbox', `Confirm ${action}`), {
+          inbox: source.label,
+          action,
+          letters,
+          refusals,
+          now: new Date(),
+          clean,
+        }),
+      };
     },
 
     async post(path, form, frame) {
-      if (path !== '/inbox/delete') throw new HttpProblem(404, 'Not found', `Nothing at ${path}.`);
       const source = sourceOf(param(form, 'inbox'));
       const seqs = form.getAll('seq');
       if (seqs.length === 0 || seqs.length > CONFIRM_LIMIT || !seqs.every((s) => SEQ.test(s))) {
         throw new HttpProblem(400, 'Which dead letters?', `Confirm between 1 and ${CONFIRM_LIMIT} dead letters by seq.`);
       }
-      let deleted = 0;
-      for (const seq of seqs) if (await source.store.deleteDead(run(source), source.names, seq)) deleted++;
-      return { status: 200, page: inboxDonePage(frame('inbox', 'Deleted'), source.label, seqs.length, deleted) };
+      if (path === '/inbox/delete') {
+        let deleted = 0;
+        for (const seq of seqs) if (await source.store.deleteDead(run(source), source.names, seq)) deleted++;
+        return { status: 200, page: inboxDonePage(frame('inbox', 'Deleted'), source.label, 'delete', seqs.length, deleted, []) };
+      }
+      // Replay: published to its queue and confirmed by RabbitMQ first, then deleted. A failure in between leaves the
+      // dead letter in place with the copy sent, which the consumer's inbox drops as a duplicate if it is replayed again.
+      if ('problem' in replayBroker) throw new HttpProblem(409, 'Cannot replay', replayBroker.problem);
+      let replayed = 0;
+      const failures: string[] = [];
+      for (const letter of await lettersBySeq(source, seqs)) {
+        const why = replayable(letter);
+        if (why !== null) {
+          failures.push(`${letter.seq}: ${why}`);
+          continue;
+        }
+        try {
+          await replayToRabbitMq(replayBroker.url, letter);
+        } catch (error) {
+          failures.push(`${letter.seq}: ${redactor.error(error)}`);
+          continue;
+        }
+        await source.store.deleteDead(run(source), source.names, letter.seq);
+        replayed++;
+      }
+      return {
+        status: failures.length > 0 && replayed === 0 ? 502 : 200,
+        page: inboxDonePage(frame('inbox', 'Replayed'), source.label, 'replay', seqs.length, replayed, failures),
+      };
     },
   };
 }

@@ -32,7 +32,10 @@ const SECTIONS: readonly { section: Section; href: string; label: string }[] = [
   { section: 'inbox', href: '/inbox', label: 'Inboxes' },
 ];
 
-/** The whole document around a page's content. Links and forms are boosted by htmx: no full reloads. */
+/**
+ * The whole document around a page's content. Links and forms are boosted by htmx: no full reloads. A form whose
+ * buttons say what to do (name="do") is not boosted: the browser's own submission always carries the button pressed.
+ */
 export function layout(frame: PageFrame, content: Html): Html {
   return html`<!doctype html>
     <html lang="en">
