@@ -218,6 +218,17 @@ describe.each(CASES)(
         expect(await dead.locator('#outcome').textContent()).toContain('Retried 1 dead letter(s)');
         await waitFor(() => consumer!.received().length === 2, 20_000, 'the retried message and the one behind it');
         expect(consumer.received().map((m) => m.id)).toEqual(['m1', 'm2']);
+        // The chart's series (the relay's counters in the relay, the kept sent rows on its own) show the two published.
+        const highest = () =>
+          dead.evaluate(async (name) => {
+            const rates = (await (await fetch('/api/rates')).json()) as { names: string[]; values: (number | null)[][] };
+            return Math.max(0, ...(rates.values[rates.names.indexOf(name)] ?? []).map((v) => v ?? 0));
+          }, table);
+        await expect.poll(highest, { timeout: 30_000 }).toBeGreaterThan(0);
+        const after = await open('/');
+        await after.locator('#rates .uplot').waitFor();
+        await after.screenshot({ path: await shots('overview-after-retry'), fullPage: true });
+        await after.close();
 
         // Discard every legacy dead letter matching a filter: the confirmation names m4 and m5; m6, dead-lettered while
         // the operator reads it, is not among the rows acted on.
