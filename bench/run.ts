@@ -1,4 +1,5 @@
 import { benchBrokers, benchBrokersMysql } from './brokers.js';
+import { benchDashboard } from './dashboard.js';
 import { benchEnqueue } from './enqueue.js';
 import { benchInbox } from './inbox.js';
 import { benchLogical } from './logical.js';
@@ -21,6 +22,7 @@ const BENCHES: Readonly<Record<string, () => Promise<string>>> = {
   scaling: benchScaling,
   pgboss: benchPgBoss,
   logical: benchLogical,
+  dashboard: benchDashboard,
 };
 
 async function main(args: readonly string[]): Promise<number> {

@@ -138,9 +138,13 @@ const configSchema = z
         enabled: flag(z.boolean()).default(true),
         host: z.string().min(1).default('127.0.0.1'),
         port: numeric(z.number().int().min(0).max(65_535)).default(9464),
+        /** The relay also serves the operator's dashboard on this server (`txoutbox dashboard` serves it alone). */
+        dashboard: flag(z.boolean()).default(false),
+        /** Enables the dashboard's write actions (retry, discard, delete); without it the dashboard is read-only. */
+        dashboardToken: z.string().min(16, 'must be at least 16 characters (e.g. `openssl rand -hex 24`)').optional(),
       })
       .strict()
-      .default({ enabled: true, host: '127.0.0.1', port: 9464 }),
+      .default({ enabled: true, host: '127.0.0.1', port: 9464, dashboard: false }),
     metrics: z
       .object({
         /** How often backlog, oldest-age and dead gauges are read from the tables. */

@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 
@@ -24,6 +24,8 @@ export interface HealthServerOptions {
   /** Turns an error into text fit to show (redacted). */
   describe: (error: unknown) => string;
   onChecked?: (results: CheckResult[]) => void;
+  /** Served first, on the same port (the dashboard): true when it answered the request. */
+  handle?: (request: IncomingMessage, response: ServerResponse) => boolean;
 }
 
 /**
@@ -51,6 +53,7 @@ export async function startHealthServer(
   };
 
   const server = createServer((request, response) => {
+    if (options.handle?.(request, response) === true) return;
     const path = (request.url ?? '/').split('?')[0];
     const send = (status: number, type: string, body: string) => {
       response.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });

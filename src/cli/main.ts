@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
+import { dashboardCommand } from './commands/dashboard.js';
 import { doctorCommand } from './commands/doctor.js';
 import { deadActCommand, deadListCommand, deadShowCommand, terminalConfirm, type DeadIo } from './commands/dead.js';
 import { migrateCommand } from './commands/migrate.js';
@@ -51,6 +52,13 @@ export function buildProgram(): Command {
     .action(async () => relayCommand(await config()));
 
   program
+    .command('dashboard')
+    .description('serve the operator dashboard (overview, dead letters, blocked keys, inboxes) until SIGTERM/SIGINT')
+    .option('--host <address>', 'listen on this address (default http.host, 127.0.0.1)')
+    .option('--port <port>', 'listen on this port (default http.port; 0 picks a free one)')
+    .action(async (options: { host?: string; port?: string }) => dashboardCommand(await config(), options));
+
+  program
     .command('migrate')
     .description('create or upgrade the outbox and inbox tables in every configured database (idempotent)')
     .option('--database <name>', 'only this configured database')
@@ -87,9 +95,10 @@ export function buildProgram(): Command {
       .description(description)
       .option('--database <name>', 'only this configured database')
       .option('--table <name>', 'only this outbox table');
-  slotCommand('create', 'create the publication(s) and slot(s), unless they exist (a relay creates its slot on start too)').action(
-    async (options: { database?: string; table?: string }) => slotCreateCommand(await config(), { ...options, out }),
-  );
+  slotCommand(
+    'create',
+    'create the publication(s) and slot(s), unless they exist (a relay creates its slot on start too)',
+  ).action(async (options: { database?: string; table?: string }) => slotCreateCommand(await config(), { ...options, out }));
   slotCommand('drop', 'drop the slot(s) so the server keeps no WAL for them; refuses while a relay streams from one').action(
     async (options: { database?: string; table?: string }) => slotDropCommand(await config(), { ...options, out }),
   );

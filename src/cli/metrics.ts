@@ -160,14 +160,24 @@ export class SidecarMetrics {
     return topic;
   }
 
+  /** Published messages per table (`database\0table`), as a plain number the dashboard can read at any moment. */
+  private readonly publishedByTable = new Map<string, number>();
+
+  /** Messages this process published to a table so far (txoutbox_published_total summed over its topics). */
+  publishedTotal(where: TableLabels): number {
+    return this.publishedByTable.get(`${where.database}\u0000${where.table}`) ?? 0;
+  }
+
   /** Counts what a relay reports through its events. */
   watch(relay: Relay | LogicalRelay, where: TableLabels): void {
+    const table = `${where.database}\u0000${where.table}`;
     const at = (message: OutgoingMessage) => ({ ...where, topic: this.topicLabel(where, message.topic) });
     const first = (message: OutgoingMessage) => {
       if (message.attempt === 1) this.enqueued.inc(at(message));
     };
     relay.on('published', (messages) => {
       const now = Date.now();
+      this.publishedByTable.set(table, (this.publishedByTable.get(table) ?? 0) + messages.length);
       for (const message of messages) {
         first(message);
         this.published.inc(at(message));

@@ -33,7 +33,8 @@ export interface SlotScans {
  */
 export async function openStatusScans(
   targets: readonly OutboxTarget[],
-  record: (target: OutboxTarget, status: Awaited<ReturnType<AdminStore['status']>>) => void,
+  /** Runs inside the round; `admin` reads on the scan pool, for a caller that reads more than the status. */
+  record: (target: OutboxTarget, status: Awaited<ReturnType<AdminStore['status']>>, admin: AdminStore) => void | Promise<void>,
   onError: (target: OutboxTarget | null, database: DatabaseConfig, error: Error) => void,
   slots?: SlotScans,
 ): Promise<StatusScans> {
@@ -54,7 +55,7 @@ export async function openStatusScans(
   const runRound = async () => {
     for (const { target, admin, pool } of stores) {
       try {
-        record(target, await admin.status());
+        await record(target, await admin.status(), admin);
         const names = slots?.slotsOf(target) ?? [];
         if (names.length > 0) {
           const statuses: SlotStatus[] = [];

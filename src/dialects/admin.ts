@@ -48,6 +48,24 @@ export interface DeadLetterRow {
   holdsKey: boolean;
 }
 
+/** Rows a relay holds right now under one claim token (its lease has not run out). */
+export interface LeaseHolding {
+  /** The claim token: the relay's instance id (`host:pid:random`), then `:nonce:claim`. */
+  owner: string;
+  messages: number;
+  /** When the latest of these leases runs out. */
+  until: Date;
+}
+
+/** A key held by a dead letter (block-key): later messages of the key wait until a person acts on it. */
+export interface BlockedKey {
+  key: string;
+  /** The dead letter at the head of the key. */
+  head: { seq: string; id: string; topic: string; createdAt: Date; lastError: string | null };
+  /** Messages of the key waiting behind it (pending ones; in logical mode, the ones parked as dead). */
+  waiting: number;
+}
+
 /**
  * A key whose bookkeeping is off: messages wait but nothing heads the key (it would never move again), or
  * several messages head it (its order is at risk). Neither arises from txoutbox's own statements; a hand-edited
@@ -83,6 +101,12 @@ export interface AdminStore {
   retryDead(seqs: readonly string[]): Promise<number>;
   /** Deletes these dead letters, moving each key on to its next message; returns how many were still dead. */
   discardDead(seqs: readonly string[]): Promise<number>;
+  /** Messages sent after `from` and up to `to` (database clock) that the table still keeps (retainSentMs). */
+  sentBetween(from: Date, to: Date): Promise<number>;
+  /** Live leases by claim token, read through the claim index (a claim moves next_attempt_at to its lease's end). */
+  leases(): Promise<LeaseHolding[]>;
+  /** Keys held by a dead head, oldest head first, at most `limit`, after head seq `after` (for paging). */
+  blockedKeys(limit: number, after?: string): Promise<BlockedKey[]>;
   /** Keys whose head bookkeeping is off (none, or several heads). A scan of the unsent rows. */
   headProblems(): Promise<HeadProblem[]>;
   /** Repairs these keys: one head each (the first waiting message), under the relays' key locks. Returns heads made. */

@@ -36,7 +36,7 @@ describe('CLI configuration', () => {
       {},
     );
     expect(config.databases[0]!.tables).toEqual([{ table: 'txoutbox' }]);
-    expect(config.http).toEqual({ enabled: true, host: '127.0.0.1', port: 9464 });
+    expect(config.http).toEqual({ enabled: true, host: '127.0.0.1', port: 9464, dashboard: false });
     expect(relaySettingsFor(config, config.databases[1]!.tables[0]!)).toEqual({
       batchSize: 5,
       concurrency: 3,
@@ -87,7 +87,7 @@ describe('CLI configuration from the environment', () => {
       },
       { PORT: '8080', ON: 'false' },
     );
-    expect(config.http).toEqual({ port: 8080, enabled: false, host: 'h8080' });
+    expect(config.http).toEqual({ port: 8080, enabled: false, host: 'h8080', dashboard: false });
     expect(config.databases[0]!.schema).toBeUndefined();
     expect(config.databases[0]!.tables[0]!.schema).toBeUndefined();
   });

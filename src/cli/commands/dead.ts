@@ -3,20 +3,17 @@ import cliProgress from 'cli-progress';
 import type { DeadLetterFilter, DeadLetterRow } from '../../dialects/admin.js';
 import type { LoadedConfig } from '../config.js';
 import { withTargets, type OutboxTarget } from '../context.js';
+import {
+  actOnDead,
+  confirmedDeadSet,
+  DEAD_PAGE,
+  deadFilterOf,
+  matchingDead,
+  type DeadSelectionOptions,
+} from '../dead-letters.js';
 import { CliError, EXIT } from '../errors.js';
-import { formatAge, parseDuration, table, truncate } from '../format.js';
+import { formatAge, table, truncate } from '../format.js';
 import { visible } from '../visible.js';
-
-export interface DeadSelectionOptions {
-  database?: string;
-  table?: string;
-  topic?: string;
-  key?: string;
-  error?: string;
-  olderThan?: string;
-  newerThan?: string;
-  id?: string[];
-}
 
 export interface DeadIo {
   out: (line: string) => void;
@@ -27,49 +24,8 @@ export interface DeadIo {
   progress: boolean;
 }
 
-const PAGE = 500;
-
-function filterOf(options: DeadSelectionOptions): DeadLetterFilter {
-  const filter: DeadLetterFilter = {};
-  try {
-    if (options.topic !== undefined) filter.topic = options.topic;
-    if (options.key !== undefined) filter.key = options.key;
-    if (options.error !== undefined) filter.error = options.error;
-    if (options.olderThan !== undefined) filter.olderThanMs = parseDuration(options.olderThan);
-    if (options.newerThan !== undefined) filter.newerThanMs = parseDuration(options.newerThan);
-  } catch (error) {
-    throw new CliError((error as Error).message, EXIT.config);
-  }
-  if (options.id !== undefined && options.id.length > 0) filter.ids = options.id;
-  return filter;
-}
-
 const hasFilter = (filter: DeadLetterFilter) => Object.keys(filter).length > 0;
 
-
-/** Every matching dead letter of a target, page by page (by seq, so acting on rows never skips any). */
-async function* matching(target: OutboxTarget, filter: DeadLetterFilter, limit = Infinity): AsyncGenerator<DeadLetterRow[]> {
-  let after: string | undefined;
-  let seen = 0;
-  while (seen < limit) {
-    const page = await target.admin.listDead(filter, Math.min(PAGE, limit - seen), after);
-    if (page.length === 0) return;
-    seen += page.length;
-    after = page[page.length - 1]!.seq;
-    yield page;
-    if (page.length < PAGE) return;
-  }
-}
-
-/** The seqs of every matching dead letter of a target, page by page, without reading payloads. */
-async function confirmedSet(target: OutboxTarget, filter: DeadLetterFilter): Promise<string[]> {
-  const seqs: string[] = [];
-  for (;;) {
-    const page = await target.admin.deadSeqs(filter, PAGE, seqs[seqs.length - 1]);
-    seqs.push(...page);
-    if (page.length < PAGE) return seqs;
-  }
-}
 
 function describeRow(target: OutboxTarget, row: DeadLetterRow, now: number) {
   return {
@@ -91,7 +47,7 @@ export async function deadListCommand(
   options: DeadSelectionOptions & { limit?: string; json?: boolean },
   io: DeadIo,
 ): Promise<void> {
-  const filter = filterOf(options);
+  const filter = deadFilterOf(options);
   const limit = options.limit === undefined ? 50 : Number(options.limit);
   if (!Number.isInteger(limit) || limit < 1)
     throw new CliError(`--limit must be a positive integer, got ${options.limit}`, EXIT.config);
@@ -99,7 +55,7 @@ export async function deadListCommand(
     const now = Date.now();
     const rows = [];
     for (const target of targets) {
-      for await (const page of matching(target, filter, limit - rows.length))
+      for await (const page of matchingDead(target, filter, limit - rows.length))
         rows.push(...page.map((row) => describeRow(target, row, now)));
       if (rows.length >= limit) break;
     }
@@ -179,7 +135,7 @@ export async function deadActCommand(
   options: DeadSelectionOptions & { all?: boolean; yes?: boolean; dryRun?: boolean },
   io: DeadIo,
 ): Promise<void> {
-  const filter = filterOf({ ...options, id: [...ids, ...(options.id ?? [])] });
+  const filter = deadFilterOf({ ...options, id: [...ids, ...(options.id ?? [])] });
   if (!hasFilter(filter) && !options.all) {
     throw new CliError(
       `Say which dead letters to ${action}: give ids, filters (--topic, --key, --error, --older-than, --newer-than) or --all.`,
@@ -190,7 +146,7 @@ export async function deadActCommand(
     // The exact set a person confirms (seqs only, no payloads read): dead letters that match later are left alone.
     const plan: { target: OutboxTarget; count: number; seqs: string[] }[] = [];
     for (const target of targets) {
-      const seqs = await confirmedSet(target, filter);
+      const seqs = await confirmedDeadSet(target, filter);
       if (seqs.length > 0) plan.push({ target, count: seqs.length, seqs });
     }
     const total = plan.reduce((n, p) => n + p.count, 0);
@@ -214,7 +170,7 @@ export async function deadActCommand(
       }
     }
     const bar =
-      io.progress && total > PAGE
+      io.progress && total > DEAD_PAGE
         ? new cliProgress.SingleBar(
             { format: `${action} [{bar}] {value}/{total}`, stream: process.stderr },
             cliProgress.Presets.shades_classic,
@@ -223,13 +179,10 @@ export async function deadActCommand(
     bar?.start(total, 0);
     let done = 0;
     try {
-      for (const { target, seqs: all } of plan) {
+      for (const { target, seqs } of plan) {
         // Page by page, each in one transaction; a row no longer dead (retried meanwhile) is skipped by the store.
-        for (let start = 0; start < all.length; start += PAGE) {
-          const seqs = all.slice(start, start + PAGE);
-          done += action === 'retry' ? await target.admin.retryDead(seqs) : await target.admin.discardDead(seqs);
-          bar?.update(done);
-        }
+        const before = done;
+        done += await actOnDead(target, action, seqs, (n) => bar?.update(before + n));
       }
     } finally {
       bar?.stop();

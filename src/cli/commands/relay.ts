@@ -8,6 +8,7 @@ import { startBacklogGauges } from '../backlog-gauges.js';
 import { closeBrokers, openBrokers, routerFor } from '../brokers.js';
 import { DEFAULT_MAX_RETAINED_WAL_BYTES, DEFAULT_RETAIN_SENT_MS, relaySettingsFor, type LoadedConfig } from '../config.js';
 import { openTargets, type OutboxTarget } from '../context.js';
+import { openDashboard } from '../dashboard/dashboard.js';
 import { startHealthServer } from '../http-server.js';
 import { createLogger, type Logger } from '../logger.js';
 import { SidecarMetrics } from '../metrics.js';
@@ -46,6 +47,16 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
   const relays = opened.targets.map((target) => tableRelay(config, target, router, metrics, log));
   const logical = logicalTables(relays);
   const gauges = await startBacklogGauges(relays, logical, metrics, log, config.metrics.backlogIntervalMs);
+  // The operator's dashboard (http.dashboard): on the same port as /metrics, reading on pools of its own.
+  const dashboard =
+    config.http.enabled && config.http.dashboard
+      ? await openDashboard(loaded, {
+          host: config.http.host,
+          token: config.http.dashboardToken ?? null,
+          publishedTotal: (labels) => metrics.publishedTotal(labels),
+          onError: (error) => log.warn({ err: error }, 'database connection error (dashboard)'),
+        })
+      : null;
   const http = config.http.enabled
     ? await startHealthServer({
         host: config.http.host,
@@ -53,6 +64,7 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
         registry: metrics.registry,
         checks: readinessChecks(opened.databases, brokers, logical),
         describe: (error) => redactor.error(error),
+        ...(dashboard === null ? {} : { handle: dashboard.handle }),
         onChecked: readinessReporter(metrics, log),
       })
     : null;
@@ -61,6 +73,7 @@ export async function relayCommand(loaded: LoadedConfig, options: RelayCommandOp
     gauges.stop();
     await Promise.all(relays.map(({ relay, drainMs }) => relay.stop({ drainMs })));
     await http?.close();
+    await dashboard?.close();
     await closeBrokers(brokers);
     await gauges.close();
     await opened.close();

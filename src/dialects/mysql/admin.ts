@@ -3,7 +3,7 @@ import { countKeys, headProblem, distinctKeys, type AdminStore, type DeadLetterF
 import { deadLetterWhere, onDeadRows, withKeysLocked, type DeadLetterLocking } from '../dead-letter-actions.js';
 import { kyselyExecutor, readCommittedTransaction, type SqlExecutor } from '../executor.js';
 import type { TableNames } from '../identifiers.js';
-import { compiler, qualified, rowsBySeq } from './compiler.js';
+import { compiler, qualified, rowsBySeq, utcDatetime } from './compiler.js';
 import { mysqlHeads } from './heads.js';
 
 interface DeadRow {
@@ -148,6 +148,53 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
         await heads.promote(trx, distinctKeys(dead.map((row) => row.key)), []);
         return affectedRows;
       });
+    },
+
+    async sentBetween(from, to) {
+      const { rows } = await run(
+        sql`SELECT COUNT(*) AS n FROM ${table}
+            WHERE state = 'sent' AND sent_at > ${utcDatetime(from)} AND sent_at <= ${utcDatetime(to)}`.compile(compiler),
+      );
+      return Number(rows[0]!.n);
+    },
+
+    async leases() {
+      // Rows in flight are ready and due at their lease's end, so claim_idx finds them without the backlog.
+      const { rows } = await run(
+        sql`
+        SELECT lease_owner, COUNT(*) AS messages, MAX(lease_until) AS until FROM ${table}
+        WHERE state = 'pending' AND ready = 1 AND next_attempt_at > UTC_TIMESTAMP(6) AND lease_owner IS NOT NULL
+          AND lease_until > UTC_TIMESTAMP(6)
+        GROUP BY lease_owner ORDER BY lease_owner LIMIT 1000`.compile(compiler),
+      );
+      return rows.map((row) => ({
+        owner: text(row.lease_owner)!,
+        messages: Number(row.messages),
+        until: utc(row.until as Date | string),
+      }));
+    },
+
+    async blockedKeys(limit, after) {
+      const { rows } = await run(
+        sql`
+        SELECT d.seq, d.id, d.topic, d.msg_key, d.created_at, d.last_error,
+          (SELECT COUNT(*) FROM ${table} AS w
+           WHERE w.msg_key = d.msg_key AND w.state = 'pending' AND (w.ready = 0 OR w.ready IS NULL)) AS waiting
+        FROM ${table} AS d WHERE d.state = 'dead' AND d.ready = 1 AND d.msg_key IS NOT NULL
+          ${after === undefined ? sql`` : sql`AND d.seq > ${BigInt(after)}`}
+        ORDER BY d.seq LIMIT ${limit}`.compile(compiler),
+      );
+      return rows.map((row) => ({
+        key: text(row.msg_key)!,
+        head: {
+          seq: String(row.seq),
+          id: text(row.id)!,
+          topic: text(row.topic)!,
+          createdAt: utc(row.created_at as Date | string),
+          lastError: text(row.last_error),
+        },
+        waiting: Number(row.waiting),
+      }));
     },
 
     async headProblems() {

@@ -153,6 +153,60 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames, option
       });
     },
 
+    async sentBetween(from, to) {
+      const { rows } = await run(
+        sql`SELECT count(*) AS n FROM ${table} WHERE state = 'sent' AND sent_at > ${from} AND sent_at <= ${to}`.compile(compiler),
+      );
+      return Number(rows[0]!.n);
+    },
+
+    async leases() {
+      // Rows in flight are ready and due at their lease's end, so the claim index finds them without the backlog.
+      const { rows } = await run(
+        sql`
+        SELECT lease_owner, count(*) AS messages, max(lease_until) AS until FROM ${table}
+        WHERE state = 'pending' AND ready AND next_attempt_at > now() AND lease_owner IS NOT NULL AND lease_until > now()
+        GROUP BY lease_owner ORDER BY lease_owner LIMIT 1000`.compile(compiler),
+      );
+      return rows.map((row) => ({ owner: row.lease_owner as string, messages: Number(row.messages), until: row.until as Date }));
+    },
+
+    async blockedKeys(limit, after) {
+      // Under 'skip' a dead message holds nothing back.
+      if (logical !== null && !logical.followers) return [];
+      const after_ = (seq: string) => (after === undefined ? sql`` : sql`AND ${sql.ref(seq)} > ${after}::int8`);
+      // Logical mode (block-key) parks every later message of a key with a dead message as dead too: the key's first
+      // dead row is its head. Polling mode marks the head (ready) and leaves the followers pending behind it.
+      const { rows } = await run(
+        (logical !== null
+          ? sql`
+            SELECT * FROM (
+              SELECT seq, seq::text AS seq_text, id, topic, msg_key, created_at, last_error,
+                row_number() OVER (PARTITION BY msg_key ORDER BY seq) AS place, count(*) OVER (PARTITION BY msg_key) - 1 AS waiting
+              FROM ${table} WHERE state = 'dead' AND msg_key IS NOT NULL
+            ) AS d WHERE place = 1 ${after_('seq')} ORDER BY seq LIMIT ${limit}`
+          : sql`
+            SELECT d.seq::text AS seq_text, d.id, d.topic, d.msg_key, d.created_at, d.last_error,
+              (SELECT count(*) FROM ${table} AS w
+               WHERE w.msg_key = d.msg_key AND w.state = 'pending' AND w.ready IS NOT TRUE) AS waiting
+            FROM ${table} AS d WHERE d.state = 'dead' AND d.ready AND d.msg_key IS NOT NULL
+              ${after_('d.seq')}
+            ORDER BY d.seq LIMIT ${limit}`
+        ).compile(compiler),
+      );
+      return rows.map((row) => ({
+        key: row.msg_key as string,
+        head: {
+          seq: row.seq_text as string,
+          id: row.id as string,
+          topic: row.topic as string,
+          createdAt: row.created_at as Date,
+          lastError: (row.last_error as string | null) ?? null,
+        },
+        waiting: Number(row.waiting),
+      }));
+    },
+
     async headProblems() {
       const { rows } = await run(
         sql`
