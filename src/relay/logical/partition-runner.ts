@@ -223,7 +223,14 @@ export class PartitionRunner {
       const clean = await takeOverSlot(this.db, this.config.slot, this.config.names, this.holder(epoch));
       if (epoch !== this.epoch) return;
       this.predecessorClean = clean;
-      const { rows: top } = await sql<{ seq: string | null }>`SELECT max(seq)::text AS seq FROM ${this.table()}`.execute(this.db);
+      // Not max(seq) alone: the rows the relay before sent and deleted may have the highest seqs, and the slot streams
+      // them again. The identity's last value covers every row committed before now.
+      const { names } = this.config;
+      const tableText =
+        names.schema === null ? sql`quote_ident(${names.table})` : sql`quote_ident(${names.schema}) || '.' || quote_ident(${names.table})`;
+      const { rows: top } = await sql<{ seq: string | null }>`
+        SELECT greatest((SELECT max(seq) FROM ${this.table()}),
+                        pg_sequence_last_value(pg_get_serial_sequence(${tableText}, 'seq')::regclass))::text AS seq`.execute(this.db);
       if (epoch !== this.epoch) return;
       this.suspectThrough = BigInt(top[0]?.seq ?? '-1');
       this.suspectBudget = this.bufferLimit();
