@@ -2,7 +2,15 @@ import type { DeadLetterRow } from '../../dialects/admin.js';
 import { formatAge, truncate } from '../format.js';
 import { html, query, type Html } from './html.js';
 import { layout, type PageFrame } from './layout.js';
-import { viewPayload, visibleHeaders } from './show-payload.js';
+import { messageBody } from './message-body.js';
+
+/** The columns of a list of dead letters, on the list and on the confirmation that names the rows. */
+const DEAD_COLUMNS = html`<th>ID</th>
+  <th>Topic</th>
+  <th>Key</th>
+  <th class="num">Attempts</th>
+  <th class="num">Age</th>
+  <th>Last error</th>`;
 
 /** The dead-letter filters of the page, as typed (the same as the CLI's `dead list` options). */
 export interface DeadFilterForm {
@@ -92,12 +100,7 @@ export function deadListPage(frame: PageFrame, data: DeadListData): Html {
                   ? html`<th><input type="checkbox" data-select-all="id" aria-label="select every row on this page" /></th>`
                   : ''
               }
-              <th>ID</th>
-              <th>Topic</th>
-              <th>Key</th>
-              <th class="num">Attempts</th>
-              <th class="num">Age</th>
-              <th>Last error</th>
+              ${DEAD_COLUMNS}
             </tr>
           </thead>
           <tbody>
@@ -146,8 +149,6 @@ export interface DeadShowData {
 }
 
 export function deadShowPage(frame: PageFrame, { table, row, now, clean }: DeadShowData): Html {
-  const payload = viewPayload(row.payload, row.contentType);
-  const headers = visibleHeaders(row.headers);
   return layout(
     frame,
     html`<h1>Dead letter <span class="mono">${row.id}</span></h1>
@@ -169,25 +170,7 @@ export function deadShowPage(frame: PageFrame, { table, row, now, clean }: DeadS
         <dt>Content type</dt>
         <dd class="mono">${row.contentType}</dd>
       </dl>
-      <h2>Headers</h2>
-      ${
-        headers.length === 0
-          ? html`<p class="muted">none</p>`
-          : html`<table id="headers">
-              <tbody>
-                ${headers.map(
-                  ([name, value]) =>
-                    html`<tr>
-                      <th class="mono">${name}</th>
-                      <td class="mono">${value}</td>
-                    </tr>`,
-                )}
-              </tbody>
-            </table>`
-      }
-      <h2>Payload <span class="muted">(${payload.encoding}, ${row.payload.length} bytes)</span></h2>
-      <pre id="payload">${payload.text}</pre>
-      ${payload.cut > 0 ? html`<p class="muted">${payload.cut} more bytes not shown (txoutbox dead show --json has them).</p>` : ''}
+      ${messageBody(row, 'txoutbox dead show --json has them')}
       ${
         frame.canWrite
           ? html`<form method="get" action="/dead/confirm" class="actions" hx-boost="false">
@@ -235,12 +218,7 @@ export function deadConfirmPage(frame: PageFrame, data: DeadConfirmData): Html {
       <table id="confirm-rows">
         <thead>
           <tr>
-            <th>ID</th>
-            <th>Topic</th>
-            <th>Key</th>
-            <th class="num">Attempts</th>
-            <th class="num">Age</th>
-            <th>Last error</th>
+            ${DEAD_COLUMNS}
           </tr>
         </thead>
         <tbody>

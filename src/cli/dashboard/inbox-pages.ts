@@ -2,7 +2,7 @@ import type { InboxDeadLetter } from '../../dedupe/message.js';
 import { formatAge, truncate } from '../format.js';
 import { html, query, type Html } from './html.js';
 import { layout, type PageFrame } from './layout.js';
-import { viewPayload, visibleHeaders } from './show-payload.js';
+import { messageBody } from './message-body.js';
 
 export interface InboxData {
   inboxes: readonly string[];
@@ -18,13 +18,7 @@ export interface InboxData {
 
 const age = (at: Date, now: Date) => formatAge(Math.max(0, (now.getTime() - at.getTime()) / 1000));
 
-function letterRows(
-  letters: readonly InboxDeadLetter[],
-  inbox: string,
-  now: Date,
-  clean: (t: string) => string,
-  pick: boolean,
-) {
+function letterRows(letters: readonly InboxDeadLetter[], inbox: string, now: Date, clean: (t: string) => string, pick: boolean) {
   return letters.map(
     (letter) =>
       html`<tr data-seq="${letter.seq}">
@@ -139,8 +133,6 @@ export function inboxShowPage(
   now: Date,
   clean: (text: string) => string,
 ): Html {
-  const payload = viewPayload(letter.payload, letter.contentType);
-  const headers = visibleHeaders(letter.headers);
   return layout(
     frame,
     html`<h1>Inbox dead letter <span class="mono">${letter.seq}</span></h1>
@@ -162,20 +154,7 @@ export function inboxShowPage(
         <dt>Error</dt>
         <dd><pre class="error-text">${clean(letter.error)}</pre></dd>
       </dl>
-      <h2>Headers</h2>
-      <table>
-        <tbody>
-          ${headers.map(
-            ([name, value]) =>
-              html`<tr>
-                <th class="mono">${name}</th>
-                <td class="mono">${value}</td>
-              </tr>`,
-          )}
-        </tbody>
-      </table>
-      <h2>Payload <span class="muted">(${payload.encoding}, ${letter.payload.length} bytes)</span></h2>
-      <pre id="payload">${payload.text}</pre>
+      ${messageBody(letter, 'inbox.deadLetters returns them')}
       ${
         frame.canWrite
           ? html`<form method="get" action="/inbox/confirm" class="actions" hx-boost="false">
