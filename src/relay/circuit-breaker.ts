@@ -10,8 +10,9 @@ export const isUnreachable = (outcome: PublishOutcome): boolean => outcome.statu
  * message spends its retry budget or its backoff on an outage (the relay gives those messages back uncounted).
  * Every `probeIntervalMs` one worker claims a single message as a probe: if the broker takes it (or answers at all,
  * even with a refusal of that message) the breaker closes and every worker claims at full speed again at once;
- * if it is still unreachable the breaker stays open until the next probe. A probe that finds nothing to send
- * closes the breaker too: there is nothing to learn and nothing to lose.
+ * if it is still unreachable the breaker stays open until the next probe. A probe that finds nothing to send learns
+ * nothing: the breaker stays open and the next probe comes an interval later. (Closing then would let every worker
+ * claim at full speed into a broker still down, whenever the probe ran before the last batch's leases were given back.)
  */
 export class CircuitBreaker {
   private state: 'closed' | 'open' | 'probing' = 'closed';
@@ -65,9 +66,11 @@ export class CircuitBreaker {
     if (outcomes.length > 0) this.close();
   }
 
-  /** A claim found nothing: if it was the probe, close (nothing is waiting for the broker). */
+  /** A claim found nothing: if it was the probe, the broker is still unknown; the next probe comes an interval later. */
   claimedNothing(): void {
-    if (this.state === 'probing') this.close();
+    if (this.state !== 'probing') return;
+    this.state = 'open';
+    this.probeAt = this.clock() + this.probeIntervalMs;
   }
 
   /** Resumes every waiting worker (the relay is stopping). */

@@ -39,15 +39,22 @@ describe('CircuitBreaker', () => {
     expect(b.allowance(100)).toBe(100);
   });
 
-  it('closes when the probe finds nothing to send, and wakes waiting workers when it closes', async () => {
+  it('stays open when the probe finds nothing to send (the next probe an interval later), and wakes waiting workers when it closes', async () => {
     now = 0;
     const b = breaker();
     b.record([down]);
-    let woken = false;
-    const waiting = b.wait().then(() => (woken = true));
     now = 500;
     expect(b.allowance(100)).toBe(1);
     b.claimedNothing();
+    expect(b.isOpen).toBe(true);
+    expect(b.allowance(100)).toBe(0);
+    now = 500 + b.probeIntervalMs - 1;
+    expect(b.allowance(100)).toBe(0);
+    now = 500 + b.probeIntervalMs;
+    expect(b.allowance(100)).toBe(1);
+    let woken = false;
+    const waiting = b.wait().then(() => (woken = true));
+    b.record([{ status: 'ok' }]);
     await waiting;
     expect(woken).toBe(true);
     expect(b.allowance(100)).toBe(100);
