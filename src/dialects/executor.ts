@@ -74,14 +74,35 @@ function withFailedTransactionCheck(run: SqlExecutor): SqlExecutor {
 }
 
 /** MySQL protocol server status flags (include/mysql_com.h). */
-const SERVER_STATUS_IN_TRANS = 0x0001;
-const SERVER_STATUS_AUTOCOMMIT = 0x0002;
+export const SERVER_STATUS_IN_TRANS = 0x0001;
+export const SERVER_STATUS_AUTOCOMMIT = 0x0002;
 
 /** Runs compiled SQL on a Kysely instance or transaction. */
 export function kyselyExecutor(db: { executeQuery<R>(query: CompiledQuery<R>): Promise<QueryResult<R>> }): SqlExecutor {
   return async (query) => {
     const result = await db.executeQuery(query);
     return { rows: result.rows as Record<string, unknown>[], affectedRows: Number(result.numAffectedRows ?? 0n) };
+  };
+}
+
+/** Kysely's own refusal of a transaction that has committed or rolled back (a bare Error, before anything is sent). */
+const KYSELY_ENDED = /^Transaction is already (?:committed|rolled back)$/;
+
+/**
+ * Runs compiled SQL on the caller's Kysely transaction (a plain one, or MikroORM v7's context): a transaction that
+ * has ended is refused with NotInTransactionError, as every other handle is, instead of Kysely's bare Error.
+ */
+export function callerKyselyExecutor(trx: KyselyTransactionLike): SqlExecutor {
+  const run = kyselyExecutor(trx);
+  return async (query) => {
+    try {
+      return await run(query);
+    } catch (error) {
+      if (error instanceof Error && KYSELY_ENDED.test(error.message)) {
+        throw new NotInTransactionError(`a Kysely transaction that has already ended (${error.message})`);
+      }
+      throw error;
+    }
   };
 }
 
@@ -140,7 +161,7 @@ export async function transactionExecutor(trx: unknown, dialect: DialectName): P
   }
   if (isKyselyLike(trx)) {
     if (!trx.isTransaction) throw new NotInTransactionError('a Kysely instance that is not a transaction');
-    return dialect === 'postgres' ? withFailedTransactionCheck(kyselyExecutor(trx)) : kyselyExecutor(trx);
+    return dialect === 'postgres' ? withFailedTransactionCheck(callerKyselyExecutor(trx)) : callerKyselyExecutor(trx);
   }
   if (typeof trx !== 'object' || trx === null || typeof (trx as { query?: unknown }).query !== 'function') {
     throw new NotInTransactionError(describe(trx));

@@ -1,5 +1,15 @@
 import { readdir, readFile } from 'node:fs/promises';
-import { Migrator, sql, type Kysely, type Migration, type MigrationResult } from 'kysely';
+import {
+  Migrator,
+  sql,
+  type DatabaseIntrospector,
+  type Kysely,
+  type Migration,
+  type MigrationResult,
+  type RawBuilder,
+  type SchemaMetadata,
+  type TableMetadata,
+} from 'kysely';
 import { TxOutboxError } from '../errors.js';
 import type { DialectName } from './dialect-name.js';
 
@@ -65,11 +75,12 @@ export async function runMigrations<DB>(db: Kysely<DB>, target: MigrationTarget)
       },
     };
   }
+  const historyTables = [`${target.table}_migrations`, `${target.table}_migrations_lock`];
   const migrator = new Migrator({
-    db: db as Kysely<unknown>,
+    db: withIntrospector(db as Kysely<unknown>, ownTablesIntrospector(db as Kysely<unknown>, target, historyTables)),
     provider: { getMigrations: async () => migrations },
-    migrationTableName: `${target.table}_migrations`,
-    migrationLockTableName: `${target.table}_migrations_lock`,
+    migrationTableName: historyTables[0]!,
+    migrationLockTableName: historyTables[1]!,
     ...(target.schema === null ? {} : { migrationTableSchema: target.schema }),
   });
   const { error, results } = await migrator.migrateToLatest();
@@ -83,6 +94,67 @@ export async function runMigrations<DB>(db: Kysely<DB>, target: MigrationTarget)
     );
   }
   return results ?? [];
+}
+
+/**
+ * What Kysely's Migrator asks to learn whether its schema and history tables exist, answered for those alone. Its
+ * own introspector lists every table of every schema, and on PostgreSQL looks each schema up again by name
+ * (has_schema_privilege, pg_get_serial_sequence): another process dropping its own schema meanwhile failed
+ * migrate with 3F000 "schema ... does not exist", for a schema migrate never uses.
+ */
+function ownTablesIntrospector(db: Kysely<unknown>, target: MigrationTarget, tables: readonly string[]): DatabaseIntrospector {
+  const queries = OWN_TABLES[target.dialect];
+  const schema = target.schema === null ? queries.currentSchema : sql`${target.schema}`;
+  const introspector: DatabaseIntrospector = {
+    async getSchemas(): Promise<SchemaMetadata[]> {
+      const { rows } = await queries.schemas(schema).execute(db);
+      return rows.map((row) => ({ name: String(row.name) }));
+    },
+    async getTables(): Promise<TableMetadata[]> {
+      const { rows } = await queries.tables(schema, sql.join(tables)).execute(db);
+      return rows.map((row) => ({ name: String(row.name), schema: String(row.schema), isView: false, columns: [] }));
+    },
+    async getMetadata() {
+      return { tables: await introspector.getTables() };
+    },
+  };
+  return introspector;
+}
+
+interface OwnTablesQueries {
+  currentSchema: RawBuilder<unknown>;
+  schemas(schema: RawBuilder<unknown>): RawBuilder<{ name: unknown }>;
+  tables(schema: RawBuilder<unknown>, names: RawBuilder<unknown>): RawBuilder<{ name: unknown; schema: unknown }>;
+}
+
+/** PostgreSQL reads its catalog (as Kysely's introspector does: information_schema hides what the user may not see). */
+const OWN_TABLES: Record<DialectName, OwnTablesQueries> = {
+  postgres: {
+    currentSchema: sql`current_schema()`,
+    schemas: (schema) => sql`SELECT nspname AS name FROM pg_catalog.pg_namespace WHERE nspname = ${schema}`,
+    tables: (schema, names) => sql`
+      SELECT c.relname AS name, n.nspname AS schema FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = ${schema} AND c.relname IN (${names}) AND c.relkind IN ('r', 'p')`,
+  },
+  mysql: {
+    currentSchema: sql`database()`,
+    schemas: (schema) => sql`SELECT schema_name AS name FROM information_schema.schemata WHERE schema_name = ${schema}`,
+    tables: (schema, names) => sql`
+      SELECT table_name AS name, table_schema AS \`schema\` FROM information_schema.tables
+      WHERE table_schema = ${schema} AND table_name IN (${names})`,
+  },
+};
+
+/** The same Kysely instance, but for what `introspection` answers (each method bound to the instance itself). */
+function withIntrospector(db: Kysely<unknown>, introspector: DatabaseIntrospector): Kysely<unknown> {
+  return new Proxy(db, {
+    get(instance, property) {
+      if (property === 'introspection') return introspector;
+      const value: unknown = Reflect.get(instance, property, instance);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(instance) : value;
+    },
+  });
 }
 
 export { DEFAULT_NAME as DEFAULT_TABLE_NAME };

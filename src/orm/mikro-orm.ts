@@ -1,6 +1,6 @@
 import { CompiledQuery } from 'kysely';
 import type { Knex } from 'knex';
-import { isKyselyLike, type KyselyTransactionLike, type OrmTransaction } from '../dialects/executor.js';
+import { callerKyselyExecutor, isKyselyLike, type KyselyTransactionLike, type OrmTransaction } from '../dialects/executor.js';
 import { NotInTransactionError } from '../errors.js';
 import { knexTransaction } from './knex.js';
 
@@ -31,7 +31,14 @@ export function fromMikroOrm<EM extends MikroOrmEntityManagerLike>(em: EM): OrmT
     throw new NotInTransactionError('a MikroORM EntityManager outside a transaction (use em.transactional(async (em) => ...))');
   }
   if (isKnexTransaction(context)) return knexTransaction('mikro-orm', context, em);
-  if (isKyselyLike(context) && context.isTransaction) return kyselyTransaction(context, em);
+  if (isKyselyLike(context) && context.isTransaction) {
+    // v7 holds a ControlledTransaction, which says when it has ended.
+    const state = context as { isCommitted?: unknown; isRolledBack?: unknown };
+    if (state.isCommitted === true || state.isRolledBack === true) {
+      throw new NotInTransactionError('a MikroORM EntityManager whose transaction has already committed or rolled back');
+    }
+    return kyselyTransaction(context, em);
+  }
   throw new NotInTransactionError(
     'a MikroORM EntityManager whose transaction context is neither a Knex nor a Kysely transaction',
   );
@@ -44,13 +51,12 @@ function isKnexTransaction(value: unknown): value is Knex.Transaction {
 
 /** MikroORM v7: the context is a Kysely transaction, which runs txoutbox's compiled SQL as it is. */
 function kyselyTransaction<EM>(trx: KyselyTransactionLike, em: EM): OrmTransaction<EM> {
+  // One that has ended is refused with NotInTransactionError (Kysely's own refusal is a bare Error).
+  const run = callerKyselyExecutor(trx);
   return {
     txoutboxOrmTransaction: true,
     orm: 'mikro-orm',
     handle: em,
-    async query(sql, parameters) {
-      const result = await trx.executeQuery(CompiledQuery.raw(sql, [...parameters]));
-      return { rows: result.rows as Record<string, unknown>[], affectedRows: Number(result.numAffectedRows ?? 0n) };
-    },
+    query: (sql, parameters) => run(CompiledQuery.raw(sql, [...parameters])),
   };
 }

@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { NotInTransactionError, SchemaError, TxOutboxError } from '../../src/index.js';
 import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
@@ -354,6 +354,18 @@ describe.each(DIALECTS)('enqueue on %s', (dialect) => {
     } finally {
       await connection.release();
     }
+    expect(await h.rows()).toEqual([]);
+  });
+
+  it('refuses a Kysely transaction that has ended with NotInTransactionError, and writes nothing', async () => {
+    let kept: Kysely<any> | undefined;
+    await h.db.transaction().execute(async (trx) => {
+      kept = trx;
+    });
+    const controlled = await h.db.startTransaction().execute();
+    await controlled.commit().execute();
+    await expect(h.outbox.enqueue(kept!, { topic: 't', payload: 1 })).rejects.toBeInstanceOf(NotInTransactionError);
+    await expect(h.outbox.enqueue(controlled, { topic: 't', payload: 2 })).rejects.toBeInstanceOf(NotInTransactionError);
     expect(await h.rows()).toEqual([]);
   });
 

@@ -4,7 +4,7 @@ import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { KEY_LOCK_STRIPES } from '../../src/dialects/mysql/key-locks.js';
-import { createOutbox, migrate } from '../../src/index.js';
+import { createOutbox, migrate, migrateInbox } from '../../src/index.js';
 import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
 
 const run = promisify(execFile);
@@ -48,7 +48,8 @@ describe.each(DIALECTS)('migrate on %s', (dialect) => {
     const schema = `${h.schema}_b`;
     try {
       await migrate(h.db, { dialect, schema, table: 'orders_outbox' });
-      const expected = dialect === 'postgres' ? ['orders_outbox', 'orders_outbox_slots'] : ['orders_outbox', 'orders_outbox_key_locks'];
+      const expected =
+        dialect === 'postgres' ? ['orders_outbox', 'orders_outbox_slots'] : ['orders_outbox', 'orders_outbox_key_locks'];
       expect((await tablesIn(schema)).filter((name) => !name.includes('migration'))).toEqual(expected);
       const outbox = createOutbox({ dialect, schema, table: 'orders_outbox' });
       await h.db.transaction().execute((trx) => outbox.enqueue(trx, { id: 'in-custom', topic: 't', key: 'k', payload: 1 }));
@@ -69,6 +70,52 @@ describe.each(DIALECTS)('migrate on %s', (dialect) => {
       .execute((trx) => outbox.enqueue(trx, { topic: 't', payload: 1 }))
       .catch((e: unknown) => e);
     expect(String(error)).toMatch(/never_migrated/);
+  });
+});
+
+describe.each(DIALECTS)('migrate on %s while another schema is dropped', (dialect) => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness(dialect);
+  });
+  afterAll(async () => h?.destroy());
+
+  it('looks only at its own schema and tables, so the drop cannot fail it', async () => {
+    const other = `${h.schema}_gone`;
+    const fresh = `${h.schema}_fresh`;
+    const drop = (schema: string) => sql.raw(`DROP SCHEMA IF EXISTS ${schema}${dialect === 'postgres' ? ' CASCADE' : ''}`);
+    await sql`CREATE SCHEMA ${sql.id(other)}`.execute(h.db);
+    await sql`CREATE TABLE ${sql.id(other, 't')} (id serial PRIMARY KEY)`.execute(h.db);
+    try {
+      const results = await h.db.connection().execute(async (conn) => {
+        // Deterministically the moment another process drops its schema while migrate reads the catalog: a snapshot
+        // older than the drop still lists the schema, whose name no longer resolves (PostgreSQL: REPEATABLE READ's
+        // snapshot; MySQL reads its catalog outside any snapshot, so the drop is simply seen).
+        const begin =
+          dialect === 'postgres' ? 'BEGIN ISOLATION LEVEL REPEATABLE READ' : 'START TRANSACTION WITH CONSISTENT SNAPSHOT';
+        await sql.raw(begin).execute(conn);
+        try {
+          await sql`SELECT count(*) FROM ${sql.id(h.schema, 'txoutbox')}`.execute(conn);
+          await drop(other).execute(h.db);
+          return [
+            await migrate(conn, { dialect, schema: h.schema }),
+            await migrate(conn, { dialect, schema: fresh, table: 'fresh' }),
+            await migrateInbox(conn, { dialect, schema: fresh }),
+          ];
+        } finally {
+          // Migrate committed the snapshot's transaction (or failed in it): the connection goes back clean either way.
+          await sql.raw('ROLLBACK').execute(conn);
+        }
+      });
+      expect(results[0]).toEqual([]);
+      for (const applied of results.slice(1)) {
+        expect(applied.length).toBeGreaterThan(0);
+        expect(applied.map((result) => result.status)).toEqual(applied.map(() => 'Success'));
+      }
+    } finally {
+      await drop(other).execute(h.db);
+      await drop(fresh).execute(h.db);
+    }
   });
 });
 

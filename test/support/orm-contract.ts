@@ -1,6 +1,13 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ValidationError, type DialectName, type Inbox, type OrmTransaction, type Outbox } from '../../src/index.js';
+import {
+  NotInTransactionError,
+  ValidationError,
+  type DialectName,
+  type Inbox,
+  type OrmTransaction,
+  type Outbox,
+} from '../../src/index.js';
 import { BAD_INPUTS } from './bad-inputs.js';
 import { createHarness, type Harness } from './harness.js';
 import { expectOneEffectOfConcurrentDeliveries, setUpInbox } from './inbox-helpers.js';
@@ -30,7 +37,8 @@ export interface OrmFixture {
 
 /**
  * What every ORM module must get right, on the real database: commit and rollback, a rolled-back savepoint, the
- * duplicate-id path (MySQL error 1062 caught, the transaction carried on), arrays, bytes and bigint seqs, txoutbox's
+ * duplicate-id path (MySQL error 1062 caught, the transaction carried on), a handle kept past its transaction
+ * refused, arrays, bytes and bigint seqs, txoutbox's
  * typed errors reaching the caller unwrapped, and processOnce under 20 concurrent deliveries.
  */
 export function ormContract(orm: string, dialect: DialectName, open: (h: Harness) => Promise<OrmFixture>): void {
@@ -70,6 +78,26 @@ export function ormContract(orm: string, dialect: DialectName, open: (h: Harness
       expect((await h.rows()).map((row) => row.id)).toEqual(['m-1']);
       expect(await h.orderIds()).toEqual(['o-1']);
     });
+
+    it.each(['committed', 'rolled back'] as const)(
+      'refuses a handle used after its transaction %s, and writes nothing',
+      async (end) => {
+        let kept: OrmTransaction | undefined;
+        const done = fixture.transaction(async (tx) => {
+          kept = tx;
+          await fixture.insertOrder(tx, 'inside');
+          if (end === 'rolled back') throw new Error('roll back');
+        });
+        await (end === 'committed' ? done : expect(done).rejects.toThrow('roll back'));
+        const error = await outbox
+          .enqueue(kept!, { id: 'late', topic: 't', key: 'k', payload: 1 })
+          .catch((caught: unknown) => caught);
+        expect(error).toBeInstanceOf(NotInTransactionError);
+        // Nothing autocommitted on the connection the transaction gave back to the pool.
+        expect(await h.rows()).toEqual([]);
+        expect(await h.orderIds()).toEqual(end === 'committed' ? ['inside'] : []);
+      },
+    );
 
     it('drops what a rolled-back savepoint enqueued and keeps the rest of the transaction', async () => {
       await fixture.transaction(async (tx) => {

@@ -1,12 +1,16 @@
 import { randomBytes } from 'node:crypto';
+import { sql } from 'drizzle-orm';
+import { drizzle as drizzleMysql } from 'drizzle-orm/mysql2';
 import { drizzle as drizzleNodePg } from 'drizzle-orm/node-postgres';
 import { drizzle as drizzlePostgresJs } from 'drizzle-orm/postgres-js';
+import mysql from 'mysql2';
 import pg from 'pg';
 import postgres from 'postgres';
-import { describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { migrateTables, openDrizzle, placeOrder } from '../../../examples/drizzle/place-order.js';
-import { createOutbox, NotInTransactionError, type DialectName } from '../../../src/index.js';
+import { createOutbox, NotInTransactionError, type DialectName, type OrmTransaction } from '../../../src/index.js';
 import { fromDrizzle, type DrizzleTransactionLike } from '../../../src/orm/drizzle.js';
+import { createHarness, type Harness } from '../../support/harness.js';
 import { ormContract } from '../../support/orm-contract.js';
 import { openDrizzleFixture } from '../../support/orm/drizzle.js';
 import { openKnex } from '../../support/orm/knex.js';
@@ -73,6 +77,66 @@ describe.each(['postgres', 'mysql'] as DialectName[])('fromDrizzle on %s', (dial
       await app.close();
       await admin.raw(dialect === 'postgres' ? `DROP SCHEMA ${name} CASCADE` : `DROP DATABASE ${name}`);
       await admin.destroy();
+    }
+  });
+});
+
+/** Drizzle on a pool of one connection, so the next transaction runs on the connection the last one gave back. */
+function onePooled(driver: 'node-postgres' | 'postgres-js' | 'mysql2') {
+  if (driver === 'mysql2') {
+    const pool = mysql.createPool({ uri: urls.mysql, connectionLimit: 1 });
+    return {
+      db: drizzleMysql({ client: pool }),
+      close: () => new Promise<void>((resolve) => pool.end(() => resolve())),
+    };
+  }
+  if (driver === 'node-postgres') {
+    const pool = new pg.Pool({ connectionString: urls.postgres, max: 1 });
+    return { db: drizzleNodePg({ client: pool }), close: () => pool.end() };
+  }
+  const client = postgres(urls.postgres, { max: 1, onnotice: () => {} });
+  return { db: drizzlePostgresJs({ client }), close: () => client.end() };
+}
+
+/** What these tests use of a Drizzle database, whichever driver is under it. */
+interface AnyDrizzle {
+  transaction<T>(work: (tx: DrizzleTransactionLike) => Promise<T>): Promise<T>;
+}
+
+describe.each(['node-postgres', 'postgres-js', 'mysql2'] as const)('a Drizzle tx kept past its transaction (%s)', (driver) => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness(driver === 'mysql2' ? 'mysql' : 'postgres');
+  });
+  afterAll(() => h?.destroy());
+
+  it('is refused inside the next transaction on the same connection, which commits without the message', async () => {
+    const app = onePooled(driver);
+    const db = app.db as unknown as AnyDrizzle;
+    try {
+      let kept: DrizzleTransactionLike | undefined;
+      let wrapped: OrmTransaction | undefined;
+      const rolledBack = db.transaction(async (tx) => {
+        kept = tx;
+        wrapped = fromDrizzle(tx);
+        await h.outbox.enqueue(wrapped, { id: 'inside', topic: 't', payload: 1 });
+        throw new Error('roll back');
+      });
+      await expect(rolledBack).rejects.toThrow('roll back');
+      const refusals = await db.transaction(async (tx) => {
+        // The pool's only connection: the kept tx's statements would run inside this transaction.
+        await tx.execute(sql`SELECT 1`);
+        const late = await h.outbox.enqueue(wrapped!, { id: 'late', topic: 't', payload: 2 }).catch((caught: unknown) => caught);
+        const rewrapped = await Promise.resolve()
+          .then(() => h.outbox.enqueue(fromDrizzle(kept!), { id: 'rewrapped', topic: 't', payload: 3 }))
+          .catch((caught: unknown) => caught);
+        return [late, rewrapped];
+      });
+      expect(refusals[0]).toBeInstanceOf(NotInTransactionError);
+      expect(refusals[1]).toBeInstanceOf(NotInTransactionError);
+      expect(await h.rows()).toEqual([]);
+    } finally {
+      await app.close();
     }
   });
 });

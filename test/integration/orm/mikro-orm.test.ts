@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
-import { describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { migrateTables, openMikroOrm, placeOrder } from '../../../examples/mikro-orm/place-order.js';
 import { createOutbox, NotInTransactionError, type DialectName } from '../../../src/index.js';
 import { fromMikroOrm } from '../../../src/orm/mikro-orm.js';
+import { createHarness, type Harness } from '../../support/harness.js';
 import { ormContract } from '../../support/orm-contract.js';
 import { openKnex } from '../../support/orm/knex.js';
 import { openMikroOrmFixture, openMikroOrm as openTestOrm } from '../../support/orm/mikro-orm.js';
@@ -70,5 +71,35 @@ describe('fromMikroOrm with a Kysely transaction context (MikroORM v7)', () => {
     } finally {
       await db.destroy();
     }
+  });
+});
+
+describe('fromMikroOrm with a Kysely transaction context that has ended (MikroORM v7)', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness('postgres');
+  });
+  afterAll(() => h?.destroy());
+
+  it('refuses it with NotInTransactionError, not Kysely’s bare Error, and writes nothing', async () => {
+    // v7 holds a ControlledTransaction; a plain Kysely transaction kept past its callback is refused the same way.
+    const controlled = await h.db.startTransaction().execute();
+    const em = { getTransactionContext: () => controlled };
+    const kept = fromMikroOrm(em);
+    await controlled.rollback().execute();
+    let plain: unknown;
+    await h.db.transaction().execute(async (trx) => {
+      plain = trx;
+    });
+    const keptPlain = fromMikroOrm({ getTransactionContext: () => plain });
+    const errors = [
+      await h.outbox.enqueue(kept, { topic: 't', payload: 1 }).catch((caught: unknown) => caught),
+      await Promise.resolve()
+        .then(() => h.outbox.enqueue(fromMikroOrm(em), { topic: 't', payload: 2 }))
+        .catch((caught: unknown) => caught),
+      await h.outbox.enqueue(keptPlain, { topic: 't', payload: 3 }).catch((caught: unknown) => caught),
+    ];
+    for (const error of errors) expect(error).toBeInstanceOf(NotInTransactionError);
+    expect(await h.rows()).toEqual([]);
   });
 });
