@@ -3,6 +3,7 @@ export type { OutboxOptions } from './outbox/options.js';
 export type { EnqueueResult, JsonValue, OutboxMessage } from './outbox/message.js';
 export type { IdGenerator } from './outbox/ids.js';
 export { migrate, type MigrateOptions } from './outbox/migrate.js';
+export type { MigrationResult } from './dialects/migrator.js';
 export { createRelay, Relay, type CycleResult, type DeadMessage, type RelayEvents, type RetryingMessage } from './relay/relay.js';
 export type { DeadLetterPolicy, RelayMode, RelayOptions } from './relay/options.js';
 export { LogicalRelay, type LogicalRelayStatus } from './relay/logical/logical-relay.js';

@@ -1,8 +1,8 @@
-import type { Kysely, MigrationResult } from 'kysely';
+import type { Kysely } from 'kysely';
 import { parseOptions } from '../config.js';
 import type { DialectName } from '../dialects/dialect-name.js';
 import { assertPlainIdentifier } from '../dialects/identifiers.js';
-import { runMigrations } from '../dialects/migrator.js';
+import { runMigrations, type MigrationResult } from '../dialects/migrator.js';
 import { inboxLocationSchema } from './options.js';
 
 export interface MigrateInboxOptions {

@@ -1,15 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises';
-import {
-  Migrator,
-  sql,
-  type DatabaseIntrospector,
-  type Kysely,
-  type Migration,
-  type MigrationResult,
-  type RawBuilder,
-  type SchemaMetadata,
-  type TableMetadata,
-} from 'kysely';
+import { createHash } from 'node:crypto';
+import { sql, type Kysely } from 'kysely';
 import { TxOutboxError } from '../errors.js';
 import type { DialectName } from './dialect-name.js';
 
@@ -59,103 +50,139 @@ export function renderStatements(text: string, target: MigrationTarget): string[
     .filter((statement) => statement.length > 0);
 }
 
+/** What one migration file did in a run: applied (`Success`), failed (`Error`) or, after a failure, not tried. */
+export interface MigrationResult {
+  migrationName: string;
+  direction: 'Up';
+  status: 'Success' | 'Error' | 'NotExecuted';
+}
+
+interface PendingMigration {
+  name: string;
+  statements: string[];
+}
+
 /**
- * Applies the target's SQL files with Kysely's Migrator: it records what ran in `<table>_migrations` (so a second
- * run does nothing) and holds a lock while it works (so two processes migrating at once apply each file once).
+ * Applies the target's SQL files, recording each in `<table>_migrations` (so a second run does nothing) under a
+ * lock (so two processes migrating at once apply each file once). The history table is the one Kysely's Migrator
+ * kept (name, ISO timestamp), so tables migrated by earlier versions carry on. It is txoutbox's own code rather
+ * than Kysely's Migrator because that one reads every schema's tables (another process dropping its own schema
+ * meanwhile failed migrate with 3F000) and moved to `kysely/migration` in 0.29, which 0.28 does not have.
  */
 export async function runMigrations<DB>(db: Kysely<DB>, target: MigrationTarget): Promise<MigrationResult[]> {
-  const files = await migrationFiles(target);
-  const migrations: Record<string, Migration> = {};
-  for (const file of files) {
+  const migrations: PendingMigration[] = [];
+  for (const file of await migrationFiles(target)) {
     const name = file.pathname.slice(file.pathname.lastIndexOf('/') + 1, -'.sql'.length);
-    const statements = renderStatements(await readFile(file, 'utf8'), target);
-    migrations[name] = {
-      async up(trx) {
-        for (const statement of statements) await sql.raw(statement).execute(trx);
-      },
-    };
+    migrations.push({ name, statements: renderStatements(await readFile(file, 'utf8'), target) });
   }
-  const historyTables = [`${target.table}_migrations`, `${target.table}_migrations_lock`];
-  const migrator = new Migrator({
-    db: withIntrospector(db as Kysely<unknown>, ownTablesIntrospector(db as Kysely<unknown>, target, historyTables)),
-    provider: { getMigrations: async () => migrations },
-    migrationTableName: historyTables[0]!,
-    migrationLockTableName: historyTables[1]!,
-    ...(target.schema === null ? {} : { migrationTableSchema: target.schema }),
-  });
-  const { error, results } = await migrator.migrateToLatest();
-  if (error !== undefined) {
-    const failed = results?.find((result) => result.status === 'Error')?.migrationName;
-    throw new TxOutboxError(
-      `Migrating the ${target.component} tables (${target.dialect}, table "${target.table}") failed` +
-        `${failed ? ` in ${failed}` : ''}: ${error instanceof Error ? error.message : String(error)}`,
-      'TXOUTBOX_MIGRATION_FAILED',
-      { cause: error },
+  const quote = target.dialect === 'postgres' ? '"' : '`';
+  const id = (name: string) => `${quote}${name}${quote}`;
+  const history =
+    target.schema === null ? id(`${target.table}_migrations`) : `${id(target.schema)}.${id(`${target.table}_migrations`)}`;
+  const lockName = `txoutbox_migrate:${target.schema ?? ''}.${target.table}`;
+  const run = async (executor: Kysely<DB>): Promise<MigrationResult[]> => {
+    if (target.schema !== null) await sql.raw(`CREATE SCHEMA IF NOT EXISTS ${id(target.schema)}`).execute(executor);
+    await sql
+      .raw(`CREATE TABLE IF NOT EXISTS ${history} (name varchar(255) NOT NULL PRIMARY KEY, timestamp varchar(255) NOT NULL)`)
+      .execute(executor);
+    const done = await sql<{ name: string }>`SELECT name FROM ${sql.raw(history)} ORDER BY name`.execute(executor);
+    const pending = pendingAfter(
+      migrations,
+      done.rows.map((row) => row.name),
+      target,
+    );
+    const results: MigrationResult[] = pending.map((migration) => ({
+      migrationName: migration.name,
+      direction: 'Up',
+      status: 'NotExecuted',
+    }));
+    for (const [index, migration] of pending.entries()) {
+      try {
+        for (const statement of migration.statements) await sql.raw(statement).execute(executor);
+        await sql`INSERT INTO ${sql.raw(history)} (name, timestamp) VALUES (${migration.name}, ${new Date().toISOString()})`.execute(
+          executor,
+        );
+        results[index]!.status = 'Success';
+      } catch (error) {
+        results[index]!.status = 'Error';
+        throw migrationFailed(target, migration.name, error);
+      }
+    }
+    return results;
+  };
+  return MIGRATION_LOCKS[target.dialect](db, lockName, run);
+}
+
+/** The files not yet applied; refuses a history that names a file this version does not ship, or applied out of order. */
+function pendingAfter(migrations: PendingMigration[], done: string[], target: MigrationTarget): PendingMigration[] {
+  const known = new Set(migrations.map((migration) => migration.name));
+  const unknown = done.find((name) => !known.has(name));
+  if (unknown !== undefined) {
+    throw migrationFailed(
+      target,
+      undefined,
+      new Error(
+        `the history names ${unknown}, which this txoutbox does not ship: is an older txoutbox migrating a newer database?`,
+      ),
     );
   }
-  return results ?? [];
+  const applied = new Set(done);
+  const pending = migrations.filter((migration) => !applied.has(migration.name));
+  const last = done.at(-1);
+  const early = pending.find((migration) => last !== undefined && migration.name < last);
+  if (early !== undefined) {
+    throw migrationFailed(target, early.name, new Error(`${early.name} sorts before ${last}, which is already applied`));
+  }
+  return pending;
 }
 
-/**
- * What Kysely's Migrator asks to learn whether its schema and history tables exist, answered for those alone. Its
- * own introspector lists every table of every schema, and on PostgreSQL looks each schema up again by name
- * (has_schema_privilege, pg_get_serial_sequence): another process dropping its own schema meanwhile failed
- * migrate with 3F000 "schema ... does not exist", for a schema migrate never uses.
- */
-function ownTablesIntrospector(db: Kysely<unknown>, target: MigrationTarget, tables: readonly string[]): DatabaseIntrospector {
-  const queries = OWN_TABLES[target.dialect];
-  const schema = target.schema === null ? queries.currentSchema : sql`${target.schema}`;
-  const introspector: DatabaseIntrospector = {
-    async getSchemas(): Promise<SchemaMetadata[]> {
-      const { rows } = await queries.schemas(schema).execute(db);
-      return rows.map((row) => ({ name: String(row.name) }));
-    },
-    async getTables(): Promise<TableMetadata[]> {
-      const { rows } = await queries.tables(schema, sql.join(tables)).execute(db);
-      return rows.map((row) => ({ name: String(row.name), schema: String(row.schema), isView: false, columns: [] }));
-    },
-    async getMetadata() {
-      return { tables: await introspector.getTables() };
-    },
-  };
-  return introspector;
+function migrationFailed(target: MigrationTarget, file: string | undefined, error: unknown): TxOutboxError {
+  return new TxOutboxError(
+    `Migrating the ${target.component} tables (${target.dialect}, table "${target.table}") failed` +
+      `${file ? ` in ${file}` : ''}: ${error instanceof Error ? error.message : String(error)}`,
+    'TXOUTBOX_MIGRATION_FAILED',
+    { cause: error },
+  );
 }
 
-interface OwnTablesQueries {
-  currentSchema: RawBuilder<unknown>;
-  schemas(schema: RawBuilder<unknown>): RawBuilder<{ name: unknown }>;
-  tables(schema: RawBuilder<unknown>, names: RawBuilder<unknown>): RawBuilder<{ name: unknown; schema: unknown }>;
-}
+type LockedRun = <DB>(
+  db: Kysely<DB>,
+  lockName: string,
+  run: (executor: Kysely<DB>) => Promise<MigrationResult[]>,
+) => Promise<MigrationResult[]>;
 
-/** PostgreSQL reads its catalog (as Kysely's introspector does: information_schema hides what the user may not see). */
-const OWN_TABLES: Record<DialectName, OwnTablesQueries> = {
-  postgres: {
-    currentSchema: sql`current_schema()`,
-    schemas: (schema) => sql`SELECT nspname AS name FROM pg_catalog.pg_namespace WHERE nspname = ${schema}`,
-    tables: (schema, names) => sql`
-      SELECT c.relname AS name, n.nspname AS schema FROM pg_catalog.pg_class c
-      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = ${schema} AND c.relname IN (${names}) AND c.relkind IN ('r', 'p')`,
-  },
-  mysql: {
-    currentSchema: sql`database()`,
-    schemas: (schema) => sql`SELECT schema_name AS name FROM information_schema.schemata WHERE schema_name = ${schema}`,
-    tables: (schema, names) => sql`
-      SELECT table_name AS name, table_schema AS \`schema\` FROM information_schema.tables
-      WHERE table_schema = ${schema} AND table_name IN (${names})`,
-  },
+/** How long a migration run waits for another one on the same tables before it gives up. */
+const LOCK_WAIT_SECONDS = 300;
+
+const MIGRATION_LOCKS: Record<DialectName, LockedRun> = {
+  // One transaction: PostgreSQL's DDL is transactional, so a failed file leaves nothing behind, and the advisory
+  // lock ends with it.
+  postgres: (db, lockName, run) =>
+    db.transaction().execute(async (trx) => {
+      await sql`SET LOCAL lock_timeout = ${sql.lit(`${LOCK_WAIT_SECONDS}s`)}`.execute(trx);
+      await sql`SELECT pg_advisory_xact_lock(hashtext(${lockName}))`.execute(trx);
+      return run(trx);
+    }),
+  // MySQL commits each DDL statement by itself, so the lock is the session's own (GET_LOCK) on one connection.
+  mysql: (db, lockName, run) =>
+    db.connection().execute(async (connection) => {
+      // Lock names are at most 64 characters.
+      const name =
+        lockName.length <= 64 ? lockName : `txoutbox_migrate:${createHash('sha256').update(lockName).digest('hex').slice(0, 40)}`;
+      const got = await sql<{ got: number | null }>`SELECT GET_LOCK(${name}, ${LOCK_WAIT_SECONDS}) AS got`.execute(connection);
+      if (Number(got.rows[0]?.got) !== 1) {
+        throw new TxOutboxError(
+          `Another migration of the same tables held the lock ${name} for ${LOCK_WAIT_SECONDS} s; run migrate again once it ends.`,
+          'TXOUTBOX_MIGRATION_FAILED',
+        );
+      }
+      try {
+        return await run(connection);
+      } finally {
+        await sql`SELECT RELEASE_LOCK(${name})`.execute(connection);
+      }
+    }),
 };
-
-/** The same Kysely instance, but for what `introspection` answers (each method bound to the instance itself). */
-function withIntrospector(db: Kysely<unknown>, introspector: DatabaseIntrospector): Kysely<unknown> {
-  return new Proxy(db, {
-    get(instance, property) {
-      if (property === 'introspection') return introspector;
-      const value: unknown = Reflect.get(instance, property, instance);
-      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(instance) : value;
-    },
-  });
-}
 
 export { DEFAULT_NAME as DEFAULT_TABLE_NAME };
 export const DEFAULT_INBOX_TABLE_NAME = FILE_NAMES.inbox;

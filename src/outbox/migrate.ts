@@ -1,8 +1,8 @@
-import type { Kysely, MigrationResult } from 'kysely';
+import type { Kysely } from 'kysely';
 import { ConfigError } from '../errors.js';
 import { DIALECT_NAMES, type DialectName } from '../dialects/dialect-name.js';
 import { assertPlainIdentifier } from '../dialects/identifiers.js';
-import { DEFAULT_TABLE_NAME, runMigrations } from '../dialects/migrator.js';
+import { DEFAULT_TABLE_NAME, runMigrations, type MigrationResult } from '../dialects/migrator.js';
 import { tableNames } from '../dialects/identifiers.js';
 import { dialectFor } from '../dialects/index.js';
 import { defaultPublication, logicalNames } from '../relay/logical/names.js';

@@ -65,13 +65,11 @@ describe('txoutbox migrate with inboxes (PostgreSQL + MariaDB)', () => {
       'txoutbox_inbox',
       'txoutbox_inbox_dead',
       'txoutbox_inbox_migrations',
-      'txoutbox_inbox_migrations_lock',
     ]);
     expect(await tablesIn(myDb, myDatabase)).toEqual([
       'shop_inbox',
       'shop_inbox_dead',
       'shop_inbox_migrations',
-      'shop_inbox_migrations_lock',
     ]);
 
     const both = await cli.run(['migrate'], env());
