@@ -7,7 +7,15 @@ import { defineConfig } from 'vitest/config';
  */
 const SERIAL = ['test/integration/brokers/**/*.test.ts', 'test/**/*.serial.test.ts'];
 
+/**
+ * TXOUTBOX_KYSELY=0.28 runs the suite against the lowest kysely of the peer range (installed as `kysely-0.28`);
+ * otherwise the tests use the highest, the `kysely` devDependency.
+ */
+const kyselyAlias =
+  process.env.TXOUTBOX_KYSELY === '0.28' ? [{ find: /^kysely(\/.*)?$/, replacement: 'kysely-0.28$1' }] : [];
+
 export default defineConfig({
+  resolve: { alias: kyselyAlias },
   test: {
     globalSetup: ['test/support/global-setup.ts'],
     reporters: ['default', './test/support/summary-reporter.ts'],
