@@ -2,6 +2,7 @@ import amqp from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, Message, Options as AmqpOptions, SocketOptions } from 'amqplib';
 import { z } from 'zod';
 import { parseOptions } from '../config.js';
+import { setLongTimeout, type LongTimer } from '../timers.js';
 import { onAbort } from './abort.js';
 import type { Broker, OutgoingMessage, PublishContext, PublishOutcome } from './broker.js';
 import { errorText } from './errors.js';
@@ -179,11 +180,12 @@ class Expired extends Error {}
 class Deadline {
   reason: string | null = null;
   private readonly waiters = new Set<() => void>();
-  private readonly timer: NodeJS.Timeout;
+  private readonly timer: LongTimer;
   private readonly stopListening: () => void;
 
   constructor(signal: AbortSignal, timeoutMs: number) {
-    this.timer = setTimeout(() => this.expire(`no confirm from RabbitMQ within ${timeoutMs} ms`), timeoutMs);
+    // confirmTimeoutMs has no upper bound: long-armed, so a long one does not expire every batch at once.
+    this.timer = setLongTimeout(() => this.expire(`no confirm from RabbitMQ within ${timeoutMs} ms`), timeoutMs);
     this.stopListening = onAbort(signal, () => this.expire('aborted by the caller'));
   }
 
@@ -204,7 +206,7 @@ class Deadline {
   }
 
   dispose(): void {
-    clearTimeout(this.timer);
+    this.timer.clear();
     this.stopListening();
     this.waiters.clear();
   }
@@ -212,7 +214,7 @@ class Deadline {
   private expire(reason: string): void {
     if (this.reason !== null) return;
     this.reason = reason;
-    clearTimeout(this.timer);
+    this.timer.clear();
     for (const waiter of this.waiters) waiter();
     this.waiters.clear();
   }

@@ -1,3 +1,4 @@
+import { setLongInterval } from '../timers.js';
 import type { Logger } from './logger.js';
 import type { SidecarMetrics } from './metrics.js';
 import { watchSlots } from './slot-watch.js';
@@ -32,7 +33,7 @@ export async function startBacklogGauges(
     watchSlots(logical, metrics, log),
   );
   await scans.scan();
-  const timer = setInterval(() => void scans.scan(), intervalMs);
-  timer.unref();
-  return { stop: () => clearInterval(timer), close: () => scans.close() };
+  // metrics.backlogIntervalMs has no upper bound: long-armed, or a long one would read every millisecond.
+  const timer = setLongInterval(() => void scans.scan(), intervalMs).unref();
+  return { stop: () => timer.clear(), close: () => scans.close() };
 }

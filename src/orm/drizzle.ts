@@ -109,8 +109,8 @@ function opennessOf(tx: DrizzleTransactionLike, wire: DrizzleWire): Openness {
  * Drizzle keeps no state of a transaction's end, so the driver's is read. node-postgres: the client's transaction
  * status, and pg-pool's `release`, a new function for each checkout (so a connection another transaction has
  * borrowed since is told apart). mysql2's pool connection: `_released` (in the pool) and `lastActiveTime`, set by
- * each release. Any other driver (postgres.js, a single mysql2 connection) keeps nothing: the server is asked,
- * one round trip per statement.
+ * each release. PGlite: its transaction's `closed`. Any other driver (postgres.js, a single mysql2 connection) keeps
+ * nothing: the server is asked, one round trip per statement.
  */
 function transactionOpen(tx: DrizzleTransactionLike, wire: DrizzleWire): Openness {
   const client = (tx as { session?: { client?: unknown } }).session?.client as Record<string, unknown> | undefined;
@@ -118,6 +118,11 @@ function transactionOpen(tx: DrizzleTransactionLike, wire: DrizzleWire): Opennes
     const pg = client as unknown as PgClientState;
     const release = pg.release;
     const now = () => pg.getTransactionStatus() !== 'I' && pg.release === release;
+    return { now, check: now };
+  }
+  if (typeof client?.closed === 'boolean' && typeof client.rollback === 'function') {
+    // PGlite's Transaction, which says when it has closed.
+    const now = () => client.closed === false;
     return { now, check: now };
   }
   const core = (typeof client?.connection === 'object' ? client.connection : client) as Record<string, unknown> | undefined;

@@ -1,4 +1,5 @@
 import type { Broker, OutgoingMessage, PublishOutcome } from '../brokers/broker.js';
+import { setLongTimeout, type LongTimer } from '../timers.js';
 
 /**
  * Publishes with a deadline. Past it, or when the broker throws, the outcome is unknown for every message of the
@@ -14,11 +15,12 @@ export async function publishWithDeadline(
   if (messages.length === 0) return [];
   const controller = new AbortController();
   inFlight.add(controller);
-  let timer: NodeJS.Timeout | undefined;
+  let timer: LongTimer | undefined;
   const unknown = (error: string): PublishOutcome[] => messages.map(() => ({ status: 'retryable', error }));
   try {
     const deadline = new Promise<PublishOutcome[]>((resolve) => {
-      timer = setTimeout(() => {
+      // Long-armed: a deadline that came early would give up on every publish (and resend it).
+      timer = setLongTimeout(() => {
         // Resolved before the abort, whose listener below would settle with the abort's less telling reason.
         resolve(unknown(`no acknowledgement within ${publishTimeoutMs} ms (outcome unknown; resent with the same id)`));
         controller.abort(new Error('publish deadline passed'));
@@ -35,7 +37,7 @@ export async function publishWithDeadline(
   } catch (error) {
     return unknown(error instanceof Error ? error.message : String(error));
   } finally {
-    clearTimeout(timer);
+    timer?.clear();
     inFlight.delete(controller);
   }
 }

@@ -11,6 +11,7 @@ import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } fro
 import { listenForWakeups } from './pg-listener.js';
 import { publishWithDeadline } from './publish-with-deadline.js';
 import { LogicalRelay } from './logical/logical-relay.js';
+import { setLongInterval, setLongTimeout, type LongTimer } from '../timers.js';
 import { Waker } from './waker.js';
 import type { RelayEvents } from './events.js';
 
@@ -67,7 +68,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly nonce = randomBytes(4).toString('hex');
   private cleaning: Promise<number> | null = null;
   private listener: { close(): Promise<void> } | null = null;
-  private cleanupTimer: NodeJS.Timeout | null = null;
+  private cleanupTimer: LongTimer | null = null;
 
   constructor(options: RelayOptions<unknown>) {
     super();
@@ -96,8 +97,8 @@ export class Relay extends EventEmitter<RelayEvents> {
       );
     }
     for (let index = 0; index < this.options.concurrency; index++) this.workers.push(this.work(index === 0));
-    this.cleanupTimer = setInterval(() => void this.cleanup(), this.options.cleanupIntervalMs);
-    this.cleanupTimer.unref();
+    // Long-armed: cleanupIntervalMs is the user's, and an overflowed interval would clean up every millisecond.
+    this.cleanupTimer = setLongInterval(() => void this.cleanup(), this.options.cleanupIntervalMs).unref();
   }
 
   /**
@@ -108,19 +109,19 @@ export class Relay extends EventEmitter<RelayEvents> {
     if (!this.running) return;
     this.running = false;
     this.stopping = true;
-    if (this.cleanupTimer !== null) clearInterval(this.cleanupTimer);
+    this.cleanupTimer?.clear();
     this.waker.wakeAll();
     this.breaker.wakeAll();
     const listener = this.listener;
     this.listener = null;
     await listener?.close();
     const workers = Promise.all(this.workers);
-    let timer: NodeJS.Timeout | undefined;
+    let timer: LongTimer | undefined;
     const drained = await Promise.race([
       workers.then(() => true),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), drainMs))),
+      new Promise<boolean>((resolve) => (timer = setLongTimeout(() => resolve(false), drainMs))),
     ]);
-    clearTimeout(timer);
+    timer?.clear();
     if (!drained) {
       for (const controller of this.inFlight) controller.abort(new Error('the relay is stopping'));
       // Aborted publishes settle at once; a worker still inside a database call after the grace is left to finish

@@ -1,3 +1,5 @@
+import { hintDelay } from '../timers.js';
+
 /**
  * Lets idle relay workers sleep until there may be work: a wake-up (NOTIFY, kick) or a timeout, whichever is
  * first. A wake-up resumes one sleeper (one claim finds a trickle of work; the worker that finds a full batch
@@ -37,7 +39,8 @@ export class Waker {
           : setTimeout(() => {
               this.sleepers.delete(resume);
               resolve(false);
-            }, ms);
+              // A timeout is only a poll: capped to what a timer holds (an overflowed one would poll after 1 ms).
+            }, hintDelay(ms));
       const resume = () => {
         clearTimeout(timer);
         resolve(true);

@@ -1,5 +1,6 @@
 import type { LeaseHolding, TableStatus } from '../../dialects/admin.js';
 import type { SlotStatus } from '../../relay/logical/slots.js';
+import { setLongInterval, type LongTimer } from '../../timers.js';
 import type { OutboxTarget } from '../context.js';
 import type { TableLabels } from '../metrics.js';
 import { openStatusScans, type StatusScans } from '../status-scans.js';
@@ -60,7 +61,7 @@ export class DashboardSampler {
   private readonly relays = new Map<string, RelaySeen>();
   private readonly history: RateHistory;
   private scans: StatusScans | null = null;
-  private timer: NodeJS.Timeout | null = null;
+  private timer: LongTimer | null = null;
   private rates = new Map<string, number | null>();
 
   constructor(
@@ -108,8 +109,8 @@ export class DashboardSampler {
       },
     );
     await this.round();
-    this.timer = setInterval(() => void this.round(), this.options.intervalMs);
-    this.timer.unref();
+    // The sample interval is the user's: long-armed, or a long one would read every millisecond.
+    this.timer = setLongInterval(() => void this.round(), this.options.intervalMs).unref();
   }
 
   /** Reads every table once more now (joins a round in flight). */
@@ -135,7 +136,7 @@ export class DashboardSampler {
   }
 
   async close(): Promise<void> {
-    if (this.timer !== null) clearInterval(this.timer);
+    this.timer?.clear();
     await this.scans?.close();
   }
 

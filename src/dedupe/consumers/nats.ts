@@ -6,6 +6,7 @@ import type { ConsumerMessages, JsMsg } from '@nats-io/jetstream';
 import { z } from 'zod';
 import { parseOptions } from '../../config.js';
 import { ConfigError, TxOutboxError } from '../../errors.js';
+import { hintDelay } from '../../timers.js';
 import type { InboxMessage } from '../message.js';
 import {
   DeliveryPolicy,
@@ -219,7 +220,8 @@ export class NatsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
       () => {
         for (const d of deliveries) this.settle(() => d.working());
       },
-      Math.max(100, Math.floor(this.ackWaitMs / 3)),
+      // A keep-alive is a hint: a long ack_wait's is capped to what a timer holds (it would overflow to 1 ms).
+      hintDelay(Math.max(100, Math.floor(this.ackWaitMs / 3))),
     );
     keepAlive.unref();
     try {

@@ -6,6 +6,7 @@ import type { ChannelModel, ConfirmChannel, ConsumeMessage, Message, Options as 
 import { z } from 'zod';
 import { parseOptions } from '../../config.js';
 import { TxOutboxError } from '../../errors.js';
+import { setLongTimeout, type LongTimer } from '../../timers.js';
 import type { InboxMessage } from '../message.js';
 import {
   DeliveryPolicy,
@@ -114,7 +115,7 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
   private session: Session | null = null;
   private started = false;
   private closing = false;
-  private reconnectTimer: NodeJS.Timeout | null = null;
+  private reconnectTimer: LongTimer | null = null;
   private reconnectDelay: number;
 
   constructor(options: RabbitMqInboxConsumerOptions<DB>) {
@@ -149,7 +150,7 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
   /** Stops taking messages, waits for the handlers in flight (they commit and ack), then closes the connection. */
   async close(): Promise<void> {
     this.closing = true;
-    if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer?.clear();
     const session = this.session;
     if (session !== null && !session.dead && session.consumerTag !== null) {
       await session.channel.cancel(session.consumerTag).catch(noop);
@@ -235,7 +236,8 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
     if (this.reconnectTimer !== null || this.closing) return;
     const delay = this.reconnectDelay;
     this.reconnectDelay = Math.min(30_000, delay * 2);
-    this.reconnectTimer = setTimeout(() => {
+    // reconnectDelayMs is the user's, unbounded: long-armed, or a long one would reconnect after 1 ms.
+    this.reconnectTimer = setLongTimeout(() => {
       this.reconnectTimer = null;
       if (this.closing) return;
       this.connect().catch((error: unknown) => {
@@ -358,14 +360,14 @@ export class RabbitMqInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents>
   }
 
   private nackLater(session: Session, delivery: ConsumeMessage, delayMs: number): void {
-    const timer = setTimeout(() => {
+    // retryDelaysMs are capped at a day by the options; long-armed all the same, so no delay can overflow to 1 ms.
+    setLongTimeout(() => {
       try {
         session.channel.nack(delivery, false, true);
       } catch {
         // The channel is gone, which requeued the message already.
       }
-    }, delayMs);
-    timer.unref();
+    }, delayMs).unref();
   }
 }
 

@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import { PGlite } from '@electric-sql/pglite';
 import { sql } from 'drizzle-orm';
 import { drizzle as drizzleMysql } from 'drizzle-orm/mysql2';
 import { drizzle as drizzleNodePg } from 'drizzle-orm/node-postgres';
+import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
 import { drizzle as drizzlePostgresJs } from 'drizzle-orm/postgres-js';
 import mysql from 'mysql2';
 import pg from 'pg';
@@ -137,6 +139,27 @@ describe.each(['node-postgres', 'postgres-js', 'mysql2'] as const)('a Drizzle tx
       expect(await h.rows()).toEqual([]);
     } finally {
       await app.close();
+    }
+  });
+});
+
+describe('a Drizzle tx kept past its transaction (PGlite)', () => {
+  it('is refused with NotInTransactionError, not PGlite’s own error', async () => {
+    const client = new PGlite();
+    try {
+      const db = drizzlePglite({ client }) as unknown as AnyDrizzle;
+      let kept: DrizzleTransactionLike | undefined;
+      const inside = await db.transaction(async (tx) => {
+        kept = tx;
+        return (await fromDrizzle(tx).query('SELECT 1 AS one', [])).rows;
+      });
+      expect(inside).toEqual([{ one: 1 }]);
+      const error = await Promise.resolve()
+        .then(() => fromDrizzle(kept!).query('SELECT 2 AS two', []))
+        .catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(NotInTransactionError);
+    } finally {
+      await client.close();
     }
   });
 });
