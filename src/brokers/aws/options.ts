@@ -4,6 +4,26 @@ import { errorText } from '../errors.js';
 import { ownEntry, type Route } from '../route.js';
 import type { ClaimCheckOptions } from './claim-check.js';
 
+/** The options txoutbox/sqs and txoutbox/sns share. A destination is a queue URL (SQS) or a topic ARN (SNS). */
+export interface AwsBrokerOptions<Client, ClientConfig> {
+  /** An SDK client you own (close() leaves it alone). Not allowed together with `clientConfig`. */
+  client?: Client;
+  /** Options for the SDK client the adapter creates: region, credentials, endpoint... Default: the SDK's own chain. */
+  clientConfig?: ClientConfig;
+  /** topic → destination, checked first. */
+  routes?: Record<string, string>;
+  /** topic → destination for topics `routes` does not name; return undefined to fall back to the default destination. */
+  route?: (topic: string, message: OutgoingMessage) => string | undefined;
+  /**
+   * FIFO queues and topics: the MessageGroupId of messages without a key. Default: none, each keyless message is a
+   * group of its own (no order among them, full parallelism, as txoutbox promises for keyless messages). Set it to
+   * deliver them in order, one at a time: one group is one lane.
+   */
+  keylessGroupId?: string;
+  /** Payloads past the limit go to S3, the message carrying the extended clients' pointer. Off by default. */
+  claimCheck?: ClaimCheckOptions;
+}
+
 const isFunction = (value: unknown) => typeof value === 'function';
 const isObject = (value: unknown) => typeof value === 'object' && value !== null && !Array.isArray(value);
 
