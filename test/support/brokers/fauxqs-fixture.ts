@@ -19,11 +19,15 @@ export const FAUXQS_CLIENT = { region: 'us-east-1', credentials: { accessKeyId: 
  * A fauxqs (SQS + SNS + S3 emulator) of this test file's own, in-process on a loopback port, with its state in SQLite
  * in a temporary directory so that `restart()` (stop, then start on the same port) keeps every stored message. The
  * directory is on tmpfs where there is one: fauxqs writes every change through to SQLite, ten times slower on disk.
+ * `persistent: false` keeps state in memory only: with persistence fauxqs 2.4 loses track of a received message
+ * (ChangeMessageVisibility answers MessageNotInflight), which the inbox consumer's tests need and a restart does not.
  */
 export class Fauxqs {
   private server: FauxqsServer | null = null;
   private dir: string | null = null;
   private port = 0;
+
+  constructor(private readonly options: { persistent: boolean } = { persistent: true }) {}
 
   get address(): string {
     return `http://127.0.0.1:${this.port}`;
@@ -31,8 +35,9 @@ export class Fauxqs {
 
   async start(): Promise<void> {
     if (this.server !== null) return;
-    this.dir ??= await mkdtemp(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'txoutbox-fauxqs-'));
-    this.server = await startFauxqs({ port: this.port, logger: false, dataDir: this.dir });
+    if (this.options.persistent)
+      this.dir ??= await mkdtemp(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'txoutbox-fauxqs-'));
+    this.server = await startFauxqs({ port: this.port, logger: false, ...(this.dir === null ? {} : { dataDir: this.dir }) });
     this.port = this.server.port;
   }
 
