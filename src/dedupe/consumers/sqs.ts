@@ -166,7 +166,8 @@ export class SqsInboxConsumer<DB> extends EventEmitter<InboxConsumerEvents> {
         const answer = await this.client.send(
           new ReceiveMessageCommand({
             QueueUrl: queueUrl,
-            MaxNumberOfMessages: Math.min(10, maxMessages - this.inFlight.size),
+            // Deletes in flight count too, and may have grown since: at least 1.
+            MaxNumberOfMessages: Math.max(1, Math.min(10, maxMessages - this.inFlight.size)),
             WaitTimeSeconds: waitTimeSeconds,
             VisibilityTimeout: visibilityTimeoutSeconds,
             MessageAttributeNames: ['All'],

@@ -199,11 +199,12 @@ describe.each(DIALECTS)('SQS inbox consumer on %s (fauxqs)', (dialect) => {
     const q = queue();
     let runs = 0;
     const { seen } = await start(q.queueUrl, {
-      visibilityTimeoutSeconds: 1,
+      // 2 s, extended every 667 ms: over a second of slack for a loaded machine's stalls.
+      visibilityTimeoutSeconds: 2,
       handler: async (message, trx) => {
         runs++;
-        // Three and a half visibility timeouts: SQS would hand an unextended message out again after each one.
-        await new Promise((resolve) => setTimeout(resolve, 3500));
+        // Two and a half visibility timeouts: SQS would hand an unextended message out again after each one.
+        await new Promise((resolve) => setTimeout(resolve, 5000));
         await applyEffect(h, trx, message.id);
       },
     });
