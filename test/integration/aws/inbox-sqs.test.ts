@@ -1,5 +1,6 @@
 import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createSnsBroker } from '../../../src/brokers/sns.js';
 import { createSqsBroker } from '../../../src/brokers/sqs.js';
 import {
   createSqsInboxConsumer,
@@ -123,6 +124,25 @@ describe.each(DIALECTS)('SQS inbox consumer on %s (fauxqs)', (dialect) => {
     expect(got.get(large.id)!.payload.equals(large.payload)).toBe(true);
     await broker.close();
     s3.destroy();
+  });
+
+  it('reads what the SNS adapter published to a topic the queue subscribes to by raw delivery', async () => {
+    const topic = uniqueName('inbox-topic');
+    const q = queue();
+    const { topicArn } = emulator.api.createTopic(topic);
+    emulator.api.subscribe({ topic, queue: q.queueName, attributes: { RawMessageDelivery: 'true' } });
+    const broker = createSnsBroker({ clientConfig: { ...FAUXQS_CLIENT, endpoint: emulator.address }, topicArn });
+    const message = outgoing('customers.created', {
+      key: 'c-9',
+      payload: Buffer.from([0, 159, 255]),
+      contentType: 'application/octet-stream',
+    });
+    expect(await broker.publish([message], { signal: new AbortController().signal })).toEqual([{ status: 'ok' }]);
+    await broker.close();
+    const { seen } = await start(q.queueUrl);
+    await waitFor(() => seen.processed.length === 1, 20_000, 'the message processed');
+    expect(seen.processed[0]).toMatchObject({ id: message.id, topic: 'customers.created', key: 'c-9', payload: message.payload });
+    expect(await effects(h)).toEqual(new Map([[message.id, 1]]));
   });
 
   it('on a FIFO queue handles each group in order, a failure holding the rest of its group back', async () => {
