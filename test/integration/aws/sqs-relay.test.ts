@@ -11,7 +11,7 @@ import {
   uniqueName,
 } from '../../support/brokers/fauxqs-fixture.js';
 import { createHarness, type Harness } from '../../support/harness.js';
-import { testRelay, waitFor } from '../../support/relay-helpers.js';
+import { drain, testRelay, waitFor } from '../../support/relay-helpers.js';
 
 /** The relay on PostgreSQL publishing to a FIFO queue of a private fauxqs, read by a real SQS consumer. */
 describe('relay → Amazon SQS FIFO queue (fauxqs)', () => {
@@ -76,6 +76,26 @@ describe('relay → Amazon SQS FIFO queue (fauxqs)', () => {
     expect(new Set(reader.raw.map((m) => m.Attributes?.MessageGroupId)).size).toBe(200);
     expect(await h.rows()).toEqual([]);
   }, 90_000);
+
+  it('settles a batch SQS partly refuses per entry: the refused message is dead-lettered with its code, the others are sent once', async () => {
+    const queue = emulator.api.createQueue(uniqueName('partial'), { attributes: { MaximumMessageSize: '1024' } });
+    const prefix = uniqueName('partial');
+    const results = await h.db.transaction().execute((trx) =>
+      h.outbox.enqueue(trx, [
+        { id: `${prefix}-a`, topic: 'orders', key: 'a', payload: { n: 1 } },
+        { id: `${prefix}-b`, topic: 'orders', key: 'b', payload: { pad: 'x'.repeat(2000) } },
+        { id: `${prefix}-c`, topic: 'orders', key: 'c', payload: { n: 3 } },
+      ]),
+    );
+    await drain(testRelay(h, sqsBroker(queue.queueUrl)));
+    const rows = await h.rows();
+    // The dead row would stay for the next test: gone before anything is asserted.
+    await h.db.deleteFrom(`${h.schema}.txoutbox` as never).execute();
+    expect(rows.map((r) => [r.id, r.state])).toEqual([[results[1]!.id, 'dead']]);
+    expect(rows[0]!.lastError).toMatch(/^sqs: SQS refused the message on .*: InvalidParameterValue \(sender fault\)/);
+    const received = await new QueueReader(client, queue.queueUrl).all();
+    expect(received.map((m) => m.id).sort()).toEqual([results[0]!.id, results[2]!.id].sort());
+  });
 
   it('through an SQS outage (the emulator stopped and started) loses nothing, keeps per-key order and burns no attempt', async () => {
     const queue = fifoQueue();
