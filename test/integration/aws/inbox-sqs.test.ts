@@ -1,4 +1,4 @@
-import { SendMessageCommand } from '@aws-sdk/client-sqs';
+import { ChangeMessageVisibilityCommand, ReceiveMessageCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createSnsBroker } from '../../../src/brokers/sns.js';
 import { createSqsBroker } from '../../../src/brokers/sqs.js';
@@ -202,6 +202,28 @@ describe.each(DIALECTS)('SQS inbox consumer on %s (fauxqs)', (dialect) => {
     });
     expect(dead!.error).toContain('cannot bill order (attempt 3)');
     await waitFor(() => left(q.queueName) === 0, 10_000, 'the poison deleted');
+  });
+
+  it('dead-letters a message received more than maxAttempts times without being settled, without running the handler', async () => {
+    const q = queue();
+    await send(q.queueUrl, 'never-settled');
+    // Two consumers that died mid-handler: received, never deleted, back in the queue.
+    for (let i = 0; i < 2; i++) {
+      const { Messages } = await client.send(new ReceiveMessageCommand({ QueueUrl: q.queueUrl, WaitTimeSeconds: 1 }));
+      const receipt = Messages![0]!.ReceiptHandle!;
+      await client.send(
+        new ChangeMessageVisibilityCommand({ QueueUrl: q.queueUrl, ReceiptHandle: receipt, VisibilityTimeout: 0 }),
+      );
+    }
+    let ran = 0;
+    const { seen } = await start(q.queueUrl, { maxAttempts: 2, handler: () => void ran++ });
+    await waitFor(() => seen.dead.length === 1, 20_000, 'the dead letter');
+    expect(ran).toBe(0);
+    expect(seen.dead[0]).toMatchObject({ messageId: 'never-settled', attempts: 2 });
+    expect(seen.dead[0]!.error).toMatch(
+      /delivered 3 times without being settled \(the consumer crashed or its visibility timeout passed each time\)/,
+    );
+    await waitFor(() => left(q.queueName) === 0, 10_000, 'the message deleted');
   });
 
   it('dead-letters a message without an id at once, without running the handler', async () => {
