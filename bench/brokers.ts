@@ -8,7 +8,17 @@ import { jetstream, jetstreamManager, StorageType, type JetStreamManager } from 
 import { createRelay, MemoryBroker, type Broker, type PublishOutcome } from '../src/index.js';
 import { createRabbitMqBroker } from '../src/brokers/rabbitmq.js';
 import { createNatsBroker } from '../src/brokers/nats.js';
+import { createSqsBroker } from '../src/brokers/sqs.js';
+import { startSqsEmulator, sqsBenchClient, type SqsEmulator } from './sqs-emulator.js';
 import {
+  CreateQueueCommand,
+  DeleteQueueCommand,
+  GetQueueAttributesCommand,
+  ReceiveMessageCommand,
+  SendMessageBatchCommand,
+} from '@aws-sdk/client-sqs';
+import {
+  BROKER_PIDS,
   CPU_GROUPS,
   cpuBetween,
   cpuSnapshot,
@@ -50,7 +60,8 @@ import {
 /**
  * Broker benchmark: how close the relay gets to the broker's own confirmed publish rate.
  *
- * For PostgreSQL → RabbitMQ and PostgreSQL → NATS JetStream (bench `brokers`), and MariaDB/MySQL → RabbitMQ (bench
+ * For PostgreSQL → RabbitMQ, → NATS JetStream and → Amazon SQS (bench `brokers`; the SQS emulator fauxqs unless
+ * OUTBOX_SQS_ENDPOINT names one), and MariaDB/MySQL → RabbitMQ (bench
  * `brokers-mysql`: the same machinery on a MySQL outbox, with the raw baseline measured again), in rounds that
  * alternate the order:
  *  - raw: the broker's own client publishes the round's messages (same payloads, headers and ids as the adapter
@@ -83,9 +94,9 @@ const RELAY_POOL_SIZE = 10;
 /** Give up on a run after this long and report what it did so far. */
 const RUN_TIMEOUT_MS = 120_000;
 const NATS_ACK_TIMEOUT_MS = 5000;
-const GOALS = { rabbitmq: 0.8, nats: 0.75 } as const;
+const GOALS = { rabbitmq: 0.8, nats: 0.75, sqs: 0.75 } as const;
 /** The logical relay's goals (#13): its own, higher for RabbitMQ. */
-const LOGICAL_GOALS: Record<keyof typeof GOALS, number> = { rabbitmq: 0.85, nats: 0.75 };
+const LOGICAL_GOALS: Record<keyof typeof GOALS, number> = { rabbitmq: 0.85, nats: 0.75, sqs: 0.75 };
 
 type BrokerName = keyof typeof GOALS;
 type Kind = 'raw' | 'adapter' | 'relay' | 'logical' | 'memory';
@@ -328,6 +339,113 @@ async function natsBench(): Promise<BrokerBench> {
     async close() {
       for (const stream of streams) await jsm.streams.delete(stream).catch(noop);
       await admin.close().catch(noop);
+    },
+  };
+}
+
+/**
+ * Amazon SQS: a FIFO queue per run on the fauxqs emulator (a child process of its own, so its CPU is the broker's),
+ * or on OUTBOX_SQS_ENDPOINT when set. The raw client sends SendMessageBatch requests of 10 with the attributes,
+ * MessageGroupId and MessageDeduplicationId the adapter sets for a first attempt.
+ */
+async function sqsBench(): Promise<BrokerBench> {
+  const emulator: SqsEmulator = await startSqsEmulator();
+  if (emulator.pid !== null) BROKER_PIDS.add(emulator.pid);
+  const admin = sqsBenchClient(emulator.endpoint);
+  const queues = new Set<string>();
+
+  async function destination(run: string): Promise<Destination> {
+    const name = `txoutbox-bench-${suffix}-${run}.fifo`;
+    const { QueueUrl } = await admin.send(new CreateQueueCommand({ QueueName: name, Attributes: { FifoQueue: 'true' } }));
+    const url = QueueUrl!;
+    queues.add(url);
+    return {
+      async raw(messages) {
+        const client = sqsBenchClient(emulator.endpoint);
+        try {
+          return await inWindows(messages, async (window) => {
+            const requests: Promise<void>[] = [];
+            for (let start = 0; start < window.length; start += 10) {
+              const Entries = window.slice(start, start + 10).map((message, i) => ({
+                Id: `m${i}`,
+                MessageBody: message.payload.toString('utf8'),
+                MessageGroupId: message.key,
+                MessageDeduplicationId: message.id,
+                // The same attributes as the adapter's buildAttributes() for a first attempt.
+                MessageAttributes: Object.fromEntries(
+                  Object.entries({
+                    'txoutbox-id': message.id,
+                    'txoutbox-key': message.key,
+                    'txoutbox-topic': TOPIC,
+                    'txoutbox-attempt': '1',
+                    'content-type': 'application/json',
+                  }).map(([n, v]) => [n, { DataType: 'String', StringValue: v }]),
+                ),
+              }));
+              requests.push(
+                client.send(new SendMessageBatchCommand({ QueueUrl: url, Entries })).then((answer) => {
+                  if ((answer.Failed ?? []).length > 0)
+                    throw new Error(`SQS refused raw entries: ${JSON.stringify(answer.Failed)}`);
+                }),
+              );
+            }
+            await Promise.all(requests);
+          });
+        } finally {
+          client.destroy();
+        }
+      },
+      adapter: () => createSqsBroker({ clientConfig: sqsBenchClient.config(emulator.endpoint), routes: { [TOPIC]: url } }),
+      async stored() {
+        const { Attributes } = await admin.send(
+          new GetQueueAttributesCommand({
+            QueueUrl: url,
+            AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
+          }),
+        );
+        return (
+          Number(Attributes?.ApproximateNumberOfMessages ?? 0) + Number(Attributes?.ApproximateNumberOfMessagesNotVisible ?? 0)
+        );
+      },
+      async sample() {
+        const { Messages } = await admin.send(
+          new ReceiveMessageCommand({
+            QueueUrl: url,
+            MaxNumberOfMessages: 1,
+            MessageAttributeNames: ['All'],
+            MessageSystemAttributeNames: ['MessageGroupId', 'MessageDeduplicationId'],
+            VisibilityTimeout: 600,
+          }),
+        );
+        const message = Messages?.[0];
+        if (message === undefined) return null;
+        const headers = Object.fromEntries(
+          Object.entries(message.MessageAttributes ?? {}).map(([n, a]) => [n, a.StringValue ?? '']),
+        );
+        const { MessageGroupId = '', MessageDeduplicationId = '' } = message.Attributes ?? {};
+        const body = Buffer.from(message.Body ?? '', 'utf8');
+        return { headers, properties: { MessageGroupId, MessageDeduplicationId }, bytes: body.length, key: keyOf(body) };
+      },
+      async remove() {
+        await admin.send(new DeleteQueueCommand({ QueueUrl: url }));
+        queues.delete(url);
+      },
+    };
+  }
+
+  return {
+    name: 'sqs',
+    label: 'Amazon SQS',
+    version: emulator.version,
+    setup:
+      'a FIFO queue per run (MessageGroupId = key, MessageDeduplicationId = id); the raw client sends SendMessageBatch ' +
+      'requests of 10 entries, the 10 of a window in parallel, on one SQSClient',
+    destination,
+    async close() {
+      for (const url of queues) await admin.send(new DeleteQueueCommand({ QueueUrl: url })).catch(noop);
+      admin.destroy();
+      await emulator.stop();
+      if (emulator.pid !== null) BROKER_PIDS.delete(emulator.pid);
     },
   };
 }
@@ -673,7 +791,10 @@ async function benchBroker(target: Target, db: Kysely<any>, schema: string, brok
     const table = (kind: Kind) => `${broker.name}_${kind}${round}`;
     // Both relay tables of the round at once, to save wall time; each timed run starts after the database settled.
     // The logical relay's table gets its publication and slot first, so the slot streams the enqueued messages.
-    const slot: LogicalSlot = { slot: `${schema}_${table('logical')}`.toLowerCase(), publication: `${schema}_${table('logical')}_pub`.toLowerCase() };
+    const slot: LogicalSlot = {
+      slot: `${schema}_${table('logical')}`.toLowerCase(),
+      publication: `${schema}_${table('logical')}_pub`.toLowerCase(),
+    };
     await Promise.all([
       fillTable(target, db, schema, table('relay'), messages),
       fillTable(target, db, schema, table('memory'), messages),
@@ -764,7 +885,10 @@ function compareSamples(runs: Record<Kind, Run[]>): string {
 // Entry point.
 
 /** PostgreSQL → RabbitMQ and → NATS JetStream (`npm run bench -- brokers`). */
-export const benchBrokers = (): Promise<string> => benchPairs('brokers', 'postgres', [rabbitMqBench, natsBench]);
+export const benchBrokers = (): Promise<string> => benchPairs('brokers', 'postgres', [rabbitMqBench, natsBench, sqsBench]);
+
+/** PostgreSQL → Amazon SQS alone (`npm run bench -- brokers-sqs`): the SQS part of `brokers`, for a quicker look. */
+export const benchBrokersSqs = (): Promise<string> => benchPairs('brokers-sqs', 'postgres', [sqsBench]);
 
 /** MariaDB/MySQL → RabbitMQ (`npm run bench -- brokers-mysql`): the same machinery on a MySQL outbox. */
 export const benchBrokersMysql = (): Promise<string> => benchPairs('brokers-mysql', 'mysql', [rabbitMqBench]);
@@ -919,7 +1043,7 @@ function render(
     `- ${target.label}: ${facts.version} (${facts.durability})`,
     ...reports.map(
       (r) =>
-        `- ${r.broker.label}: ${r.broker.version} at ${r.broker.name === 'rabbitmq' ? redact(AMQP_URL) : NATS_URL} (same machine and disk)`,
+        `- ${r.broker.label}: ${r.broker.version} at ${r.broker.name === 'rabbitmq' ? redact(AMQP_URL) : r.broker.name === 'nats' ? NATS_URL : 'a loopback port'} (same machine and disk)`,
     ),
     `- Whole bench: ${seconds.toFixed(0)} s; load average (1, 5, 15 min) ${loadavg(load.before)} before, ${loadavg(load.after)} after ` +
       `(anything else running on the machine shows here: the figures are only as quiet as the machine was)`,

@@ -14,6 +14,8 @@ export type CpuTimes = Record<CpuGroup, number>;
 /** Linux's USER_HZ: /proc reports CPU time in these ticks. */
 const TICKS_PER_SECOND = 100;
 const BROKER_COMMANDS = new Set(['beam.smp', 'erl_child_setup', 'inet_gethost', 'epmd', 'nats-server']);
+/** Broker processes a bench started itself, whose command name (node, for the SQS emulator) says nothing. */
+export const BROKER_PIDS = new Set<number>();
 const DATABASE_COMMANDS = new Set(['postgres', 'mariadbd', 'mysqld']);
 
 /** CPU time used so far (ms, user + system, all threads) per live process, and by the whole machine. */
@@ -62,7 +64,7 @@ export function cpuSnapshot(): CpuSnapshot | null {
         ? 'bench'
         : DATABASE_COMMANDS.has(command)
           ? 'database'
-          : BROKER_COMMANDS.has(command)
+          : BROKER_COMMANDS.has(command) || BROKER_PIDS.has(pid)
             ? 'broker'
             : 'other';
     processes.set(pid, { group, ms: (ticks * 1000) / TICKS_PER_SECOND });

@@ -1,4 +1,4 @@
-import { benchBrokers, benchBrokersMysql } from './brokers.js';
+import { benchBrokers, benchBrokersMysql, benchBrokersSqs } from './brokers.js';
 import { benchDashboard } from './dashboard.js';
 import { benchEnqueue } from './enqueue.js';
 import { benchInbox } from './inbox.js';
@@ -19,6 +19,7 @@ const BENCHES: Readonly<Record<string, () => Promise<string>>> = {
   brokers: benchBrokers,
   inbox: benchInbox,
   'brokers-mysql': benchBrokersMysql,
+  'brokers-sqs': benchBrokersSqs,
   scaling: benchScaling,
   pgboss: benchPgBoss,
   logical: benchLogical,

@@ -91,6 +91,21 @@ export async function openBroker(name: string, config: BrokerConfig, onError: (e
             ),
         };
       }
+      case 'sqs': {
+        const { createSqsBroker } = await import('../brokers/sqs.js');
+        const broker = createSqsBroker(given as Parameters<typeof createSqsBroker>[0]);
+        const queues = [given.queueUrl, ...Object.values((given.routes as Record<string, string> | undefined) ?? {})];
+        return { name, type: config.type, broker, probe: (ms) => tcpProbe(awsEndpoints(given, 'sqs', queues), 443, ms) };
+      }
+      case 'sns': {
+        const { createSnsBroker } = await import('../brokers/sns.js');
+        const broker = createSnsBroker(given as Parameters<typeof createSnsBroker>[0]);
+        // A topic ARN names its region: arn:aws:sns:<region>:<account>:<name>.
+        const topics = [given.topicArn, ...Object.values((given.routes as Record<string, string> | undefined) ?? {})];
+        const regions = topics.flatMap((arn) => (typeof arn === 'string' ? [arn.split(':')[3]] : []));
+        const urls = regions.map((region) => `https://sns.${region}.amazonaws.com`);
+        return { name, type: config.type, broker, probe: (ms) => tcpProbe(awsEndpoints(given, 'sns', urls), 443, ms) };
+      }
       case 'memory': {
         if (Object.keys(given).length > 0) {
           throw new CliError(
@@ -136,6 +151,19 @@ export async function closeBrokers(brokers: Map<string, OpenBroker>): Promise<vo
  */
 export function routerFor(config: Config, brokers: ReadonlyMap<string, OpenBroker>): RoutingBroker {
   return new RoutingBroker({ brokers: new Map([...brokers].map(([name, open]) => [name, open.broker])), routes: config.routes });
+}
+
+/**
+ * Where an SQS or SNS adapter connects: its `clientConfig.endpoint` when set (a local emulator, a VPC endpoint),
+ * else the given URLs (queue URLs, the regional endpoints of topic ARNs), else the region's public endpoint.
+ */
+function awsEndpoints(given: Record<string, unknown>, service: 'sqs' | 'sns', urls: readonly unknown[]): string[] {
+  const clientConfig = (given.clientConfig ?? {}) as { endpoint?: unknown; region?: unknown };
+  if (typeof clientConfig.endpoint === 'string') return [clientConfig.endpoint];
+  const known = urls.filter((url): url is string => typeof url === 'string');
+  if (known.length > 0) return known;
+  const region = typeof clientConfig.region === 'string' ? clientConfig.region : process.env.AWS_REGION;
+  return region === undefined ? [] : [`https://${service}.${region}.amazonaws.com`];
 }
 
 /** Reachable when a TCP connection to any of the servers opens. */

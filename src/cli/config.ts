@@ -10,7 +10,7 @@ import { relayDefaults, relayTuningSchema } from '../relay/options.js';
 import { CliError, EXIT } from './errors.js';
 import { isSecretField, Redactor } from './redact.js';
 
-export const BROKER_TYPES = ['rabbitmq', 'nats', 'kafka', 'redis', 'mqtt', 'http', 'memory'] as const;
+export const BROKER_TYPES = ['rabbitmq', 'nats', 'kafka', 'redis', 'mqtt', 'http', 'sqs', 'sns', 'memory'] as const;
 export type BrokerType = (typeof BROKER_TYPES)[number];
 
 const identifier = z

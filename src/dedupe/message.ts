@@ -28,9 +28,9 @@ export interface InboxDeadLetter {
   consumer: string;
   /** Null when the message carried no id (or an empty one). */
   messageId: string | null;
-  /** The broker: 'rabbitmq' or 'nats' from the helpers; a consumer of your own names its own. */
+  /** The broker: 'rabbitmq', 'nats' or 'sqs' from the helpers; a consumer of your own names its own. */
   source: string;
-  /** The queue, or `<stream>/<consumer>`. */
+  /** The queue (RabbitMQ; the queue URL for SQS), or `<stream>/<consumer>`. */
   destination: string;
   topic: string | null;
   payload: Buffer;

@@ -33,7 +33,7 @@ unknownSection: true
     for (const path of [
       'databases.0.dialect: must be one of postgres, mysql',
       'databases.0.tables.0.table: must be a plain SQL identifier',
-      'brokers.other.type: must be one of rabbitmq, nats, kafka, redis, mqtt, http, memory',
+      'brokers.other.type: must be one of rabbitmq, nats, kafka, redis, mqtt, http, sqs, sns, memory',
       'routes.orders.*: names broker "nowhere", which is not configured',
       'routes: with several brokers, add a default route "*"',
       'relay.batchSize:',

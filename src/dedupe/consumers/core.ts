@@ -144,7 +144,7 @@ export interface Delivery {
 
 /** What the policy needs to know of a transport besides how it settles. */
 export interface Transport {
-  /** The dead letters' `source`: 'rabbitmq' or 'nats'. */
+  /** The dead letters' `source`: 'rabbitmq', 'nats' or 'sqs'. */
   source: string;
   /** The dead letters' `destination`: the queue, or `<stream>/<durable>`. */
   destination: string;
