@@ -16,6 +16,8 @@ const MOVE_TIMEOUT_MS = 10_000;
 /** A relay run that goes on for this many moves is stuck in a loop. */
 const MAX_MOVES = 5_000;
 
+let runs = 0;
+
 export interface Outcome {
   /** The moves as they happened, numbered. */
   trace: string[];
@@ -44,6 +46,7 @@ interface Move {
  */
 export async function runSchedule(world: World, schedule: Schedule, steer?: readonly string[]): Promise<Outcome> {
   installVirtualTime();
+  const run = ++runs;
   await world.reset();
   const trace: string[] = [];
   const failures: string[] = [];
@@ -88,7 +91,9 @@ export async function runSchedule(world: World, schedule: Schedule, steer?: read
     } else {
       const key = step.slice('enqueue '.length);
       const index = p.steps.slice(0, p.next).filter((s) => s.startsWith('enqueue ')).length;
-      const id = `t${p.tx}.${index}`;
+      // Ids never repeat across schedules: InnoDB's unique check of a deleted, not yet purged id takes gap locks
+      // that make one producer wait on another (an id reused after its message was sent: not what this explores).
+      const id = `t${p.tx}.${index}@${run}`;
       await world.outbox.enqueue(p.trx!, { id, topic: 'explore', key, payload: id });
       history.messages.set(id, { key, tx: p.tx, index, enqueuedAt: moves });
       log(`t${p.tx} enqueue ${key} -> ${id}`);
@@ -126,9 +131,16 @@ export async function runSchedule(world: World, schedule: Schedule, steer?: read
       owners.map((owner) => sql`lease_owner LIKE ${`${owner}%`}`),
       sql` OR `,
     );
-    await sql`UPDATE ${table} SET lease_until = ${now}, next_attempt_at = ${now} WHERE state = 'pending' AND (${match})`.execute(
+    // A plain read first, then updates by primary key: a scanning UPDATE would wait on rows a producer has
+    // inserted and not committed yet (InnoDB locks every row it passes).
+    const { rows } = await sql<{ seq: string | number }>`SELECT seq FROM ${table} WHERE state = 'pending' AND (${match})`.execute(
       world.db,
     );
+    const seqs = rows.map((row) => sql`${BigInt(row.seq)}`);
+    if (seqs.length > 0)
+      await sql`UPDATE ${table} SET lease_until = ${now}, next_attempt_at = ${now} WHERE seq IN (${sql.join(seqs)}) AND state = 'pending' AND (${match})`.execute(
+        world.db,
+      );
     log(`leases of ${what} run out`);
   };
 
