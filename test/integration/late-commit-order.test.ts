@@ -97,4 +97,23 @@ describe.each(DIALECTS)('late commits keep their place on %s', (dialect) => {
     vi.restoreAllMocks();
     expect(await finish(store, inFlight)).toEqual(['a', 'b']);
   });
+
+  it('sequencing a late commit never waits on a producer holding the next id open', async () => {
+    const store = storeFor(h);
+    let inFlight: Awaited<ReturnType<typeof store.claim>> = [];
+    await late('m2', async () => {
+      await commit(['h0']);
+      inFlight = await store.claim(limits, 'relay-a:1', 60_000);
+    });
+    // A producer's uncommitted row holds the id right after m2's in the id index ...
+    const open = await h.db.startTransaction().execute();
+    try {
+      await h.outbox.enqueue(open, { id: `n1@${test}`, topic: 't', key: 'Z', payload: 'n1' });
+      // ... and m2, late, must go behind h0: the relay's claim comes back while the producer is still open.
+      await storeFor(h).claim(limits, 'relay-b:1', 60_000);
+    } finally {
+      await open.rollback().execute();
+    }
+    expect(await finish(store, inFlight)).toEqual(['m2']);
+  });
 });

@@ -9,6 +9,7 @@ import { lockKeyStripes } from './key-locks.js';
 /** The lock row of the one relay that sequences at a time (key stripes are 0 to 4095). */
 const SEQUENCER_STRIPE = 65535;
 const text = (value: unknown) => (Buffer.isBuffer(value) ? value.toString('utf8') : String(value));
+const ER_LOCK_WAIT_TIMEOUT = 1205;
 const seqList = (seqs: Iterable<string>) => sql.join([...seqs].map((seq) => sql`${BigInt(seq)}`));
 
 /**
@@ -182,17 +183,38 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
     );
     if (rows.length === 0) return new Set<string>();
     const moved = rows.map((row) => String(row.seq));
-    await trx(sql`DELETE t FROM ${rowsBySeq(table, moved)}`.compile(compiler));
     const values = rows.map(
       (row) => sql`(${row.id}, ${row.topic}, ${row.msg_key}, ${row.payload}, ${row.content_type},
         ${typeof row.headers === 'string' ? row.headers : JSON.stringify(row.headers)}, 0, ${row.attempts},
         CAST(${row.next_attempt_at} AS DATETIME(6)), ${row.last_error}, CAST(${row.created_at} AS DATETIME(6)))`,
     );
-    await trx(
-      sql`
-      INSERT INTO ${table} (id, topic, msg_key, payload, content_type, headers, ready, attempts, next_attempt_at, last_error, created_at)
-      VALUES ${sql.join(values)}`.compile(compiler),
-    );
+    const rewrite = async () => {
+      await trx(sql`DELETE t FROM ${rowsBySeq(table, moved)}`.compile(compiler));
+      await trx(
+        sql`
+        INSERT INTO ${table} (id, topic, msg_key, payload, content_type, headers, ready, attempts, next_attempt_at, last_error, created_at)
+        VALUES ${sql.join(values)}`.compile(compiler),
+      );
+    };
+    if (!arrivalsOnly) {
+      await rewrite();
+      return new Set(moved);
+    }
+    // The insert's unique check finds the id just deleted and locks the next id of the index, which may be a
+    // producer's uncommitted row: the sequencer must not wait for it. Then these keys' arrivals stay unsequenced
+    // (all of them, so none overtakes another) and a later scan tries again.
+    const { rows: setting } = await trx(sql`SELECT @@SESSION.innodb_lock_wait_timeout AS wait`.compile(compiler));
+    await trx(sql`SAVEPOINT txoutbox_renumber`.compile(compiler));
+    await trx(sql`SET SESSION innodb_lock_wait_timeout = 0`.compile(compiler));
+    try {
+      await rewrite();
+    } catch (error) {
+      if ((error as { errno?: number } | null)?.errno !== ER_LOCK_WAIT_TIMEOUT) throw error;
+      await trx(sql`ROLLBACK TO SAVEPOINT txoutbox_renumber`.compile(compiler));
+      return new Set(below.map((row) => row.seq));
+    } finally {
+      await trx(sql`SET SESSION innodb_lock_wait_timeout = ${Number(setting[0]!.wait)}`.compile(compiler));
+    }
     return new Set(moved);
   };
 
