@@ -56,7 +56,11 @@ export class CircuitBreaker {
     });
   }
 
-  /** A batch's outcomes: any unreachable one opens (or keeps open) the breaker; any other answer closes it. */
+  /**
+   * A batch's outcomes: any unreachable one opens (or keeps open) the breaker; any other answer closes it. No
+   * outcome at all (the probe's message was buried unpublished, its attempts spent by lost leases) is a probe that
+   * found nothing to send: the next one comes an interval later, or the breaker would stay probing for ever.
+   */
   record(outcomes: readonly PublishOutcome[]): void {
     if (outcomes.some(isUnreachable)) {
       this.state = 'open';
@@ -64,6 +68,7 @@ export class CircuitBreaker {
       return;
     }
     if (outcomes.length > 0) this.close();
+    else this.claimedNothing();
   }
 
   /** A claim found nothing: if it was the probe, the broker is still unknown; the next probe comes an interval later. */

@@ -1,7 +1,7 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { MemoryBroker, type OutboxMessage, type Relay } from '../../src/index.js';
 import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
-import { clearTables, testRelay, waitFor } from '../support/relay-helpers.js';
+import { clearTables, storeFor, testRelay, waitFor } from '../support/relay-helpers.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -89,5 +89,41 @@ describe.each(DIALECTS)('relay circuit breaker (broker unreachable) on %s', (dia
     const left = await h.rows();
     expect(left.length).toBe(2);
     expect(left.map((row) => row.attempts)).toEqual([0, 0]);
+  });
+
+  it('recovers when the probe claims a message it buries without publishing (its attempts spent by lost leases)', async () => {
+    // The relay's time moves only when the test says (the breaker's probe interval, the claim scan's full rescans).
+    const start = performance.now();
+    let elapsed = 0;
+    vi.spyOn(performance, 'now').mockImplementation(() => start + elapsed);
+    try {
+      const broker = new MemoryBroker().fail({ kind: 'unreachable' }, { times: 1 });
+      const relay = testRelay(h, broker, { maxAttempts: 1, brokerProbeIntervalMs: 10 });
+      await commit([
+        { id: 'spent', topic: 't', key: 'k1', payload: 1 },
+        { id: 'other', topic: 't', key: 'k2', payload: 2 },
+      ]);
+      // A relay that died mid-publish holds 'spent' (its one attempt counted) ...
+      const crashed = storeFor(h);
+      expect((await crashed.claim({ count: 1, bytes: 1e9 }, 'crashed:1', 600_000)).map((m) => m.id)).toEqual(['spent']);
+      // ... while this relay's batch meets the outage: the breaker opens.
+      expect(await relay.runOnce()).toMatchObject({ claimed: 1, published: 0 });
+      // The dead relay's lease runs out: its message is the oldest due.
+      const past = new Date((await h.now()).getTime() - 3_600_000);
+      await h.db
+        .updateTable(`${h.schema}.txoutbox`)
+        .set({ lease_until: past, next_attempt_at: past })
+        .where('id', '=', 'spent')
+        .execute();
+      // The probe claims it and buries it at once (taken over, past maxAttempts): nothing is published.
+      elapsed += 2000;
+      expect(await relay.runOnce()).toMatchObject({ claimed: 1, published: 0, dead: 1 });
+      // The broker is back: the next probe finds out, and the relay publishes again.
+      elapsed += 2000;
+      expect(await relay.runOnce()).toMatchObject({ claimed: 1, published: 1 });
+      expect(broker.received().map((m) => m.id)).toEqual(['other']);
+    } finally {
+      vi.restoreAllMocks();
+    }
   });
 });

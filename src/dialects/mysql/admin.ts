@@ -126,7 +126,9 @@ export function mysqlAdminStore<DB>(db: Kysely<DB>, names: TableNames): AdminSto
             t.lease_until = NULL, t.ready = (t.msg_key IS NULL OR t.ready = 1)
           WHERE t.state = 'dead'`.compile(compiler),
         );
-        // One that gave its key up and has a lower seq than the key's head now goes behind it, renumbered.
+        // One that gave its key up goes behind its key's queue, renumbered, after everything committed before the
+        // retry (the key's arrivals are sequenced first).
+        await heads.sequenceKeys(trx, distinctKeys(dead.filter((row) => !row.ready).map((row) => row.key)));
         await heads.renumberLate(
           trx,
           dead.filter((row) => !row.ready).map((row) => ({ seq: row.seq, key: row.key })),

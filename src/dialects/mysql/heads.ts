@@ -9,6 +9,7 @@ import { lockKeyStripes } from './key-locks.js';
 /** The lock row of the one relay that sequences at a time (key stripes are 0 to 4095). */
 const SEQUENCER_STRIPE = 65535;
 const text = (value: unknown) => (Buffer.isBuffer(value) ? value.toString('utf8') : String(value));
+const ER_LOCK_WAIT_TIMEOUT = 1205;
 const seqList = (seqs: Iterable<string>) => sql.join([...seqs].map((seq) => sql`${BigInt(seq)}`));
 
 /**
@@ -33,10 +34,16 @@ export interface MysqlHeads {
     floors?: ReadonlyMap<string, string>,
   ): Promise<number>;
   /**
-   * Moves these rows (arrivals, or dead letters made pending again) behind their key's head when they have a lower
-   * seq than it: each is written again with a new seq, waiting. Returns the old seqs.
+   * Moves these rows (arrivals, or dead letters made pending again) behind their key's queue when one of them has a
+   * lower seq than a message already in it (the head or one waiting): all the key's given rows are written again,
+   * in seq order, with new seqs, waiting. Returns the old seqs.
    */
   renumberLate(trx: SqlExecutor, rows: readonly { seq: string; key: string | null }[]): Promise<Set<string>>;
+  /**
+   * Sequences these keys' arrivals now, for a caller that holds the keys' locks and is about to put something
+   * behind their queues (a retried dead letter: everything committed before the retry comes first).
+   */
+  sequenceKeys(trx: SqlExecutor, keys: Iterable<string>): Promise<void>;
   /** Sequences up to `limit` arrivals, oldest first, from the cursor on (skipping those another relay is sequencing). */
   sequence(trx: SqlExecutor, limit: number, cursor: ScanCursor<string>): Promise<number>;
 }
@@ -72,8 +79,6 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
    * Each key's head (pending or dead, from its floor on), read from the top of the key's head entries down:
    * entries that heads sent earlier left behind all lie below the current head.
    */
-  const headsOf = async (trx: SqlExecutor, keys: readonly string[], floors: ReadonlyMap<string, string>) =>
-    headsIn(await probe(trx, headParts(keys, floors)));
   const above = (floors: ReadonlyMap<string, string>, key: string) => BigInt(floors.get(key) ?? 0);
   const headParts = (keys: readonly string[], floors: ReadonlyMap<string, string>) =>
     keys.flatMap((key) =>
@@ -135,13 +140,33 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
     return promoteWithout(trx, keyList, headsIn(found), arrivals, floors, found);
   };
 
-  /** The rows of these candidates that have a lower seq than their key's head, as the heads read say. */
+  /** Each key's last waiting message (other than these rows), read from the top of the key's entries down. */
+  const lastParts = (keys: readonly string[], except: readonly string[]) => {
+    const skip = except.length === 0 ? sql`` : sql`AND seq NOT IN (${seqList(except)})`;
+    return keys.map((key) => part('last', key, sql`state = 'pending' AND ready = 0 ${skip}`, sql`DESC`));
+  };
+  /** Per key, the highest seq of a message in its queue (its head or its last waiting one), as a probe found. */
+  const queueTops = (found: readonly ProbeRow[]) => {
+    const tops = new Map<string, bigint>();
+    for (const row of found)
+      if ((row.what === 'head' || row.what === 'last') && (tops.get(row.key) ?? -1n) < row.seq) tops.set(row.key, row.seq);
+    return tops;
+  };
+
+  /**
+   * Moves the candidates of every key with one below the top of its queue (see renumberLate) behind the queue:
+   * all that key's candidates, in seq order, written again with new seqs, waiting. Returns the old seqs.
+   */
   const renumber = async (
     trx: SqlExecutor,
     candidates: readonly { seq: string; key: string | null }[],
-    heads: ReadonlyMap<string, bigint>,
+    tops: ReadonlyMap<string, bigint>,
+    arrivalsOnly = false,
   ) => {
-    const below = candidates.filter((row) => row.key !== null && BigInt(row.seq) < (heads.get(row.key) ?? -1n));
+    const late = new Set(
+      candidates.flatMap((row) => (row.key !== null && BigInt(row.seq) < (tops.get(row.key) ?? -1n) ? [row.key] : [])),
+    );
+    const below = candidates.filter((row) => row.key !== null && late.has(row.key));
     if (below.length === 0) return new Set<string>();
     const { rows } = await trx(
       sql`
@@ -152,33 +177,106 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
         table,
         below.map((row) => row.seq),
       )}
+      -- Arrivals read before the keys' locks were granted: only those still unsequenced move.
+      ${arrivalsOnly ? sql`WHERE t.ready IS NULL` : sql``}
       ORDER BY t.seq`.compile(compiler),
     );
     if (rows.length === 0) return new Set<string>();
-    const late = rows.map((row) => String(row.seq));
-    await trx(sql`DELETE t FROM ${rowsBySeq(table, late)}`.compile(compiler));
+    const moved = rows.map((row) => String(row.seq));
     const values = rows.map(
       (row) => sql`(${row.id}, ${row.topic}, ${row.msg_key}, ${row.payload}, ${row.content_type},
         ${typeof row.headers === 'string' ? row.headers : JSON.stringify(row.headers)}, 0, ${row.attempts},
         CAST(${row.next_attempt_at} AS DATETIME(6)), ${row.last_error}, CAST(${row.created_at} AS DATETIME(6)))`,
     );
-    await trx(
-      sql`
-      INSERT INTO ${table} (id, topic, msg_key, payload, content_type, headers, ready, attempts, next_attempt_at, last_error, created_at)
-      VALUES ${sql.join(values)}`.compile(compiler),
-    );
-    return new Set(late);
+    const rewrite = async () => {
+      await trx(sql`DELETE t FROM ${rowsBySeq(table, moved)}`.compile(compiler));
+      await trx(
+        sql`
+        INSERT INTO ${table} (id, topic, msg_key, payload, content_type, headers, ready, attempts, next_attempt_at, last_error, created_at)
+        VALUES ${sql.join(values)}`.compile(compiler),
+      );
+    };
+    if (!arrivalsOnly) {
+      await rewrite();
+      return new Set(moved);
+    }
+    // The insert's unique check finds the id just deleted and locks the next id of the index, which may be a
+    // producer's uncommitted row: the sequencer must not wait for it. Then these keys' arrivals stay unsequenced
+    // (all of them, so none overtakes another) and a later scan tries again.
+    const { rows: setting } = await trx(sql`SELECT @@SESSION.innodb_lock_wait_timeout AS wait`.compile(compiler));
+    await trx(sql`SAVEPOINT txoutbox_renumber`.compile(compiler));
+    await trx(sql`SET SESSION innodb_lock_wait_timeout = 0`.compile(compiler));
+    try {
+      await rewrite();
+    } catch (error) {
+      if ((error as { errno?: number } | null)?.errno !== ER_LOCK_WAIT_TIMEOUT) throw error;
+      await trx(sql`ROLLBACK TO SAVEPOINT txoutbox_renumber`.compile(compiler));
+      return new Set(below.map((row) => row.seq));
+    } finally {
+      await trx(sql`SET SESSION innodb_lock_wait_timeout = ${Number(setting[0]!.wait)}`.compile(compiler));
+    }
+    return new Set(moved);
+  };
+
+  /** The keys' heads and the tops of their queues, in one probe. */
+  const queuesOf = async (trx: SqlExecutor, keys: readonly string[], except: readonly string[]) => {
+    const found = await probe(trx, [...headParts(keys, new Map()), ...lastParts(keys, except)]);
+    return { heads: headsIn(found), tops: queueTops(found) };
   };
 
   const renumberLate: MysqlHeads['renumberLate'] = async (trx, candidates) => {
     const keys = [...new Set(candidates.flatMap((row) => (row.key === null ? [] : [row.key])))];
-    return renumber(trx, candidates, await headsOf(trx, keys, new Map()));
+    const { tops } = await queuesOf(
+      trx,
+      keys,
+      candidates.map((row) => row.seq),
+    );
+    return renumber(trx, candidates, tops);
+  };
+
+  /** Arrivals of these keys go behind their queues if late, and the keys without a head get one. */
+  const sequenceArrivals = async (
+    trx: SqlExecutor,
+    keyList: readonly string[],
+    rows: readonly { seq: string; key: string | null }[],
+  ) => {
+    const { heads: headsNow, tops } = await queuesOf(trx, keyList, []);
+    const late = await renumber(trx, rows, tops, true);
+    return promoteWithout(
+      trx,
+      keyList,
+      headsNow,
+      rows.map((row) => row.seq).filter((seq) => !late.has(seq)),
+      new Map(),
+    );
+  };
+
+  /** The keys' arrivals, read by the keys' index, then sequenced as a scan would. */
+  const sequenceKeys: MysqlHeads['sequenceKeys'] = async (trx, keys) => {
+    const keyList = [...new Set(keys)];
+    if (keyList.length === 0) return;
+    const { rows } = await trx(
+      sql
+        .join(
+          keyList.map(
+            (key) => sql`(SELECT seq, msg_key FROM ${table} FORCE INDEX (key_idx)
+            WHERE msg_key = ${Buffer.from(key)} AND state = 'pending' AND ready IS NULL)`,
+          ),
+          sql` UNION ALL `,
+        )
+        .compile(compiler),
+    );
+    const arrivals = rows
+      .map((row) => ({ seq: String(row.seq), key: text(row.msg_key) }))
+      .sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : 1));
+    await sequenceArrivals(trx, keyList, arrivals);
   };
 
   return {
     lock,
     promote,
     renumberLate,
+    sequenceKeys,
     async sequence(trx, limit, cursor) {
       // One sequencer per table at a time (the others go on claiming), and no arrival row locked before the key
       // stripes: a locking read of arrivals would hold index records that another relay, holding a stripe, must
@@ -198,31 +296,40 @@ export function mysqlHeads(names: TableNames): MysqlHeads {
         return 0;
       }
       const from = cursor.from();
-      const { rows } = await trx(
+      const { rows: found } = await trx(
         sql`
-          SELECT seq, msg_key FROM ${table} WHERE ready IS NULL ${from === null ? sql`` : sql`AND seq > ${BigInt(from)}`}
-          ORDER BY seq LIMIT ${limit}`.compile(compiler),
+          WITH batch AS (
+            SELECT seq, msg_key FROM ${table} WHERE ready IS NULL ${from === null ? sql`` : sql`AND seq > ${BigInt(from)}`}
+            ORDER BY seq LIMIT ${limit}
+          )
+          SELECT seq, msg_key, 1 AS scanned FROM batch
+          ${
+            from === null
+              ? sql``
+              : // The batch's keys' arrivals behind the cursor (late commits the cursor passed): a key's arrivals are
+                // sequenced together, or one that committed before another's enqueue could go behind it.
+                sql`UNION ALL
+          SELECT b.seq, b.msg_key, 0 FROM (SELECT DISTINCT msg_key FROM batch WHERE msg_key IS NOT NULL) AS k
+          JOIN ${table} AS b FORCE INDEX (key_idx)
+            ON b.msg_key = k.msg_key AND b.state = 'pending' AND b.ready IS NULL AND b.seq <= ${BigInt(from)}`
+          }`.compile(compiler),
       );
-      cursor.scanned(rows.length, limit);
-      if (rows.length === 0) return 0;
-      cursor.advance(String(rows[rows.length - 1]!.seq));
+      const scanned = found.filter((row) => Number(row.scanned) === 1);
+      cursor.scanned(scanned.length, limit);
+      if (scanned.length === 0) return 0;
+      cursor.advance(
+        String(scanned.reduce((last, row) => (BigInt(String(row.seq)) > last ? BigInt(String(row.seq)) : last), 0n)),
+      );
+      const rows = found.sort((a, b) => (BigInt(String(a.seq)) < BigInt(String(b.seq)) ? -1 : 1));
       // A keyless arrival (written by an older producer) simply becomes ready.
       const keys = new Set(rows.flatMap((row) => (row.msg_key === null ? [] : [text(row.msg_key)])));
       await lock(trx, keys);
-      // An arrival that committed after a later message of its key became the head goes behind it, renumbered.
-      const keyList = [...keys];
-      const headsNow = await headsOf(trx, keyList, new Map());
-      const late = await renumber(
+      // Arrivals of a key with a later message already in its queue (they committed after it was sequenced) go
+      // behind the queue, renumbered: any committed message may follow all those sequenced before it was visible.
+      return sequenceArrivals(
         trx,
+        [...keys],
         rows.map((row) => ({ seq: String(row.seq), key: row.msg_key === null ? null : text(row.msg_key) })),
-        headsNow,
-      );
-      return promoteWithout(
-        trx,
-        keyList,
-        headsNow,
-        rows.map((row) => String(row.seq)).filter((seq) => !late.has(seq)),
-        new Map(),
       );
     },
   };

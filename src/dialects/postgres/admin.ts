@@ -128,7 +128,9 @@ export function postgresAdminStore<DB>(db: Kysely<DB>, names: TableNames, option
             lease_until = NULL, ready = (msg_key IS NULL OR ready)
           WHERE seq = ANY(${dead.map((row) => row.seq)}::int8[]) AND state = 'dead'`.compile(compiler),
         );
-        // One that gave its key up and has a lower seq than the key's head now goes behind it, renumbered.
+        // One that gave its key up goes behind its key's queue, renumbered, after everything committed before the
+        // retry (the key's arrivals are sequenced first).
+        await heads.sequenceKeys(trx, distinctKeys(dead.filter((row) => !row.ready).map((row) => row.msg_key)));
         await heads.renumberLate(
           trx,
           dead.filter((row) => !row.ready).map((row) => ({ seq: row.seq, key: row.msg_key })),

@@ -29,11 +29,22 @@ export interface Heads {
     floors?: ReadonlyMap<string, string>,
   ): Promise<{ finished: string[]; promoted: number }>;
   /**
-   * Moves these rows (arrivals, or dead letters made pending again) behind their key's head when they have a lower
-   * seq than it: each is written again with a new seq, waiting. Then everything waiting on a key comes after its
-   * head, and finding the next message can start at the head's seq (see promote's floors). Returns the old seqs.
+   * Moves these rows (arrivals, or dead letters made pending again) behind their key's queue when one of them has a
+   * lower seq than a message already in it (the head or one waiting): all the key's given rows are written again,
+   * in seq order, with new seqs, waiting. Then everything waiting on a key comes after its head, and finding the
+   * next message can start at the head's seq (see promote's floors). `arrivalsOnly`: rows read before the keys'
+   * locks were granted, of which only those still unsequenced are moved. Returns the old seqs.
    */
-  renumberLate(trx: SqlExecutor, rows: readonly { seq: string; key: string | null }[]): Promise<Set<string>>;
+  renumberLate(
+    trx: SqlExecutor,
+    rows: readonly { seq: string; key: string | null }[],
+    arrivalsOnly?: boolean,
+  ): Promise<Set<string>>;
+  /**
+   * Sequences these keys' arrivals now, for a caller that holds the keys' locks and is about to put something
+   * behind their queues (a retried dead letter: everything committed before the retry comes first).
+   */
+  sequenceKeys(trx: SqlExecutor, keys: Iterable<string>): Promise<void>;
   /** Sequences up to `limit` arrivals, oldest first, from the cursor on (see ScanCursor). Returns heads made. */
   sequence(trx: SqlExecutor, limit: number, cursor: ScanCursor<string>): Promise<number>;
 }
@@ -99,18 +110,28 @@ export function postgresHeads(names: TableNames, options: { asyncCommit?: boolea
     };
   };
 
-  const renumberLate: Heads['renumberLate'] = async (trx, rows) => {
+  const renumberLate: Heads['renumberLate'] = async (trx, rows, arrivalsOnly = false) => {
     const keyed = rows.filter((row) => row.key !== null);
     if (keyed.length === 0) return new Set();
     const { rows: moved } = await trx(
       sql<{ old: string }>`
-      WITH late AS (
-        SELECT r.seq FROM unnest(${keyed.map((r) => r.seq)}::int8[], ${keyed.map((r) => r.key)}::text[]) AS r(seq, msg_key)
-        -- The key's head read from the top down (see promote): whether it is above this row.
-        WHERE (SELECT h.seq FROM ${table} AS h WHERE h.msg_key = r.msg_key AND h.ready ORDER BY h.seq DESC LIMIT 1) > r.seq
+      WITH given AS (
+        SELECT seq, msg_key FROM unnest(${keyed.map((r) => r.seq)}::int8[], ${keyed.map((r) => r.key)}::text[]) AS r(seq, msg_key)
+      ),
+      -- A key is late when one of its given rows has a lower seq than a message of the key already in its queue
+      -- (its head, read from the top down as in promote, or its last waiting message). Then all its given rows go
+      -- behind the queue, in seq order: moving only the lower ones would put them behind given rows that were
+      -- enqueued after they committed.
+      late_keys AS (
+        SELECT l.msg_key FROM (SELECT msg_key, min(seq) AS low FROM given GROUP BY msg_key) AS l
+        WHERE (SELECT h.seq FROM ${table} AS h WHERE h.msg_key = l.msg_key AND h.ready
+                 AND h.seq NOT IN (SELECT seq FROM given) ORDER BY h.seq DESC LIMIT 1) > l.low
+           OR (SELECT w.seq FROM ${table} AS w WHERE w.msg_key = l.msg_key AND w.state = 'pending' AND w.ready IS NOT TRUE
+                 AND w.ready = false AND w.seq NOT IN (SELECT seq FROM given) ORDER BY w.seq DESC LIMIT 1) > l.low
       ),
       moved AS (
-        DELETE FROM ${table} AS t USING late WHERE t.seq = late.seq
+        DELETE FROM ${table} AS t USING given JOIN late_keys USING (msg_key)
+        WHERE t.seq = given.seq ${arrivalsOnly ? sql`AND t.ready IS NULL` : sql``}
         RETURNING t.seq AS old, t.id, t.topic, t.msg_key, t.payload, t.content_type, t.headers, t.attempts,
                   t.next_attempt_at, t.last_error, t.created_at
       ),
@@ -124,10 +145,35 @@ export function postgresHeads(names: TableNames, options: { asyncCommit?: boolea
     return new Set(moved.map((row) => row.old as string));
   };
 
+  /** Arrivals of these keys go behind their queues if late, and the keys without a head get one. */
+  const sequenceArrivals = async (trx: SqlExecutor, keys: Set<string>, rows: readonly { seq: string; key: string | null }[]) => {
+    const late = await renumberLate(trx, rows, true);
+    return promote(
+      trx,
+      keys,
+      rows.map((row) => row.seq).filter((seq) => !late.has(seq)),
+    );
+  };
+
   return {
     lock,
     promote,
     renumberLate,
+    async sequenceKeys(trx, keys) {
+      const keyList = [...new Set(keys)];
+      if (keyList.length === 0) return;
+      const { rows } = await trx(
+        sql`
+        SELECT a.seq::text AS seq, a.msg_key FROM ${table} AS a
+        WHERE a.msg_key = ANY(${keyList}::text[]) AND a.state = 'pending' AND a.ready IS NOT TRUE AND a.ready IS NULL
+        ORDER BY a.seq`.compile(compiler),
+      );
+      await sequenceArrivals(
+        trx,
+        new Set(keyList),
+        rows.map((row) => ({ seq: row.seq as string, key: row.msg_key as string })),
+      );
+    },
     async sequence(trx, limit, cursor) {
       // One sequencer per table at a time (the others go on claiming): no row is locked before the key locks. A
       // locking read of arrivals could hold a row that meanwhile became a waiting message, which the relay that
@@ -140,27 +186,41 @@ export function postgresHeads(names: TableNames, options: { asyncCommit?: boolea
       );
       if (turn[0]?.mine !== true) return 0;
       const from = cursor.from();
-      const { rows } = await trx(
+      const { rows: found } = await trx(
         sql`
-        SELECT a.seq::text AS seq, a.msg_key FROM ${table} AS a
-        WHERE a.ready IS NULL ${from === null ? sql`` : sql`AND a.seq > ${from}::int8`}
-        ORDER BY a.seq LIMIT ${limit}`.compile(compiler),
+        WITH batch AS (
+          SELECT a.seq, a.msg_key FROM ${table} AS a
+          WHERE a.ready IS NULL ${from === null ? sql`` : sql`AND a.seq > ${from}::int8`}
+          ORDER BY a.seq LIMIT ${limit}
+        )
+        SELECT seq::text AS seq, msg_key, true AS scanned FROM batch
+        ${
+          from === null
+            ? sql``
+            : // The batch's keys' arrivals behind the cursor (late commits the cursor passed): a key's arrivals are
+              // sequenced together, or one that committed before another's enqueue could go behind it.
+              sql`UNION ALL
+        SELECT behind.seq::text, behind.msg_key, false FROM (SELECT DISTINCT msg_key FROM batch WHERE msg_key IS NOT NULL) AS k
+        CROSS JOIN LATERAL (
+          SELECT b.seq, b.msg_key FROM ${table} AS b
+          WHERE b.msg_key = k.msg_key AND b.state = 'pending' AND b.ready IS NOT TRUE AND b.ready IS NULL AND b.seq <= ${from}::int8
+        ) AS behind`
+        }`.compile(compiler),
       );
-      cursor.scanned(rows.length, limit);
-      if (rows.length === 0) return 0;
-      cursor.advance(rows[rows.length - 1]!.seq as string);
+      const scanned = found.filter((row) => row.scanned === true);
+      cursor.scanned(scanned.length, limit);
+      if (scanned.length === 0) return 0;
+      cursor.advance(scanned.reduce((last, row) => (BigInt(row.seq as string) > BigInt(last) ? (row.seq as string) : last), '0'));
+      const rows = found.sort((a, b) => (BigInt(a.seq as string) < BigInt(b.seq as string) ? -1 : 1));
       // A keyless arrival (written by an older producer) simply becomes ready.
       const keys = new Set(rows.flatMap((row) => (row.msg_key === null ? [] : [row.msg_key as string])));
       await lock(trx, keys);
-      // An arrival that committed after a later message of its key became the head goes behind it, renumbered.
-      const late = await renumberLate(
-        trx,
-        rows.map((row) => ({ seq: row.seq as string, key: row.msg_key as string | null })),
-      );
-      const { promoted } = await promote(
+      // Arrivals of a key with a later message already in its queue (they committed after it was sequenced) go
+      // behind the queue, renumbered: any committed message may follow all those sequenced before it was visible.
+      const { promoted } = await sequenceArrivals(
         trx,
         keys,
-        rows.map((row) => row.seq as string).filter((seq) => !late.has(seq)),
+        rows.map((row) => ({ seq: row.seq as string, key: row.msg_key as string | null })),
       );
       return promoted;
     },

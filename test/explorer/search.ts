@@ -1,0 +1,71 @@
+import fc from 'fast-check';
+import { runSchedule } from './explorer.js';
+import { scheduleArbitrary, type Schedule } from './schedule.js';
+import type { World } from './world.js';
+
+export interface SearchOptions {
+  runs: number;
+  seed?: number;
+  /** fast-check's path to one case of a seeded run (printed with a failure): replays just that case. */
+  path?: string;
+  onRun?: (done: number) => void;
+}
+
+export interface SearchResult {
+  runs: number;
+  seed: number;
+  ms: number;
+  failure: { schedule: Schedule; path: string; trace: string[]; broken: string[] } | null;
+}
+
+/** Runs schedules with fast-check; a failing one is shrunk to a minimal schedule, replayed once more for its trace. */
+export async function search(world: World, options: SearchOptions): Promise<SearchResult> {
+  const seed = options.seed ?? Date.now() % 2_147_483_647;
+  let runs = 0;
+  const started = Date.now(); // performance.now() is the explorer's virtual time
+  const property = fc.asyncProperty(scheduleArbitrary, async (schedule) => {
+    runs++;
+    options.onRun?.(runs);
+    const { broken } = await runSchedule(world, schedule);
+    if (broken.length > 0) throw new Error(broken.join('\n'));
+  });
+  const details = await fc.check(property, {
+    numRuns: options.runs,
+    seed,
+    ...(options.path === undefined ? {} : { path: options.path }),
+    endOnFailure: false,
+  });
+  const ms = Date.now() - started;
+  if (!details.failed || details.counterexample === null) return { runs, seed, ms, failure: null };
+  const [schedule] = details.counterexample;
+  const replay = await runSchedule(world, schedule);
+  return {
+    runs,
+    seed,
+    ms,
+    failure: {
+      schedule,
+      path: details.counterexamplePath ?? '',
+      trace: replay.trace,
+      broken: replay.broken.length > 0 ? replay.broken : [String(details.errorInstance)],
+    },
+  };
+}
+
+export function report(dialect: string, result: SearchResult): string {
+  const lines = [
+    `explorer on ${dialect}: ${result.runs} schedule runs (shrinking included) in ${(result.ms / 1000).toFixed(1)} s, seed ${result.seed}`,
+  ];
+  if (result.failure === null) return [...lines, 'no promise broken'].join('\n');
+  const { schedule, path, trace, broken } = result.failure;
+  return [
+    ...lines,
+    'BROKEN, shrunk to:',
+    `  schedule: ${JSON.stringify(schedule)}`,
+    `  replay:   npm run explore -- --dialect ${dialect} --seed ${result.seed} --path ${path}`,
+    'trace:',
+    ...trace,
+    'broken:',
+    ...broken.map((line) => `  ${line}`),
+  ].join('\n');
+}
