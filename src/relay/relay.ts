@@ -191,12 +191,20 @@ export class Relay extends EventEmitter<RelayEvents> {
         await this.breaker.wait();
         continue;
       }
+      // allowance() has just made this worker the probe.
+      const probe = !ahead && this.breaker.isOpen;
       const { messages, token, sentAt } = await (prefetched ?? this.claim(allowance));
       if (messages.length === 0) this.breaker.claimedNothing();
       prefetched = null;
       if (!this.running) {
         await this.giveBack(messages, token);
         break;
+      }
+      // The breaker opened while this batch was claimed (or waited, claimed ahead): the broker is unreachable, so
+      // the batch goes back uncounted rather than into the outage; the probe alone finds out when it is back.
+      if (!probe && this.breaker.isOpen && messages.length > 0) {
+        await this.giveBack(messages, token);
+        continue;
       }
       // A batch claimed ahead waited for the publish before it. If its lease could run out before its own publish
       // deadline, another relay could take it over while it is still being sent: give it back and claim afresh.

@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { MemoryBroker, type OutboxMessage, type Relay } from '../../src/index.js';
+import { MemoryBroker, type Broker, type OutboxMessage, type Relay } from '../../src/index.js';
 import { createHarness, DIALECTS, type Harness } from '../support/harness.js';
 import { clearTables, storeFor, testRelay, waitFor } from '../support/relay-helpers.js';
 
@@ -125,5 +125,33 @@ describe.each(DIALECTS)('relay circuit breaker (broker unreachable) on %s', (dia
     } finally {
       vi.restoreAllMocks();
     }
+  });
+  it('gives back uncounted, not publishes, a batch claimed ahead when the batch before it opened the breaker', async () => {
+    // The first publish waits at a gate, so the worker claims its next full batch ahead meanwhile; then the broker
+    // answers unreachable. That batch was claimed while the breaker was closed: it must go back, not into the outage.
+    let openGate = () => {};
+    const gate = new Promise<void>((resolve) => (openGate = resolve));
+    const down = new MemoryBroker().fail({ kind: 'unreachable' });
+    let publishes = 0;
+    const broker: Broker = {
+      name: 'gated',
+      async publish(messages, context) {
+        publishes++;
+        if (publishes === 1) await gate;
+        return down.publish(messages, context);
+      },
+    };
+    const relay = testRelay(h, broker, { concurrency: 1, batchSize: 2, brokerProbeIntervalMs: 60_000, pollIntervalMs: 50 });
+    started.push(relay);
+    await commit(messagesOf(6, 1));
+    relay.start();
+    const leased = async () => (await h.rows()).filter((row) => row.leaseOwner !== null).length;
+    await waitFor(async () => (await leased()) === 4, 5000, 'the first batch at the broker and the next claimed ahead');
+    openGate();
+    await waitFor(async () => (await leased()) === 0, 5000, 'both batches given back');
+    // Only the first batch met the broker; no probe is due for a minute.
+    expect(down.attempts).toBe(2);
+    const rows = await h.rows();
+    expect(rows.map((row) => row.attempts)).toEqual(rows.map(() => 0));
   });
 });
