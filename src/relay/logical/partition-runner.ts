@@ -5,6 +5,7 @@ import { backoffDelay } from '../backoff.js';
 import { isUnreachable } from '../circuit-breaker.js';
 import type { ResolvedRelayOptions } from '../options.js';
 import { publishWithDeadline } from '../publish-with-deadline.js';
+import { setLongTimeout, type LongTimer } from '../../timers.js';
 import type { DeadMessage, RetryingMessage } from '../events.js';
 import { parseLsn, type Lsn } from './lsn.js';
 import { Marker } from './marker.js';
@@ -96,7 +97,7 @@ export class PartitionRunner {
   private saidNoSender = false;
   private marker: Marker<unknown> | null = null;
   private wakeWorkers: (() => void)[] = [];
-  private timers = new Set<NodeJS.Timeout>();
+  private timers = new Set<LongTimer>();
   private epoch = 0;
 
   constructor(
@@ -175,7 +176,7 @@ export class PartitionRunner {
   private reset(): void {
     this.epoch++;
     this.marker?.close();
-    for (const timer of this.timers) clearTimeout(timer);
+    for (const timer of this.timers) timer.clear();
     this.timers.clear();
     this.keys = new Map();
     this.ready = [];
@@ -388,7 +389,8 @@ export class PartitionRunner {
       return;
     }
     const epoch = this.epoch;
-    const timer = setTimeout(() => {
+    // Long-armed: a delay from the data (a month-long reminder) would overflow setTimeout and go out at once.
+    const timer = setLongTimeout(() => {
       this.timers.delete(timer);
       if (epoch === this.epoch) this.schedule(entry, 0);
     }, delayMs);
