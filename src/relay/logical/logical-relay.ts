@@ -8,6 +8,7 @@ import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } fro
 import type { RelayEvents } from '../events.js';
 import { defaultPublication, defaultSlot, logicalNames, type LogicalNames } from './names.js';
 import { PartitionRunner } from './partition-runner.js';
+import { assertPartitionsMatch } from './partitions-check.js';
 import type { ReplicationSource } from './slot-stream.js';
 import { assertLogicalDecoding } from './slots.js';
 
@@ -50,8 +51,9 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
   }
 
   /**
-   * Checks that the server can decode its WAL (a clear error if not), then holds or stands by for each slot.
-   * Resolves once the relay is running; rejects (and runs nothing) when logical decoding is unavailable.
+   * Checks that the server can decode its WAL and that the publications were made for this relay's partitions (a
+   * clear error if not), then holds or stands by for each slot. Resolves once the relay is running; rejects (and
+   * runs nothing) when logical decoding is unavailable or the partitions differ.
    */
   start(): Promise<void> {
     this.starting ??= this.begin().catch((error: unknown) => {
@@ -87,6 +89,7 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
   private async begin(): Promise<void> {
     const db = this.options.db as Kysely<unknown>;
     await assertLogicalDecoding(db);
+    await assertPartitionsMatch(db, this.table, this.names, this.options.publication ?? defaultPublication(this.table));
     const replication = await replicationSource(db, this.options.replication, this.instanceId);
     const token = `${this.instanceId}:${randomBytes(4).toString('hex')}`;
     this.runners = this.names.slots.map(
