@@ -166,10 +166,21 @@ export class PartitionRunner {
         if (noSender) this.saidNoSender = true;
       } finally {
         this.stream = null;
+        this.endTenure();
         this.setOwned(false);
       }
       if (this.running) await sleep(standby ? options.standbyRetryMs : Math.max(options.standbyRetryMs, 1000));
     }
+    this.reset();
+  }
+
+  /**
+   * The WAL sender is gone (closed, failed, or silent past its deadline): a standby may hold the slot now. Nothing of
+   * this tenure may be published or marked any more: buffered rows, publishes in flight (aborted) and queued marks
+   * are dropped; their rows stream again to whichever relay holds the slot next.
+   */
+  private endTenure(): void {
+    for (const controller of this.inFlight) controller.abort(new Error('the relay no longer holds the slot'));
     this.reset();
   }
 
