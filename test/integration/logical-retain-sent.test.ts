@@ -37,9 +37,12 @@ describe('the logical relay with retainSentMs', () => {
     });
     await relay.start();
     const outbox = h.createOutbox({ mode: 'logical' });
-    await h.db
-      .transaction()
-      .execute((trx) => outbox.enqueue(trx, Array.from({ length: 20 }, (_, n) => ({ id: `m${n}`, topic: 'orders', key: `k${n % 4}`, payload: n }))));
+    await h.db.transaction().execute((trx) =>
+      outbox.enqueue(
+        trx,
+        Array.from({ length: 20 }, (_, n) => ({ id: `m${n}`, topic: 'orders', key: `k${n % 4}`, payload: n })),
+      ),
+    );
     await waitFor(() => broker.received().length === 20, 15_000, 'the 20 messages to be published');
 
     const table = sql.id(h.schema, 'txoutbox');

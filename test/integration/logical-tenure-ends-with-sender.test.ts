@@ -31,7 +31,9 @@ describe('a logical relay whose WAL sender ended', () => {
     proxy = null;
     await Promise.all(relays.map((relay) => relay.stop({ drainMs: 0 })));
     relays = [];
-    await sql`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = ${slot} AND active`.execute(h.db);
+    await sql`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = ${slot} AND active`.execute(
+      h.db,
+    );
     await sql`DELETE FROM ${sql.id(h.schema, 'txoutbox')}`.execute(h.db);
   }, 60_000);
   afterAll(async () => {
@@ -95,10 +97,17 @@ describe('a logical relay whose WAL sender ended', () => {
     await first.start();
     await waitFor(() => owned(first), 15_000, 'the first relay to hold the slot');
     const outbox = h.createOutbox({ mode: 'logical' });
-    await h.db
-      .transaction()
-      .execute((trx) => outbox.enqueue(trx, Array.from({ length: 10 }, (_, n) => ({ id: `m${n}`, topic: 'orders', key: `k${n}`, payload: n }))));
-    await waitFor(() => first.status().partitions[0]!.streamed === 10 && firstBroker.attempts === 2, 15_000, 'two publishes in flight');
+    await h.db.transaction().execute((trx) =>
+      outbox.enqueue(
+        trx,
+        Array.from({ length: 10 }, (_, n) => ({ id: `m${n}`, topic: 'orders', key: `k${n}`, payload: n })),
+      ),
+    );
+    await waitFor(
+      () => first.status().partitions[0]!.streamed === 10 && firstBroker.attempts === 2,
+      15_000,
+      'two publishes in flight',
+    );
 
     const secondBroker = heldBroker();
     const second = relay('second', secondBroker, { standbyRetryMs: 50 });
@@ -114,7 +123,10 @@ describe('a logical relay whose WAL sender ended', () => {
     // Let the first relay's publishes answer, then stop it: stop() waits for what is in flight and writes its marks.
     firstBroker.release();
     await first.stop({ drainMs: 5000 });
-    expect(firstBroker.received().map((m) => m.id), 'published by the first relay after its sender ended').toEqual([]);
+    expect(
+      firstBroker.received().map((m) => m.id),
+      'published by the first relay after its sender ended',
+    ).toEqual([]);
     expect(await markedBy()).toEqual({});
 
     secondBroker.release();
@@ -124,7 +136,9 @@ describe('a logical relay whose WAL sender ended', () => {
 
   it('publishes and marks nothing once its WAL sender is terminated, while a standby takes the slot', async () => {
     const run = await holdWithRowsInFlight();
-    await sql`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = ${slot} AND active`.execute(h.db);
+    await sql`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = ${slot} AND active`.execute(
+      h.db,
+    );
     await waitFor(() => !owned(run.first), 15_000, 'the first relay to see its sender end');
     await expectOnlyTheSecondToPublish(run);
     expect(run.events).toEqual(['first took the slot', 'first lost the slot', 'second took the slot']);

@@ -55,7 +55,9 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
       this.options.partitions,
     );
     this.instanceId = this.options.instanceId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
-    this.store = dialectFor(this.options.dialect).relayStore(this.options.db, this.table, { asyncCommit: this.options.asyncCommit });
+    this.store = dialectFor(this.options.dialect).relayStore(this.options.db, this.table, {
+      asyncCommit: this.options.asyncCommit,
+    });
   }
 
   /**

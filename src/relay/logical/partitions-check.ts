@@ -27,7 +27,12 @@ const MAX_PARTITIONS = 64;
  * their row filters (`% N`, PostgreSQL 15+), or else from their names (`<publication>_0` … `_<N-1>`, or the
  * plain name for one). Missing publications are not a mismatch: the stream says so on its own.
  */
-export async function assertPartitionsMatch<DB>(db: Kysely<DB>, table: TableNames, logical: LogicalNames, base: string): Promise<void> {
+export async function assertPartitionsMatch<DB>(
+  db: Kysely<DB>,
+  table: TableNames,
+  logical: LogicalNames,
+  base: string,
+): Promise<void> {
   const candidates = [base, ...Array.from({ length: MAX_PARTITIONS }, (_, i) => `${base}_${i}`)];
   const { rows: version } = await sql<{ v: number }>`SELECT current_setting('server_version_num')::int AS v`.execute(db);
   const filters = (version[0]?.v ?? 0) >= 150_000;
@@ -38,7 +43,9 @@ export async function assertPartitionsMatch<DB>(db: Kysely<DB>, table: TableName
              AND t.schemaname = coalesce(${table.schema}::text, current_schema())
         WHERE p.pubname = ANY(${candidates}::text[])`.execute(db)
     : await sql<{ pubname: string; rowfilter: null; has_table: boolean }>`
-        SELECT pubname, NULL AS rowfilter, false AS has_table FROM pg_publication WHERE pubname = ANY(${candidates}::text[])`.execute(db);
+        SELECT pubname, NULL AS rowfilter, false AS has_table FROM pg_publication WHERE pubname = ANY(${candidates}::text[])`.execute(
+        db,
+      );
   const existing = new Map(rows.map((row) => [row.pubname, row]));
 
   let publishedFor: number | null = null;
