@@ -8,6 +8,8 @@ export { createRelay, Relay, type CycleResult, type DeadMessage, type RelayEvent
 export type { DeadLetterPolicy, RelayMode, RelayOptions } from './relay/options.js';
 export { LogicalRelay, type LogicalRelayStatus } from './relay/logical/logical-relay.js';
 export { LogicalDecodingUnavailableError, slotStatus, type SlotStatus } from './relay/logical/slots.js';
+export { LogicalPartitionsMismatchError } from './relay/logical/partitions-check.js';
+export { ReplicationLinkSilentError } from './relay/logical/receive-deadline.js';
 export type { ListenClient, ListenSource } from './relay/pg-listener.js';
 export { decorate, type BrokerDecorator } from './brokers/decorator.js';
 export { traceBroker } from './brokers/tracing.js';

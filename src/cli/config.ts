@@ -306,8 +306,7 @@ function settingPath(table: TableConfig, d: number, t: number, setting: keyof Re
 
 /**
  * Tables in mode 'logical': only on PostgreSQL, with valid slot and publication names that no other table of the
- * database uses, and without retainSentMs (the logical relay deletes sent rows at once and runs no cleanup, so
- * kept rows would never go). createRelay checks some of this too, but only once databases are open, with exit 1.
+ * database uses. createRelay checks some of this too, but only once databases are open, with exit 1.
  */
 function logicalProblems(config: z.output<typeof configSchema>): string[] {
   const problems = new Set<string>();
@@ -323,12 +322,6 @@ function logicalProblems(config: z.output<typeof configSchema>): string[] {
             `"${db.name}" is ${db.dialect} (MySQL/MariaDB tables are relayed by polling: remove mode there)`,
         );
         return;
-      }
-      if ((settings.retainSentMs ?? 0) > 0) {
-        problems.add(
-          `${settingPath(table, d, t, 'retainSentMs')}: the logical relay deletes rows once sent and keeps none; ` +
-            'leave retainSentMs out (or 0) for tables in mode logical',
-        );
       }
       let names: LogicalNames;
       try {

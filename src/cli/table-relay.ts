@@ -1,5 +1,6 @@
 import { LogicalRelay } from '../relay/logical/logical-relay.js';
 import { LogicalDecodingUnavailableError } from '../relay/logical/slots.js';
+import { LogicalPartitionsMismatchError } from '../relay/logical/partitions-check.js';
 import type { Relay } from '../relay/relay.js';
 import type { OutboxTarget } from './context.js';
 import { CliError, EXIT } from './errors.js';
@@ -60,12 +61,12 @@ export function logRelayEvents(relay: Relay | LogicalRelay, target: OutboxTarget
 
 /**
  * Starts every table's relay, one after the other. A logical relay resolves once it runs, and rejects when the
- * server cannot decode its WAL: that is a CliError naming the table.
+ * server cannot decode its WAL or its partitions differ from its publications': that is a CliError naming the table.
  */
 export async function startTableRelays(relays: readonly TableRelay[]): Promise<void> {
   for (const { relay, target } of relays) {
     await Promise.resolve(relay.start()).catch((error: unknown) => {
-      if (!(error instanceof LogicalDecodingUnavailableError)) throw error;
+      if (!(error instanceof LogicalDecodingUnavailableError || error instanceof LogicalPartitionsMismatchError)) throw error;
       throw new CliError(`${target.label}: ${error.message}`, EXIT.failure, { cause: error });
     });
   }

@@ -133,7 +133,7 @@ function sidecarConfig(config: RelayProcessConfig): unknown {
     ],
     brokers: { chaos: broker },
     routes: { '*': 'chaos' },
-    // The logical relay keeps no sent rows: the config refuses retainSentMs for it.
+    // The logical relay keeps no sent rows unless told to (the sidecar's default for it is 0).
     relay:
       config.logical === undefined
         ? { ...config.relay, retainSentMs: 0, drainMs: 5000 }

@@ -112,7 +112,7 @@ function tableRelay(
     table: target.table.table,
     ...(schema === undefined ? {} : { schema }),
     broker: decorate(router, metrics.publishTiming(target.labels), traceBroker),
-    // The logical relay deletes rows as it marks them and runs no cleanup: it keeps no sent rows.
+    // The logical relay deletes rows as it marks them unless told to keep them: its throughput was measured so.
     retainSentMs: relayOptions.retainSentMs ?? (logical ? 0 : DEFAULT_RETAIN_SENT_MS),
     // The slot is streamed over a replication connection to the same database, as the same user.
     ...(logical ? { replication: url } : dialectFor(dialect).commitWakeups && listen ? { listen: url } : {}),

@@ -172,7 +172,7 @@ export function overviewPage(frame: PageFrame, data: OverviewData): Html {
         ${
           data.rateSource === 'counters'
             ? "From this relay's own counters."
-            : 'Counted from the sent rows the relays keep (relay.retainSentMs, a minute by default); tables in mode logical keep none.'
+            : 'Counted from the sent rows the relays keep (relay.retainSentMs, a minute by default; tables in mode logical keep none unless it is set for them).'
         }
       </p>`,
   );

@@ -4,10 +4,14 @@ import { hostname } from 'node:os';
 import { sql, type Kysely } from 'kysely';
 import type pg from 'pg';
 import { tableNames, type TableNames } from '../../dialects/identifiers.js';
+import type { RelayStore } from '../../dialects/dialect.js';
+import { dialectFor } from '../../dialects/index.js';
+import { setLongInterval, type LongTimer } from '../../timers.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from '../options.js';
 import type { RelayEvents } from '../events.js';
 import { defaultPublication, defaultSlot, logicalNames, type LogicalNames } from './names.js';
 import { PartitionRunner } from './partition-runner.js';
+import { assertPartitionsMatch } from './partitions-check.js';
 import type { ReplicationSource } from './slot-stream.js';
 import { assertLogicalDecoding } from './slots.js';
 
@@ -36,6 +40,10 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
   private readonly table: TableNames;
   private runners: PartitionRunner[] = [];
   private starting: Promise<void> | null = null;
+  /** Deletes the sent rows kept for retainSentMs: the polling relay's cleanup, on the same table. */
+  private readonly store: RelayStore;
+  private cleanupTimer: LongTimer | null = null;
+  private cleaning: Promise<number> | null = null;
 
   constructor(options: RelayOptions<unknown>) {
     super();
@@ -47,11 +55,15 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
       this.options.partitions,
     );
     this.instanceId = this.options.instanceId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+    this.store = dialectFor(this.options.dialect).relayStore(this.options.db, this.table, {
+      asyncCommit: this.options.asyncCommit,
+    });
   }
 
   /**
-   * Checks that the server can decode its WAL (a clear error if not), then holds or stands by for each slot.
-   * Resolves once the relay is running; rejects (and runs nothing) when logical decoding is unavailable.
+   * Checks that the server can decode its WAL and that the publications were made for this relay's partitions (a
+   * clear error if not), then holds or stands by for each slot. Resolves once the relay is running; rejects (and
+   * runs nothing) when logical decoding is unavailable or the partitions differ.
    */
   start(): Promise<void> {
     this.starting ??= this.begin().catch((error: unknown) => {
@@ -65,6 +77,8 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
   async stop({ drainMs = 10_000 }: { drainMs?: number } = {}): Promise<void> {
     await this.starting?.catch(() => undefined);
     this.starting = null;
+    this.cleanupTimer?.clear();
+    this.cleanupTimer = null;
     const runners = this.runners;
     this.runners = [];
     await Promise.all(runners.map((runner) => runner.stop(drainMs)));
@@ -72,6 +86,30 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
 
   /** Streaming needs no wake-up; kept so both modes offer the same calls. */
   kick(): void {}
+
+  /**
+   * Deletes sent rows past retainSentMs now, in small batches (the relay also does it every cleanupIntervalMs).
+   * With retainSentMs 0 rows are deleted as they are marked, and this finds none.
+   */
+  cleanup(): Promise<number> {
+    // One cleanup at a time: a slow one must not pile up behind the interval.
+    this.cleaning ??= this.cleanupRounds().finally(() => (this.cleaning = null));
+    return this.cleaning;
+  }
+
+  private async cleanupRounds(): Promise<number> {
+    let deleted = 0;
+    try {
+      for (let round = 0; round < 10; round++) {
+        const count = await this.store.cleanup(this.options.retainSentMs, this.options.cleanupBatchSize);
+        deleted += count;
+        if (count < this.options.cleanupBatchSize) break;
+      }
+    } catch (error) {
+      this.report(error instanceof Error ? error : new Error(String(error)));
+    }
+    return deleted;
+  }
 
   status(): LogicalRelayStatus {
     return {
@@ -87,6 +125,7 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
   private async begin(): Promise<void> {
     const db = this.options.db as Kysely<unknown>;
     await assertLogicalDecoding(db);
+    await assertPartitionsMatch(db, this.table, this.names, this.options.publication ?? defaultPublication(this.table));
     const replication = await replicationSource(db, this.options.replication, this.instanceId);
     const token = `${this.instanceId}:${randomBytes(4).toString('hex')}`;
     this.runners = this.names.slots.map(
@@ -110,6 +149,8 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
         }),
     );
     for (const runner of this.runners) runner.start();
+    // Long-armed: cleanupIntervalMs is the user's, and an overflowed interval would clean up every millisecond.
+    this.cleanupTimer = setLongInterval(() => void this.cleanup(), this.options.cleanupIntervalMs).unref();
   }
 
   private report(error: Error): void {

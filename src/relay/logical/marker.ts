@@ -30,6 +30,8 @@ export class Marker<DB> {
   private pending: Queued[] = [];
   private flushing: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
+  /** Closed with its tenure of the slot: it writes nothing more, not even a retry of a write under way. */
+  private closed = false;
 
   constructor(
     private readonly db: Kysely<DB>,
@@ -40,6 +42,7 @@ export class Marker<DB> {
 
   /** Queues a mark; `done` runs once it has committed. */
   add(mark: Mark, done: () => void): void {
+    if (this.closed) return;
     this.pending.push({ mark, done, unseen: 0 });
     if (this.pending.length >= this.options.maxBatch) void this.flush();
     else if (this.timer === null) {
@@ -53,7 +56,7 @@ export class Marker<DB> {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
     while (this.flushing !== null) await this.flushing;
-    if (this.pending.length === 0) return;
+    if (this.pending.length === 0 || this.closed) return;
     const batch = this.pending;
     this.pending = [];
     this.flushing = this.write(batch.map((entry) => entry.mark)).then(
@@ -85,6 +88,7 @@ export class Marker<DB> {
   }
 
   close(): void {
+    this.closed = true;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
     if (this.unseenTimer !== null) clearTimeout(this.unseenTimer);

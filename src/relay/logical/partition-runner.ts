@@ -5,6 +5,7 @@ import { backoffDelay } from '../backoff.js';
 import { isUnreachable } from '../circuit-breaker.js';
 import type { ResolvedRelayOptions } from '../options.js';
 import { publishWithDeadline } from '../publish-with-deadline.js';
+import { setLongTimeout, type LongTimer } from '../../timers.js';
 import type { DeadMessage, RetryingMessage } from '../events.js';
 import { parseLsn, type Lsn } from './lsn.js';
 import { Marker } from './marker.js';
@@ -96,7 +97,7 @@ export class PartitionRunner {
   private saidNoSender = false;
   private marker: Marker<unknown> | null = null;
   private wakeWorkers: (() => void)[] = [];
-  private timers = new Set<NodeJS.Timeout>();
+  private timers = new Set<LongTimer>();
   private epoch = 0;
 
   constructor(
@@ -165,6 +166,7 @@ export class PartitionRunner {
         if (noSender) this.saidNoSender = true;
       } finally {
         this.stream = null;
+        this.endTenure();
         this.setOwned(false);
       }
       if (this.running) await sleep(standby ? options.standbyRetryMs : Math.max(options.standbyRetryMs, 1000));
@@ -172,10 +174,20 @@ export class PartitionRunner {
     this.reset();
   }
 
+  /**
+   * The WAL sender is gone (closed, failed, or silent past its deadline): a standby may hold the slot now. Nothing of
+   * this tenure may be published or marked any more: buffered rows, publishes in flight (aborted) and queued marks
+   * are dropped; their rows stream again to whichever relay holds the slot next.
+   */
+  private endTenure(): void {
+    for (const controller of this.inFlight) controller.abort(new Error('the relay no longer holds the slot'));
+    this.reset();
+  }
+
   private reset(): void {
     this.epoch++;
     this.marker?.close();
-    for (const timer of this.timers) clearTimeout(timer);
+    for (const timer of this.timers) timer.clear();
     this.timers.clear();
     this.keys = new Map();
     this.ready = [];
@@ -388,7 +400,8 @@ export class PartitionRunner {
       return;
     }
     const epoch = this.epoch;
-    const timer = setTimeout(() => {
+    // Long-armed: a delay from the data (a month-long reminder) would overflow setTimeout and go out at once.
+    const timer = setLongTimeout(() => {
       this.timers.delete(timer);
       if (epoch === this.epoch) this.schedule(entry, 0);
     }, delayMs);

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import { formatLsn, parseLsn, type Lsn } from './lsn.js';
+import { KEEPALIVE_DELAY_MS, ReplicationLinkSilentError, receiveDeadlineMs } from './receive-deadline.js';
 
 /** A committed outbox row as the slot streamed it. */
 export interface StreamedRow {
@@ -36,7 +37,7 @@ export interface SlotStreamHandlers {
 export type ReplicationSource = string | pg.ClientConfig;
 
 interface CopyConnection {
-  stream: { pause(): void; resume(): void };
+  stream: { pause(): void; resume(): void; destroy(error?: Error): void };
   on(event: 'copyData', listener: (message: { chunk: Buffer }) => void): void;
   once(event: 'replicationStart', listener: () => void): void;
   sendCopyFromChunk(chunk: Buffer): void;
@@ -57,7 +58,10 @@ export class SlotStream {
   private confirmed: Lsn = 0n;
   private current: StreamedTransaction | null = null;
   private timer: NodeJS.Timeout | null = null;
+  private silenceTimer: NodeJS.Timeout | null = null;
   private paused = false;
+  /** When the last message came from the server (or reading resumed): the receive deadline counts from it. */
+  private heardAt = 0;
 
   constructor(
     private readonly source: ReplicationSource,
@@ -76,7 +80,13 @@ export class SlotStream {
     // Stopped before it started (the relay stopped while it checked whether the slot was free): never connect.
     if (this.stopped) return;
     const config = typeof this.source === 'string' ? { connectionString: this.source } : this.source;
-    const client = new pg.Client({ ...config, replication: 'database' } as pg.ClientConfig);
+    // TCP keepalive unless the source says otherwise: the OS then notices a peer that vanished from an idle link.
+    const client = new pg.Client({
+      keepAlive: true,
+      keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS,
+      ...config,
+      replication: 'database',
+    } as pg.ClientConfig);
     this.client = client;
     this.confirmed = from;
     client.on('error', () => {
@@ -98,11 +108,29 @@ export class SlotStream {
     const connection = client.connection as unknown as CopyConnection;
     this.connection = connection;
     const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [this.publication] });
-    connection.on('copyData', ({ chunk }) => this.receive(chunk, plugin));
+    connection.on('copyData', ({ chunk }) => {
+      this.heardAt = Date.now();
+      this.receive(chunk, plugin);
+    });
     connection.once('replicationStart', () => this.handlers.started());
-    this.timer = setInterval(() => this.sendStatus(false), this.statusIntervalMs);
-    this.timer.unref();
     try {
+      // A silent link (a cut cable, a dropped route) closes nothing: only a deadline on what the server sends ends
+      // the stream, and so the tenure, before the server lets a standby take the slot (see receiveDeadlineMs).
+      const walSenderTimeoutMs = await walSenderTimeout(client);
+      const deadlineMs = receiveDeadlineMs(walSenderTimeoutMs, this.statusIntervalMs);
+      this.heardAt = Date.now();
+      // Asks for an answer, so a live server is heard from every interval.
+      this.timer = setInterval(() => this.sendStatus(true), this.statusIntervalMs);
+      this.timer.unref();
+      if (deadlineMs !== null) {
+        // Checked four times an interval, so the relay lets go at most a quarter interval past the deadline.
+        this.silenceTimer = setInterval(() => {
+          const silentMs = Date.now() - this.heardAt;
+          // While paused the relay reads nothing, so the server's messages wait unread: no sign of a dead link.
+          if (!this.paused && silentMs > deadlineMs) connection.stream.destroy(new ReplicationLinkSilentError(silentMs, walSenderTimeoutMs));
+        }, this.statusIntervalMs / 4);
+        this.silenceTimer.unref();
+      }
       await plugin.start(client, this.slot, formatLsn(from));
     } finally {
       this.close();
@@ -129,6 +157,7 @@ export class SlotStream {
   resume(): void {
     if (!this.paused || this.connection === null) return;
     this.paused = false;
+    this.heardAt = Date.now();
     this.connection.stream.resume();
   }
 
@@ -142,6 +171,8 @@ export class SlotStream {
   private close(): void {
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
+    if (this.silenceTimer !== null) clearInterval(this.silenceTimer);
+    this.silenceTimer = null;
     this.connection = null;
     this.client = null;
   }
@@ -190,6 +221,12 @@ export class SlotStream {
     status[33] = replyRequested ? 1 : 0;
     this.connection.sendCopyFromChunk(status);
   }
+}
+
+/** The server's wal_sender_timeout for this connection, in ms (0: disabled). */
+async function walSenderTimeout(client: pg.Client): Promise<number> {
+  const { rows } = await client.query<{ ms: string }>(`SELECT setting AS ms FROM pg_settings WHERE name = 'wal_sender_timeout'`);
+  return Number(rows[0]?.ms ?? 0);
 }
 
 function toRow(row: Record<string, unknown>): StreamedRow {
