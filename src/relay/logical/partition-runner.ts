@@ -88,9 +88,11 @@ export class PartitionRunner {
   private held: StreamedTransaction[] | null = null;
   private backfillLsn: Lsn = 0n;
   private blocked = new Set<string>();
-  /** Rows with a seq up to this one committed before this tenure of the slot began (see Entry.suspect). */
-  private suspectThrough = -1n;
-  private suspectBudget = 0;
+  /**
+   * Transactions that end up to this WAL position committed before this tenure of the slot began, so the relay
+   * before may have published their rows (see Entry.suspect); those after it can only have reached this tenure.
+   */
+  private suspectThrough: Lsn = -1n;
   private suspectBusy = false;
   /** The relay before this tenure stopped cleanly (or none streamed the slot yet): nothing was in flight. */
   private predecessorClean = false;
@@ -196,7 +198,6 @@ export class PartitionRunner {
     this.backfilled = null;
     this.held = null;
     this.suspectThrough = -1n;
-    this.suspectBudget = 0;
     this.suspectBusy = false;
     this.predecessorClean = false;
     this.blocked = new Set();
@@ -235,17 +236,10 @@ export class PartitionRunner {
       const clean = await takeOverSlot(this.db, this.config.slot, this.config.names, this.holder(epoch));
       if (epoch !== this.epoch) return;
       this.predecessorClean = clean;
-      // Not max(seq) alone: the rows the relay before sent and deleted may have the highest seqs, and the slot streams
-      // them again. The identity's last value covers every row committed before now.
-      const { names } = this.config;
-      const tableText =
-        names.schema === null ? sql`quote_ident(${names.table})` : sql`quote_ident(${names.schema}) || '.' || quote_ident(${names.table})`;
-      const { rows: top } = await sql<{ seq: string | null }>`
-        SELECT greatest((SELECT max(seq) FROM ${this.table()}),
-                        pg_sequence_last_value(pg_get_serial_sequence(${tableText}, 'seq')::regclass))::text AS seq`.execute(this.db);
+      // Read with the slot ours: the relay before has let go of it, so it streamed nothing that commits after this.
+      const { rows: position } = await sql<{ lsn: string }>`SELECT pg_current_wal_insert_lsn()::text AS lsn`.execute(this.db);
       if (epoch !== this.epoch) return;
-      this.suspectThrough = BigInt(top[0]?.seq ?? '-1');
-      this.suspectBudget = this.bufferLimit();
+      this.suspectThrough = parseLsn(position[0]!.lsn);
       if (this.config.options.deadLetterPolicy === 'block-key') {
         const { rows } = await sql<{ msg_key: string }>`
           SELECT DISTINCT msg_key FROM ${this.table()} WHERE state = 'dead' AND msg_key IS NOT NULL AND ${this.inPartition()}`.execute(
@@ -317,7 +311,8 @@ export class PartitionRunner {
     const pending: Pending = { endLsn: transaction.endLsn, commitTime: transaction.commitTime, open: rows.length };
     this.streamed += rows.length;
     this.transactions.push(pending);
-    for (const row of rows) this.add({ row, transaction: pending, attempts: row.attempts, suspect: this.suspectKind(row) });
+    const suspect = this.suspectKind(transaction);
+    for (const row of rows) this.add({ row, transaction: pending, attempts: row.attempts, suspect });
     if (this.buffered > this.bufferLimit()) this.stream?.pause();
   }
 
@@ -352,7 +347,7 @@ export class PartitionRunner {
       if (entry.transaction !== null) {
         // `dead retry` / `dead discard` may have removed the dead rows since the key was blocked: ask the table.
         this.rechecking.set(key, [entry]);
-        void this.recheck(key, entry.row.seq, this.epoch);
+        void this.recheck(key, this.epoch);
         return;
       }
       this.park(entry);
@@ -370,13 +365,15 @@ export class PartitionRunner {
     this.finish(entry, { kind: 'dead', seq: entry.row.seq, error: 'waiting behind a dead message of its key', attempts: entry.attempts });
   }
 
-  private async recheck(key: string, seq: string, epoch: number): Promise<void> {
+  private async recheck(key: string, epoch: number): Promise<void> {
     let dead = true;
     try {
       // The key's own dead marks first: a message that just died is in the table before the question is asked.
       await this.marker!.flush();
+      // Any dead row of the key, whatever its seq: the row streamed may be the dead head itself, streamed again to a
+      // new tenure, and a dead row that committed before it may have a higher seq (seqs are drawn at insert).
       const { rows } = await sql`
-        SELECT 1 FROM ${this.table()} WHERE msg_key = ${key} AND state = 'dead' AND seq < ${seq}::int8 LIMIT 1`.execute(this.db);
+        SELECT 1 FROM ${this.table()} WHERE msg_key = ${key} AND state = 'dead' LIMIT 1`.execute(this.db);
       // A dead mark of the key that the flush could not write yet keeps it blocked.
       dead = rows.length > 0 || this.deadUnwritten.has(key);
     } catch (error) {
@@ -457,10 +454,13 @@ export class PartitionRunner {
     }
   }
 
-  /** Stream rows committed before this tenure, up to as many as a relay keeps in memory (see Entry.suspect). */
-  private suspectKind(row: StreamedRow): Entry['suspect'] {
-    if (BigInt(row.seq) > this.suspectThrough || this.suspectBudget <= 0) return null;
-    this.suspectBudget--;
+  /**
+   * Every row of a transaction committed before this tenure is a suspect, however many the slot streams again:
+   * the table says what became of each (see checkSuspects, publishSuspects), so none is sent twice after a clean
+   * stop and a message that kills relays is counted wherever it lies.
+   */
+  private suspectKind(transaction: StreamedTransaction): Entry['suspect'] {
+    if (transaction.endLsn > this.suspectThrough) return null;
     return this.predecessorClean ? 'check' : 'count';
   }
 
