@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type RawBuilder } from 'kysely';
 
 /**
  * Whether streamed transactions are visible yet. PostgreSQL hands a transaction to a logical slot once its commit
@@ -27,14 +27,19 @@ export async function visibleTransactions(db: Kysely<unknown>, xids: readonly nu
     FROM (SELECT pg_current_snapshot() AS snap) AS s
     CROSS JOIN LATERAL (SELECT pg_snapshot_xmax(s.snap)::text::int8 AS xmax) AS m
     CROSS JOIN LATERAL unnest(${[...new Set(xids)]}::int8[]) AS x(xid)
-    CROSS JOIN LATERAL (SELECT (m.xmax >> 32 << 32) + x.xid AS near) AS c
-    CROSS JOIN LATERAL (
-      SELECT CASE
-               WHEN c.near - m.xmax > 2147483648 AND c.near >= 4294967296 THEN c.near - 4294967296
-               WHEN m.xmax - c.near > 2147483648 THEN c.near + 4294967296
-               ELSE c.near
-             END AS full_xid
-    ) AS f
-    WHERE pg_visible_in_snapshot(f.full_xid::text::xid8, s.snap)`.execute(db);
+    WHERE pg_visible_in_snapshot((${nearestFullXid(sql`x.xid`, sql`m.xmax`)})::text::xid8, s.snap)`.execute(db);
   return new Set(rows.map((row) => Number(row.xid)));
+}
+
+/**
+ * SQL (int8) for the full transaction id whose low 32 bits are `xid` (int8) and which lies nearest to `xmax` (int8,
+ * a recent full id): in xmax's epoch, or the one before or after when that is nearer.
+ */
+export function nearestFullXid(xid: RawBuilder<unknown>, xmax: RawBuilder<unknown>): RawBuilder<unknown> {
+  const near = sql`(((${xmax}) >> 32 << 32) + (${xid}))`;
+  return sql`CASE
+    WHEN ${near} - (${xmax}) > 2147483648 AND ${near} >= 4294967296 THEN ${near} - 4294967296
+    WHEN (${xmax}) - ${near} > 2147483648 THEN ${near} + 4294967296
+    ELSE ${near}
+  END`;
 }
