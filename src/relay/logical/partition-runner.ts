@@ -68,8 +68,12 @@ const CHECK_BATCH = 1000;
 /** Buffered messages past which the relay stops reading the slot until the broker catches up. */
 const BUFFER_FACTOR = 20;
 
-/** How long apart the relay asks again whether streamed transactions are visible yet (ms, doubling up to the max). */
-const VISIBILITY_FIRST_DELAY_MS = 1;
+/**
+ * Whether streamed transactions are visible yet is asked again at once for their first few questions (the usual
+ * gap is the microseconds a committing backend takes to leave the proc array, and the relay often asks within
+ * them), then 1 ms apart, doubling up to the max (a synchronous standby that is slow to answer).
+ */
+const VISIBILITY_QUICK_QUESTIONS = 3;
 const VISIBILITY_MAX_DELAY_MS = 100;
 
 /**
@@ -108,7 +112,7 @@ export class PartitionRunner {
   private saidNoSender = false;
   private marker: Marker<unknown> | null = null;
   /** Streamed transactions not visible yet, with what waits for each to be (see afterVisible). */
-  private invisible = new Map<Pending, (() => void)[]>();
+  private invisible = new Map<Pending, { then: (() => void)[]; asked: number }>();
   private askingVisibility = false;
   private wakeWorkers: (() => void)[] = [];
   private timers = new Set<LongTimer>();
@@ -446,10 +450,10 @@ export class PartitionRunner {
     if (transaction.visible) return then();
     const waiting = this.invisible.get(transaction);
     if (waiting !== undefined) {
-      waiting.push(then);
+      waiting.then.push(then);
       return;
     }
-    this.invisible.set(transaction, [then]);
+    this.invisible.set(transaction, { then: [then], asked: 0 });
     // A transaction not asked about yet is asked about now, not after the backoff of one that waits for a standby.
     if (this.askingVisibility) this.askSoon?.();
     else void this.askVisibility(this.epoch);
@@ -465,13 +469,13 @@ export class PartitionRunner {
     let delayMs = 0;
     try {
       while (this.invisible.size > 0 && epoch === this.epoch) {
-        // The first question waits for the current turn only, so every transaction of one read goes in it.
+        // A quick question waits for the current turn only, so every transaction of one read goes in it.
         await this.pauseBeforeAsking(delayMs);
         if (epoch !== this.epoch) return;
-        const transactions = [...this.invisible.keys()];
+        const asking = [...this.invisible];
         let visible: Set<number>;
         try {
-          visible = await visibleTransactions(this.db, transactions.map((transaction) => transaction.xid));
+          visible = await visibleTransactions(this.db, asking.map(([transaction]) => transaction.xid));
         } catch (error) {
           if (epoch !== this.epoch) return;
           this.report(error);
@@ -479,16 +483,16 @@ export class PartitionRunner {
           continue;
         }
         if (epoch !== this.epoch) return;
-        for (const transaction of transactions) {
+        for (const [transaction, waiting] of asking) {
+          waiting.asked++;
           if (!visible.has(transaction.xid)) continue;
           transaction.visible = true;
-          const waiting = this.invisible.get(transaction) ?? [];
           this.invisible.delete(transaction);
-          for (const then of waiting) then();
+          for (const then of waiting.then) then();
         }
-        const asked = new Set(transactions);
-        const unasked = [...this.invisible.keys()].some((transaction) => !asked.has(transaction));
-        delayMs = unasked ? 0 : Math.min(VISIBILITY_MAX_DELAY_MS, Math.max(VISIBILITY_FIRST_DELAY_MS, delayMs * 2));
+        // Paced by the transaction asked about least (one that came in meanwhile: not yet).
+        const fewest = Math.min(...[...this.invisible.values()].map((waiting) => waiting.asked));
+        delayMs = fewest < VISIBILITY_QUICK_QUESTIONS ? 0 : Math.min(VISIBILITY_MAX_DELAY_MS, 2 ** (fewest - VISIBILITY_QUICK_QUESTIONS));
       }
     } finally {
       if (epoch === this.epoch) this.askingVisibility = false;
