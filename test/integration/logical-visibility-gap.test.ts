@@ -68,7 +68,8 @@ describe('the logical relay and commits not yet visible (synchronous standby)', 
   }
   const ids = (...brokers: MemoryBroker[]) => brokers.flatMap((broker) => broker.received().map((m) => m.id));
   const rowStates = async () =>
-    (await sql<{ id: string; state: string }>`SELECT id, state FROM ${sql.id(h.schema, 'txoutbox')} ORDER BY seq`.execute(h.db)).rows;
+    (await sql<{ id: string; state: string }>`SELECT id, state FROM ${sql.id(h.schema, 'txoutbox')} ORDER BY seq`.execute(h.db))
+      .rows;
   async function owned(relay: LogicalRelay) {
     await until(() => relay.status().partitions.every((partition) => partition.owned), 'the relay to hold its slot');
   }
@@ -135,8 +136,11 @@ describe('the logical relay and commits not yet visible (synchronous standby)', 
         if (event.level === 'query' && /^\s*DELETE FROM/i.test(event.query.sql)) writes++;
       },
     });
-    const marker = new Marker(counted, tableNames('txoutbox', h.schema), { retainSent: false, asyncCommit: false, token: 't', flushMs: 1, maxBatch: 100 }, () =>
-      undefined,
+    const marker = new Marker(
+      counted,
+      tableNames('txoutbox', h.schema),
+      { retainSent: false, asyncCommit: false, token: 't', flushMs: 1, maxBatch: 100 },
+      () => undefined,
     );
     try {
       const commit = await commitWaiting([{ id: 'waiting', topic: 'orders', key: 'W', payload: 1 }]);

@@ -18,8 +18,11 @@ describe('the logical relay reading 32-bit transaction ids', () => {
   const EPOCH = 2n ** 32n;
   const full = async (xid: bigint, xmax: bigint) =>
     BigInt(
-      (await sql<{ full: string }>`SELECT (${nearestFullXid(sql`${String(xid)}::int8`, sql`${String(xmax)}::int8`)})::text AS full`.execute(h.db))
-        .rows[0]!.full,
+      (
+        await sql<{
+          full: string;
+        }>`SELECT (${nearestFullXid(sql`${String(xid)}::int8`, sql`${String(xmax)}::int8`)})::text AS full`.execute(h.db)
+      ).rows[0]!.full,
     );
 
   it.each([

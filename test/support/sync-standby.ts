@@ -62,7 +62,9 @@ export async function commitThatWaits(
   });
   committed.catch(() => undefined);
   await waitUntil(async () => {
-    const { rows: waiting } = await observer.query(`SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep'`, [pid]);
+    const { rows: waiting } = await observer.query(`SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep'`, [
+      pid,
+    ]);
     return waiting.length > 0;
   }, `backend ${pid} to wait for the standby`);
   return {
