@@ -24,9 +24,12 @@ describe('the logical relay marking rows', () => {
     // A row whose transaction has not committed yet: not visible to the marker's transactions.
     const open = await h.db.startTransaction().execute();
     await h.outbox.enqueue(open, { id: 'late', topic: 't', key: 'k', payload: 1 });
-    const { rows } = await sql<{ seq: string }>`SELECT seq::text AS seq FROM ${sql.id(h.schema, 'txoutbox')} WHERE id = 'late'`.execute(open);
+    const { rows } = await sql<{ seq: string; xid: string }>`
+      SELECT seq::text AS seq, xmin::text AS xid FROM ${sql.id(h.schema, 'txoutbox')} WHERE id = 'late'`.execute(open);
+    // As the slot would stream it: with the id of the transaction that inserted it.
+    const xid = Number(rows[0]!.xid);
     let done = false;
-    marker.add({ seq: rows[0]!.seq, kind: 'sent' }, () => (done = true));
+    marker.add({ seq: rows[0]!.seq, kind: 'sent', xid }, () => (done = true));
     await new Promise((resolve) => setTimeout(resolve, 40));
     expect(done).toBe(false);
     await open.commit().execute();

@@ -66,11 +66,15 @@ export const DIALECTS: DialectName[] = ['postgres', 'mysql'];
 
 export async function createHarness(dialect: DialectName, poolSize = 10): Promise<Harness> {
   const schema = `txo_${randomBytes(5).toString('hex')}`;
-  return dialect === 'postgres' ? postgresHarness(schema, poolSize) : mysqlHarness(schema, poolSize);
+  return dialect === 'postgres' ? postgresHarness(schema, poolSize, inject('pgUrl')) : mysqlHarness(schema, poolSize);
 }
 
-async function postgresHarness(schema: string, poolSize: number): Promise<Harness> {
-  const url = inject('pgUrl');
+/** A PostgreSQL harness on another server than the suite's (e.g. the synchronous-standby cluster). */
+export async function createPostgresHarnessAt(url: string, poolSize = 10): Promise<Harness> {
+  return postgresHarness(`txo_${randomBytes(5).toString('hex')}`, poolSize, url);
+}
+
+async function postgresHarness(schema: string, poolSize: number, url: string): Promise<Harness> {
   const pool = new pg.Pool({ connectionString: url, max: poolSize });
   const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
   await migrate(db, { dialect: 'postgres', schema });

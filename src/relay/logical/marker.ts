@@ -1,12 +1,16 @@
 import { sql, type Kysely } from 'kysely';
 import type { TableNames } from '../../dialects/identifiers.js';
+import { visibleTransactions } from './visibility.js';
 
-/** What becomes of a row once its fate is known. */
-export type Mark = { seq: string; kind: 'sent' } | { seq: string; kind: 'dead'; error: string; attempts: number };
+/**
+ * What becomes of a row once its fate is known. `xid`: the transaction that inserted the row, as the slot streamed
+ * it; absent for a row read from the table (visible already).
+ */
+export type Mark = ({ seq: string; kind: 'sent' } | { seq: string; kind: 'dead'; error: string; attempts: number }) & { xid?: number };
 
-/** How often a mark whose row was not there is tried again, and how long apart (ms, doubling). */
-const UNSEEN_TRIES = 8;
+/** How long a mark whose row's transaction is not visible yet waits before it is written again (ms, doubling). */
 const UNSEEN_FIRST_DELAY_MS = 5;
+const UNSEEN_MAX_DELAY_MS = 200;
 
 interface Queued {
   mark: Mark;
@@ -21,10 +25,11 @@ interface Queued {
  * which is when the relay may confirm the slot past those rows: a crash before that streams them again.
  *
  * A row may not be visible yet when its mark is written: PostgreSQL sends a transaction to the slot once its commit
- * is flushed to the WAL, a moment before the committing session makes it visible to others. A mark that finds no
- * pending row is therefore written again a few times, 5 ms to ~0.6 s apart, before it counts as done (its row was
- * marked already, e.g. by the relay before this one); confirming the slot past a row that was never marked would
- * leave it pending for ever.
+ * is flushed to the WAL, before the committing session makes it visible to others (with a synchronous standby, for
+ * the whole wait). A mark that finds no pending row counts as done (its row was marked already, e.g. by the relay
+ * before this one) only once a snapshot taken before a write that found no row saw its transaction (visibility.ts);
+ * until then it is written again, 5 ms to 0.2 s apart, for as long as it takes. Confirming the slot past a row that
+ * was never marked would leave it pending for ever.
  */
 export class Marker<DB> {
   private pending: Queued[] = [];
@@ -59,18 +64,18 @@ export class Marker<DB> {
     if (this.pending.length === 0 || this.closed) return;
     const batch = this.pending;
     this.pending = [];
-    this.flushing = this.write(batch.map((entry) => entry.mark)).then(
-      (written) => {
+    this.flushing = this.writeConclusively(batch.map((entry) => entry.mark)).then(
+      (settled) => {
         let again = 0;
         for (const entry of batch) {
-          if (written.has(entry.mark.seq) || entry.unseen + 1 >= UNSEEN_TRIES) entry.done();
+          if (settled.has(entry.mark.seq)) entry.done();
           else {
             entry.unseen++;
             again = Math.max(again, entry.unseen);
             this.unseen.push(entry);
           }
         }
-        if (again > 0) this.retryUnseen(UNSEEN_FIRST_DELAY_MS * 2 ** (again - 1));
+        if (again > 0) this.retryUnseen(Math.min(UNSEEN_MAX_DELAY_MS, UNSEEN_FIRST_DELAY_MS * 2 ** Math.min(again - 1, 10)));
       },
       (error: unknown) => {
         this.onError(error);
@@ -115,6 +120,25 @@ export class Marker<DB> {
       void this.flush();
     }, delayMs);
     this.unseenTimer.unref();
+  }
+
+  /**
+   * Writes the marks; returns the seqs whose marks are settled: their pending row was changed, or it is gone for good
+   * (its transaction was visible to a snapshot taken before a write that found no row: marked or removed before).
+   * Visibility only grows, so asking after a first write and writing those again is enough; the others wait.
+   */
+  private async writeConclusively(marks: readonly Mark[]): Promise<Set<string>> {
+    const settled = await this.write(marks);
+    // Rows read from the table (no xid) were visible when read: absent means gone.
+    for (const mark of marks) if (mark.xid === undefined) settled.add(mark.seq);
+    const unseen = marks.filter((mark) => !settled.has(mark.seq));
+    if (unseen.length === 0) return settled;
+    const visible = await visibleTransactions(this.db as Kysely<unknown>, unseen.map((mark) => mark.xid!));
+    const conclusive = unseen.filter((mark) => visible.has(mark.xid!));
+    if (conclusive.length === 0) return settled;
+    await this.write(conclusive);
+    for (const mark of conclusive) settled.add(mark.seq);
+    return settled;
   }
 
   /** Writes the marks in one transaction; returns the seqs whose pending row it changed. */

@@ -12,12 +12,19 @@ import { Marker } from './marker.js';
 import { partitionFilter } from './names.js';
 import { backfillThrough, ensureSlot, recordBackfillBoundary, recordCleanStop, takeOverSlot } from './slots.js';
 import { SlotStream, type ReplicationSource, type StreamedRow, type StreamedTransaction } from './slot-stream.js';
+import { visibleTransactions } from './visibility.js';
 
 /** A streamed transaction not yet confirmed: its end position, and how many of its rows are not yet marked. */
 interface Pending {
   endLsn: Lsn;
   commitTime: Date;
   open: number;
+  xid: number;
+  /**
+   * Other sessions see its rows (see visibility.ts). Until then none of them is published or checked against the
+   * table: the producer's COMMIT has not returned, and "not in the table" means nothing yet.
+   */
+  visible: boolean;
 }
 
 interface Entry {
@@ -62,6 +69,14 @@ const CHECK_BATCH = 1000;
 const BUFFER_FACTOR = 20;
 
 /**
+ * Whether streamed transactions are visible yet is asked again at once for their first few questions (the usual
+ * gap is the microseconds a committing backend takes to leave the proc array, and the relay often asks within
+ * them), then 1 ms apart, doubling up to the max (a synchronous standby that is slow to answer).
+ */
+const VISIBILITY_QUICK_QUESTIONS = 3;
+const VISIBILITY_MAX_DELAY_MS = 100;
+
+/**
  * Relays one slot (one partition of the outbox) while this process holds it: streams committed rows in commit
  * order, publishes each key's messages one at a time (keys in parallel), marks their rows after the broker's
  * acknowledgement, and confirms the slot past a transaction once all its rows are marked (sent or dead), so a
@@ -98,6 +113,9 @@ export class PartitionRunner {
   private predecessorClean = false;
   private saidNoSender = false;
   private marker: Marker<unknown> | null = null;
+  /** Streamed transactions not visible yet, with what waits for each to be (see afterVisible). */
+  private invisible = new Map<Pending, { then: (() => void)[]; asked: number }>();
+  private askingVisibility = false;
   private wakeWorkers: (() => void)[] = [];
   private timers = new Set<LongTimer>();
   private epoch = 0;
@@ -203,6 +221,9 @@ export class PartitionRunner {
     this.blocked = new Set();
     this.rechecking = new Map();
     this.deadUnwritten = new Map();
+    this.invisible = new Map();
+    this.askingVisibility = false;
+    this.askSoon = null;
     this.marker = new Marker(
       this.db,
       this.config.names,
@@ -304,11 +325,17 @@ export class PartitionRunner {
     if (this.backfilled !== null && transaction.endLsn > this.backfillLsn) this.backfilled = null;
     const rows = this.backfilled === null ? transaction.rows : transaction.rows.filter((row) => !this.backfilled!.has(row.seq));
     if (rows.length === 0) {
-      this.transactions.push({ endLsn: transaction.endLsn, commitTime: transaction.commitTime, open: 0 });
+      this.transactions.push({ endLsn: transaction.endLsn, commitTime: transaction.commitTime, open: 0, xid: transaction.xid, visible: false });
       this.confirmDone();
       return;
     }
-    const pending: Pending = { endLsn: transaction.endLsn, commitTime: transaction.commitTime, open: rows.length };
+    const pending: Pending = {
+      endLsn: transaction.endLsn,
+      commitTime: transaction.commitTime,
+      open: rows.length,
+      xid: transaction.xid,
+      visible: false,
+    };
     this.streamed += rows.length;
     this.transactions.push(pending);
     const suspect = this.suspectKind(transaction);
@@ -345,9 +372,11 @@ export class PartitionRunner {
     }
     if (this.blocked.has(key)) {
       if (entry.transaction !== null) {
-        // `dead retry` / `dead discard` may have removed the dead rows since the key was blocked: ask the table.
+        // `dead retry` / `dead discard` may have removed the dead rows since the key was blocked: ask the table, once
+        // the transaction that brought this row (perhaps that very retry) is visible to the question.
         this.rechecking.set(key, [entry]);
-        void this.recheck(key, this.epoch);
+        const epoch = this.epoch;
+        this.afterVisible(entry.transaction, () => void this.recheck(key, epoch));
         return;
       }
       this.park(entry);
@@ -389,9 +418,14 @@ export class PartitionRunner {
     }
   }
 
-  /** Makes an entry publishable now, or after a delay. */
+  /** Makes an entry publishable now (once its transaction is visible), or after a delay. */
   private schedule(entry: Entry, delayMs: number): void {
     if (delayMs <= 0) {
+      const transaction = entry.transaction;
+      if (transaction !== null && !transaction.visible) {
+        this.afterVisible(transaction, () => this.schedule(entry, 0));
+        return;
+      }
       this.ready.push(entry);
       this.wake();
       return;
@@ -403,6 +437,81 @@ export class PartitionRunner {
       if (epoch === this.epoch) this.schedule(entry, 0);
     }, delayMs);
     this.timers.add(timer);
+  }
+
+  /**
+   * Runs `then` once the transaction is visible to other sessions: at once if it is known to be, otherwise after a
+   * later question finds it so. Nothing runs for a tenure that has ended (reset() drops the waiting).
+   */
+  private afterVisible(transaction: Pending, then: () => void): void {
+    if (transaction.visible) return then();
+    const waiting = this.invisible.get(transaction);
+    if (waiting !== undefined) {
+      waiting.then.push(then);
+      return;
+    }
+    this.invisible.set(transaction, { then: [then], asked: 0 });
+    // A transaction not asked about yet is asked about now, not after the backoff of one that waits for a standby.
+    if (this.askingVisibility) this.askSoon?.();
+    else void this.askVisibility(this.epoch);
+  }
+
+  /**
+   * Asks, in one statement, which of the transactions waiting in afterVisible are visible, and lets theirs go; again
+   * with a short backoff while some are not. Usually the first answer is yes: the gap is the moment between a commit
+   * reaching the WAL and its backend leaving the proc array, unless a synchronous standby is slow to answer.
+   */
+  private async askVisibility(epoch: number): Promise<void> {
+    this.askingVisibility = true;
+    let delayMs = 0;
+    try {
+      while (this.invisible.size > 0 && epoch === this.epoch) {
+        // A quick question waits for the current turn only, so every transaction of one read goes in it.
+        await this.pauseBeforeAsking(delayMs);
+        if (epoch !== this.epoch) return;
+        const asking = [...this.invisible];
+        let visible: Set<number>;
+        try {
+          visible = await visibleTransactions(this.db, asking.map(([transaction]) => transaction.xid));
+        } catch (error) {
+          if (epoch !== this.epoch) return;
+          this.report(error);
+          delayMs = Math.max(this.config.options.brokerProbeIntervalMs, VISIBILITY_MAX_DELAY_MS);
+          continue;
+        }
+        if (epoch !== this.epoch) return;
+        for (const [transaction, waiting] of asking) {
+          waiting.asked++;
+          if (!visible.has(transaction.xid)) continue;
+          transaction.visible = true;
+          this.invisible.delete(transaction);
+          for (const then of waiting.then) then();
+        }
+        // Paced by the transaction asked about least (one that came in meanwhile: not yet).
+        const fewest = Math.min(...[...this.invisible.values()].map((waiting) => waiting.asked));
+        delayMs = fewest < VISIBILITY_QUICK_QUESTIONS ? 0 : Math.min(VISIBILITY_MAX_DELAY_MS, 2 ** (fewest - VISIBILITY_QUICK_QUESTIONS));
+      }
+    } finally {
+      if (epoch === this.epoch) this.askingVisibility = false;
+    }
+  }
+
+  /** Wakes askVisibility from its pause early (a new transaction waits). */
+  private askSoon: (() => void) | null = null;
+
+  /** Waits delayMs (0: the rest of this turn), or until askSoon(). */
+  private pauseBeforeAsking(delayMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = delayMs > 0 ? setTimeout(() => go(), delayMs).unref() : null;
+      const immediate = delayMs > 0 ? null : setImmediate(() => go());
+      const go = () => {
+        if (timer !== null) clearTimeout(timer);
+        if (immediate !== null) clearImmediate(immediate);
+        if (this.askSoon === go) this.askSoon = null;
+        resolve();
+      };
+      this.askSoon = go;
+    });
   }
 
   private async work(epoch: number): Promise<void> {
@@ -619,7 +728,8 @@ export class PartitionRunner {
       }
     };
     if (mark === null) done();
-    else this.marker!.add(mark, done);
+    // The row's transaction, so the marker can tell "marked before" from "not visible yet" when it finds no row.
+    else this.marker!.add(entry.transaction === null ? mark : { ...mark, xid: entry.transaction.xid }, done);
   }
 
   /** When the oldest transaction streamed but not yet confirmed committed: how far behind the relay is. */

@@ -22,6 +22,8 @@ export interface StreamedTransaction {
   /** Where the transaction's commit record ends: confirming this position confirms the transaction. */
   endLsn: Lsn;
   commitTime: Date;
+  /** The transaction's id (32 bits, from pgoutput's BEGIN): its rows are visible to others only once it is (see visibility.ts). */
+  xid: number;
   rows: StreamedRow[];
 }
 
@@ -190,7 +192,7 @@ export class SlotStream {
     const message = plugin.parse(chunk.subarray(25)) as Pgoutput.Message;
     switch (message.tag) {
       case 'begin':
-        this.current = { endLsn: 0n, commitTime: new Date(Number(message.commitTime) / 1000), rows: [] };
+        this.current = { endLsn: 0n, commitTime: new Date(Number(message.commitTime) / 1000), xid: message.xid, rows: [] };
         return;
       case 'insert':
         if (this.current !== null && message.relation.name === this.table.name && (this.table.schema === null || message.relation.schema === this.table.schema)) {
