@@ -75,7 +75,7 @@ describe('txoutbox migrate with inboxes (PostgreSQL + MariaDB)', () => {
     const both = await cli.run(['migrate'], env());
     expect(both.code).toBe(0);
     expect(both.stdout.trim().split('\n')).toEqual([
-      `orders-pg/${pgSchema}.txoutbox: outbox applied 001_create_outbox, 002_relay_sequences_keys, 003_logical_slots, 004_logical_clean_stop`,
+      `orders-pg/${pgSchema}.txoutbox: outbox applied 001_create_outbox, 002_relay_sequences_keys, 003_logical_slots, 004_logical_clean_stop, 005_logical_deferred`,
       `orders-pg/${pgSchema}.txoutbox_inbox: inbox up to date`,
       `shop-maria/${myDatabase}.shop_inbox: inbox up to date`,
     ]);

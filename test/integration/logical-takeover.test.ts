@@ -1,33 +1,48 @@
 import { sql } from 'kysely';
 import { fork } from 'node:child_process';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createRelay, migrate, MemoryBroker, type LogicalRelay, type OutboxMessage, type RelayOptions } from '../../src/index.js';
-import { createHarness, type Harness } from '../support/harness.js';
+import { createPostgresHarnessAt, type Harness } from '../support/harness.js';
 import { dropSlotsAndPublications } from '../support/logical-cleanup.js';
 import { waitFor } from '../support/relay-helpers.js';
+import { commitThatWaits, syncStandbyPostgres, type WaitingCommit } from '../support/sync-standby.js';
 
 /**
  * A new tenure of a slot streams again what its predecessor had not confirmed. What the predecessor did with those
  * rows is in the table, for every one of them however many there are: sent ones are not sent again after a clean
  * stop, one that may have killed the predecessor is counted, and a dead head keeps its key blocked.
+ *
+ * The slot's confirmed position is held back here the way production holds it: by a committed transaction not
+ * visible yet (a second cluster whose synchronous standby never answers, test/support/sync-standby-pg.sh). Every
+ * other commit of the test is local and visible at once; the relay waits for the held one, and confirms nothing
+ * past it, so everything after it streams again to the next tenure.
  */
 describe('the logical relay taking over a slot', () => {
+  let cluster: { url: string; localUrl: string };
   let h: Harness;
+  let observer: pg.Pool;
   let relays: LogicalRelay[] = [];
+  let waiting: WaitingCommit[] = [];
   let round = 0;
   let slot = '';
   let publication = '';
 
   beforeAll(async () => {
-    h = await createHarness('postgres');
-  });
+    cluster = syncStandbyPostgres();
+    h = await createPostgresHarnessAt(cluster.localUrl);
+    observer = new pg.Pool({ connectionString: cluster.localUrl, max: 2 });
+  }, 120_000);
   afterEach(async () => {
+    await Promise.all(waiting.map((commit) => commit.release().catch(() => undefined)));
+    waiting = [];
     await Promise.all(relays.map((relay) => relay.stop({ drainMs: 1000 })));
     relays = [];
   });
   afterAll(async () => {
     if (h === undefined) return;
     await dropSlotsAndPublications(h.db, h.schema);
+    await observer.end();
     await h.destroy();
   }, 60_000);
 
@@ -60,33 +75,50 @@ describe('the logical relay taking over a slot', () => {
   const rows = async () =>
     (await sql<{ id: string; state: string }>`SELECT id, state FROM ${sql.id(h.schema, 'txoutbox')} ORDER BY seq`.execute(h.db)).rows;
   const ids = (broker: MemoryBroker) => broker.received().map((m) => m.id);
-  /** x always fails for now: its transaction stays unconfirmed, so the slot streams everything after it again. */
-  const holdingX = () => new MemoryBroker().fail({ kind: 'retryable', error: 'not now' }, { where: (m) => m.id === 'x' });
+  /** x commits and stays invisible (its COMMIT waits for the standby): the slot is confirmed up to it at most. */
+  async function holdX(): Promise<WaitingCommit> {
+    const commit = await commitThatWaits(
+      cluster.url,
+      h.createOutbox({ mode: 'logical' }),
+      [{ id: 'x', topic: 'orders', key: 'X', payload: 0 }],
+      observer,
+      `${h.schema}.txoutbox`,
+    );
+    waiting.push(commit);
+    return commit;
+  }
+  const attemptsOf = async (id: string) =>
+    (await sql<{ attempts: number }>`SELECT attempts FROM ${sql.id(h.schema, 'txoutbox')} WHERE id = ${id}`.execute(h.db)).rows[0]?.attempts;
 
   it('after a clean stop, sends again none of the rows already sent, however many the slot streams again', async () => {
     await setUp();
     // batchSize 10 × concurrency 1: a relay that keeps 200 streamed rows in memory; 300 are streamed again.
-    const small = { batchSize: 10, concurrency: 1, maxAttempts: 1000 };
-    const first = holdingX();
+    const small = { batchSize: 10, concurrency: 1 };
+    const first = new MemoryBroker();
     await relay(first, small);
-    await commit([{ id: 'x', topic: 'orders', key: 'X', payload: 0 }]);
+    const x = await holdX();
     for (let n = 0; n < 300; n += 50)
       await commit(Array.from({ length: 50 }, (_, i) => ({ id: `m${n + i}`, topic: 'orders', key: `k${(n + i) % 7}`, payload: n + i })));
-    await waitFor(async () => (await rows()).length === 1, 30_000, 'the 300 to be sent and their rows deleted');
+    await waitFor(async () => (await rows()).length === 0, 30_000, 'the 300 to be sent and their rows deleted');
     await relays[0]!.stop({ drainMs: 5000 });
 
-    const second = holdingX();
+    const second = new MemoryBroker();
     await relay(second, small);
     await commit([{ id: 'after', topic: 'orders', key: 'k0', payload: 1 }]);
     await waitFor(() => ids(second).includes('after'), 30_000, 'the message committed after the handover');
     expect(ids(second)).toEqual(['after']);
+    // x was never published: it goes out once visible, uncounted (nothing was in flight at the clean stop).
+    await x.release();
+    await waitFor(() => ids(second).includes('x'), 30_000, 'x once its commit returns');
+    expect(ids(first)).not.toContain('x');
+    expect(await attemptsOf('x')).toBe(0);
   }, 90_000);
 
   it("keeps a dead head's key blocked when the slot streams the dead head again", async () => {
     await setUp();
-    const first = holdingX().fail({ kind: 'permanent', error: 'poison pill' }, { where: (m) => m.id === 'p1' });
-    await relay(first, { maxAttempts: 1000 });
-    await commit([{ id: 'x', topic: 'orders', key: 'X', payload: 0 }]);
+    const first = new MemoryBroker().fail({ kind: 'permanent', error: 'poison pill' }, { where: (m) => m.id === 'p1' });
+    await relay(first);
+    const x = await holdX();
     await commit([
       { id: 'p1', topic: 'orders', key: 'P', payload: 1 },
       { id: 'p2', topic: 'orders', key: 'P', payload: 2 },
@@ -99,15 +131,17 @@ describe('the logical relay taking over a slot', () => {
     await relays[0]!.stop({ drainMs: 5000 });
 
     // A clean stop: the next tenure starts before x, so p1 and p2 are streamed to it again.
-    const second = holdingX();
-    await relay(second, { maxAttempts: 1000 });
+    const second = new MemoryBroker();
+    await relay(second);
     await commit([{ id: 'p3', topic: 'orders', key: 'P', payload: 3 }]);
     await commit([{ id: 'q1', topic: 'orders', key: 'Q', payload: 1 }]);
     await waitFor(() => ids(second).includes('q1'), 15_000, 'a message of another key');
     await waitFor(async () => (await rows()).find((row) => row.id === 'p3')?.state === 'dead', 15_000, 'p3 to wait behind p1');
     expect(ids(second)).not.toContain('p3');
+    await x.release();
+    await waitFor(() => ids(second).includes('x'), 15_000, 'x once its commit returns');
+    await waitFor(async () => (await rows()).length === 3, 15_000, "x's row to be deleted");
     expect(await rows()).toEqual([
-      { id: 'x', state: 'pending' },
       { id: 'p1', state: 'dead' },
       { id: 'p2', state: 'dead' },
       { id: 'p3', state: 'dead' },
@@ -117,7 +151,7 @@ describe('the logical relay taking over a slot', () => {
   it('dead-letters a message that kills the relay on every publish, however many rows the slot streams before it', async () => {
     await setUp();
     const script = new URL('../support/logical-relay-process.ts', import.meta.url).pathname;
-    const url = inject('pgUrl');
+    const url = cluster.localUrl;
     const published = new Set<string>();
     const startChild = () => {
       // batchSize 10, concurrency 1: the child keeps 200 streamed rows in memory; 300 come before the poison.

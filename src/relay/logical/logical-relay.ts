@@ -10,6 +10,7 @@ import { setLongInterval, type LongTimer } from '../../timers.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from '../options.js';
 import type { RelayEvents } from '../events.js';
 import { defaultPublication, defaultSlot, logicalNames, type LogicalNames } from './names.js';
+import { DeferredRows } from './deferred-rows.js';
 import { PartitionRunner } from './partition-runner.js';
 import { assertPartitionsMatch } from './partitions-check.js';
 import type { ReplicationSource } from './slot-stream.js';
@@ -125,6 +126,7 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
   private async begin(): Promise<void> {
     const db = this.options.db as Kysely<unknown>;
     await assertLogicalDecoding(db);
+    await new DeferredRows(db, this.table, sql`true`).assertMigrated();
     await assertPartitionsMatch(db, this.table, this.names, this.options.publication ?? defaultPublication(this.table));
     const replication = await replicationSource(db, this.options.replication, this.instanceId);
     const token = `${this.instanceId}:${randomBytes(4).toString('hex')}`;

@@ -6,7 +6,29 @@ import { visibleTransactions } from './visibility.js';
  * What becomes of a row once its fate is known. `xid`: the transaction that inserted the row, as the slot streamed
  * it; absent for a row read from the table (visible already).
  */
-export type Mark = ({ seq: string; kind: 'sent' } | { seq: string; kind: 'dead'; error: string; attempts: number }) & { xid?: number };
+export type Mark = (
+  | { seq: string; kind: 'sent' }
+  | {
+      seq: string;
+      kind: 'dead';
+      error: string;
+      attempts: number;
+      /** The row was a deferred key's first: the key's other deferred rows are parked dead behind it ('block-key'). */
+      buryDeferred?: { key: string; error: string };
+    }
+  | {
+      seq: string;
+      /** Handed back to the table (deferred_lsn, migration 005), to go out from there when due. */
+      kind: 'defer';
+      /** Its transaction's commit position: a key's deferred rows go out in this order. */
+      lsn: string;
+      due: Date;
+      attempts: number;
+      error: string | null;
+      /** Deferred already (a row the table gave out, now retrying); otherwise a row deferred before is left alone. */
+      again: boolean;
+    }
+) & { xid?: number };
 
 /** How long a mark whose row's transaction is not visible yet waits before it is written again (ms, doubling). */
 const UNSEEN_FIRST_DELAY_MS = 5;
@@ -21,7 +43,7 @@ interface Queued {
 
 /**
  * Writes the fate of streamed rows to the table in batches, off the publish path: sent rows are deleted (or kept
- * as 'sent' for retainSentMs), dead ones marked with their error. A flush resolves once its batch has committed,
+ * as 'sent' for retainSentMs), dead ones marked with their error, deferred ones handed back to the table. A flush resolves once its batch has committed,
  * which is when the relay may confirm the slot past those rows: a crash before that streams them again.
  *
  * A row may not be visible yet when its mark is written: PostgreSQL sends a transaction to the slot once its commit
@@ -146,6 +168,7 @@ export class Marker<DB> {
     const table = this.names.schema === null ? sql.id(this.names.table) : sql.id(this.names.schema, this.names.table);
     const sent = marks.flatMap((m) => (m.kind === 'sent' ? [m.seq] : []));
     const dead = marks.flatMap((m) => (m.kind === 'dead' ? [m] : []));
+    const deferred = marks.flatMap((m) => (m.kind === 'defer' ? [m] : []));
     return this.db.transaction().execute(async (trx) => {
       const written = new Set<string>();
       const note = (rows: readonly { seq: string }[]) => rows.forEach((row) => written.add(row.seq));
@@ -165,6 +188,24 @@ export class Marker<DB> {
           FROM unnest(${dead.map((d) => d.seq)}::int8[], ${dead.map((d) => d.error)}::text[], ${dead.map((d) => d.attempts)}::int4[])
                AS d(seq, error, attempts)
           WHERE t.seq = d.seq AND t.state = 'pending'
+          RETURNING t.seq::text AS seq`.execute(trx);
+        note(rows);
+        for (const { buryDeferred } of dead) {
+          if (buryDeferred === undefined) continue;
+          await sql`
+            UPDATE ${table} SET state = 'dead', ready = false, last_error = ${buryDeferred.error}, lease_owner = ${this.options.token}
+            WHERE msg_key = ${buryDeferred.key} AND state = 'pending' AND deferred_lsn IS NOT NULL`.execute(trx);
+        }
+      }
+      if (deferred.length > 0) {
+        const column = <T>(pick: (mark: (typeof deferred)[number]) => T) => deferred.map(pick);
+        const { rows } = await sql<{ seq: string }>`
+          UPDATE ${table} AS t SET deferred_lsn = coalesce(t.deferred_lsn, d.lsn), next_attempt_at = d.due,
+                 attempts = d.attempts, last_error = coalesce(d.error, t.last_error)
+          FROM unnest(${column((m) => m.seq)}::int8[], ${column((m) => m.lsn)}::int8[], ${column((m) => m.due)}::timestamptz[],
+                      ${column((m) => m.attempts)}::int4[], ${column((m) => m.error)}::text[], ${column((m) => m.again)}::boolean[])
+               AS d(seq, lsn, due, attempts, error, again)
+          WHERE t.seq = d.seq AND t.state = 'pending' AND (t.deferred_lsn IS NULL OR d.again)
           RETURNING t.seq::text AS seq`.execute(trx);
         note(rows);
       }

@@ -8,6 +8,7 @@ import { publishWithDeadline } from '../publish-with-deadline.js';
 import { setLongTimeout, type LongTimer } from '../../timers.js';
 import type { DeadMessage, RetryingMessage } from '../events.js';
 import { parseLsn, type Lsn } from './lsn.js';
+import { DeferredRows } from './deferred-rows.js';
 import { Marker } from './marker.js';
 import { partitionFilter } from './names.js';
 import { backfillThrough, ensureSlot, recordBackfillBoundary, recordCleanStop, takeOverSlot } from './slots.js';
@@ -39,6 +40,8 @@ interface Entry {
    * checkSuspects).
    */
   suspect: 'check' | 'count' | null;
+  /** Given out by the table (a deferred row, see DeferredRows): its attempt was counted when it was claimed. */
+  fromTable?: boolean;
 }
 
 export interface PartitionEvents {
@@ -67,6 +70,13 @@ const CHECK_BATCH = 1000;
 
 /** Buffered messages past which the relay stops reading the slot until the broker catches up. */
 const BUFFER_FACTOR = 20;
+
+/**
+ * A message due later than this (delayed, or retrying) is handed back to the table rather than waiting in memory,
+ * with every later message of its key: the slot is confirmed past it at once, so it holds neither the server's WAL
+ * nor the relay's buffer (which, full, would stop every other key).
+ */
+const DEFER_AFTER_MS = 1000;
 
 /**
  * Whether streamed transactions are visible yet is asked again at once for their first few questions (the usual
@@ -113,6 +123,18 @@ export class PartitionRunner {
   private predecessorClean = false;
   private saidNoSender = false;
   private marker: Marker<unknown> | null = null;
+  private readonly deferred: DeferredRows;
+  /** Keys with rows in the table's hands (deferred): their streamed rows are deferred too, behind them. */
+  private deferredKeys = new Set<string>();
+  /** Per key, deferrals queued but not yet committed, and how many were ever queued (see releaseIfDrained). */
+  private deferring = new Map<string, number>();
+  private deferrals = new Map<string, number>();
+  /** Keys whose first deferred row the table gave out and that has not finished yet. */
+  private fromTable = new Set<string>();
+  private sweepTimer: LongTimer | null = null;
+  private sweepAtMs = Number.POSITIVE_INFINITY;
+  private sweeping = false;
+  private sweepAgain = false;
   /** Streamed transactions not visible yet, with what waits for each to be (see afterVisible). */
   private invisible = new Map<Pending, { then: (() => void)[]; asked: number }>();
   private askingVisibility = false;
@@ -123,7 +145,9 @@ export class PartitionRunner {
   constructor(
     private readonly db: Kysely<unknown>,
     private readonly config: PartitionOptions,
-  ) {}
+  ) {
+    this.deferred = new DeferredRows(db, config.names, this.inPartition());
+  }
 
   start(): void {
     if (this.running) return;
@@ -221,6 +245,15 @@ export class PartitionRunner {
     this.blocked = new Set();
     this.rechecking = new Map();
     this.deadUnwritten = new Map();
+    this.deferredKeys = new Set();
+    this.deferring = new Map();
+    this.deferrals = new Map();
+    this.fromTable = new Set();
+    this.sweepTimer?.clear();
+    this.sweepTimer = null;
+    this.sweepAtMs = Number.POSITIVE_INFINITY;
+    this.sweeping = false;
+    this.sweepAgain = false;
     this.invisible = new Map();
     this.askingVisibility = false;
     this.askSoon = null;
@@ -269,12 +302,17 @@ export class PartitionRunner {
         if (epoch !== this.epoch) return;
         this.blocked = new Set(rows.map((row) => row.msg_key));
       }
+      // Keys the relay before handed to the table keep their rows there, in order, until those are out.
+      const deferredKeys = await this.deferred.keys();
+      if (epoch !== this.epoch) return;
+      this.deferredKeys = deferredKeys;
       await this.backfill(epoch);
       if (epoch !== this.epoch) return;
       const held = this.held;
       this.held = null;
       for (const transaction of held) this.intake(transaction);
       for (let i = 0; i < this.config.options.concurrency; i++) void this.work(epoch);
+      this.sweepAt(Date.now());
     } catch (error) {
       this.report(error);
       await stream.stop();
@@ -382,6 +420,10 @@ export class PartitionRunner {
       this.park(entry);
       return;
     }
+    if (this.deferredKeys.has(key)) {
+      this.defer(entry, entry.row.notBefore, null);
+      return;
+    }
     const queue = this.keys.get(key);
     if (queue === undefined) {
       this.keys.set(key, [entry]);
@@ -418,8 +460,15 @@ export class PartitionRunner {
     }
   }
 
-  /** Makes an entry publishable now (once its transaction is visible), or after a delay. */
+  /**
+   * Makes an entry (its key's first in memory) publishable now (once its transaction is visible), or after a short
+   * delay; one due later goes to the table, with the rest of its key (see DEFER_AFTER_MS).
+   */
   private schedule(entry: Entry, delayMs: number): void {
+    if (delayMs > DEFER_AFTER_MS) {
+      this.deferWithKey(entry, new Date(Date.now() + delayMs), null);
+      return;
+    }
     if (delayMs <= 0) {
       const transaction = entry.transaction;
       if (transaction !== null && !transaction.visible) {
@@ -554,7 +603,7 @@ export class PartitionRunner {
       }
       this.busy++;
       try {
-        for (const entry of batch) entry.attempts++;
+        for (const entry of batch) if (entry.fromTable !== true) entry.attempts++;
         const outcomes = await publishWithDeadline(broker, batch.map(toOutgoing), publishTimeoutMs, this.inFlight);
         if (epoch === this.epoch) this.settle(batch, outcomes);
       } finally {
@@ -585,14 +634,16 @@ export class PartitionRunner {
     try {
       const { rows } = await sql<{ seq: string; attempts: number }>`
         SELECT seq::text AS seq, attempts FROM ${this.table()}
-        WHERE seq = ANY(${checking.map((entry) => entry.row.seq)}::int8[]) AND state = 'pending'`.execute(this.db);
+        WHERE seq = ANY(${checking.map((entry) => entry.row.seq)}::int8[]) AND state = 'pending'
+          -- A row the relay before deferred is the table's to give out.
+          AND deferred_lsn IS NULL`.execute(this.db);
       if (epoch !== this.epoch) return;
       const pending = new Map(rows.map((row) => [row.seq, row.attempts]));
       const go: Entry[] = [];
       for (const entry of checking) {
         const attempts = pending.get(entry.row.seq);
         if (attempts === undefined) {
-          // Marked (sent or dead) before this relay took over: nothing to publish.
+          // Marked (sent or dead) or deferred before this relay took over: nothing to publish from the stream.
           this.next(entry);
           this.finish(entry, null);
           continue;
@@ -626,7 +677,7 @@ export class PartitionRunner {
     try {
       const { rows } = await sql<{ seq: string; attempts: number }>`
         UPDATE ${this.table()} SET attempts = attempts + 1
-        WHERE seq = ANY(${suspects.map((entry) => entry.row.seq)}::int8[]) AND state = 'pending'
+        WHERE seq = ANY(${suspects.map((entry) => entry.row.seq)}::int8[]) AND state = 'pending' AND deferred_lsn IS NULL
         RETURNING seq::text AS seq, attempts`.execute(this.db);
       if (epoch !== this.epoch) return;
       const counted = new Map(rows.map((row) => [row.seq, row.attempts]));
@@ -636,7 +687,7 @@ export class PartitionRunner {
         entry.suspect = null;
         const attempts = counted.get(entry.row.seq);
         if (attempts === undefined) {
-          // Marked before this relay took over (sent, or dead): nothing to publish.
+          // Marked before this relay took over (sent, or dead), or deferred: nothing to publish from the stream.
           this.next(entry);
           this.finish(entry, null);
         } else if (attempts > maxAttempts) {
@@ -676,14 +727,26 @@ export class PartitionRunner {
       if (outcome.status === 'retryable' && entry.attempts < maxAttempts) {
         const delayMs = isUnreachable(outcome) ? this.config.options.brokerProbeIntervalMs : backoffDelay(entry.attempts, backoff, random);
         retrying.push({ message: toOutgoing(entry), error: outcome.error, delayMs });
-        this.schedule(entry, delayMs);
+        // In the table's hands while it waits, with the rest of its key: a head in backoff holds no buffer nor WAL.
+        this.deferWithKey(entry, new Date(Date.now() + delayMs), outcome.error);
         return;
       }
       dead.push({ message: toOutgoing(entry), error: outcome.error });
-      this.finish(entry, { kind: 'dead', seq: entry.row.seq, error: outcome.error, attempts: entry.attempts });
       const key = entry.row.key;
+      const buryDeferred =
+        entry.fromTable === true && key !== null && deadLetterPolicy === 'block-key'
+          ? { key, error: `waiting behind dead message ${entry.row.id}` }
+          : undefined;
+      this.finish(entry, {
+        kind: 'dead',
+        seq: entry.row.seq,
+        error: outcome.error,
+        attempts: entry.attempts,
+        ...(buryDeferred === undefined ? {} : { buryDeferred }),
+      });
       if (key !== null && deadLetterPolicy === 'block-key') {
         this.blocked.add(key);
+        this.deferredKeys.delete(key);
         const queue = this.keys.get(key) ?? [];
         this.keys.delete(key);
         for (const waiting of queue.slice(1)) {
@@ -708,8 +771,134 @@ export class PartitionRunner {
     else this.schedule(following, following.row.notBefore.getTime() - Date.now());
   }
 
+  /**
+   * Hands this entry to the table, with every later message of its key in memory (they are behind it): from now on
+   * the key's streamed rows go to the table too, until the table has given out all of them (see releaseIfDrained).
+   */
+  private deferWithKey(entry: Entry, due: Date, error: string | null): void {
+    const key = entry.row.key;
+    const queue = key === null ? undefined : this.keys.get(key);
+    if (key !== null) {
+      this.keys.delete(key);
+      this.deferredKeys.add(key);
+    }
+    this.defer(entry, due, error);
+    for (const waiting of queue ?? []) if (waiting !== entry) this.defer(waiting, waiting.row.notBefore, null);
+  }
+
+  /** Writes the entry down as deferred (its commit position and due time); once that commits, it is done here. */
+  private defer(entry: Entry, due: Date, error: string | null): void {
+    const key = entry.row.key;
+    if (key !== null) {
+      this.deferring.set(key, (this.deferring.get(key) ?? 0) + 1);
+      this.deferrals.set(key, (this.deferrals.get(key) ?? 0) + 1);
+    }
+    const epoch = this.epoch;
+    const mark = {
+      kind: 'defer' as const,
+      seq: entry.row.seq,
+      // Rows read by the backfill committed before anything the slot streams.
+      lsn: String(entry.transaction?.endLsn ?? 0n),
+      due,
+      attempts: entry.attempts,
+      error,
+      again: entry.fromTable === true,
+    };
+    this.finish(entry, mark, () => {
+      if (epoch !== this.epoch) return;
+      if (key !== null) {
+        const left = this.deferring.get(key)! - 1;
+        if (left === 0) this.deferring.delete(key);
+        else this.deferring.set(key, left);
+        if (entry.fromTable === true) this.fromTable.delete(key);
+      }
+      this.sweepAt(due.getTime());
+    });
+  }
+
+  /** A row the table gave out has finished: the next one may be due now; a key with none left is free again. */
+  private async tableDone(key: string | null, epoch: number): Promise<void> {
+    if (key !== null) {
+      this.fromTable.delete(key);
+      await this.releaseIfDrained(key, epoch);
+    }
+    if (epoch === this.epoch) this.sweepAt(Date.now());
+  }
+
+  /**
+   * Frees a key whose deferred rows are all out: its next streamed row goes straight out again. Only if no deferral
+   * of it was queued meanwhile (one queued before the question but committed after it would be missed).
+   */
+  private async releaseIfDrained(key: string, epoch: number): Promise<void> {
+    if (!this.deferredKeys.has(key) || this.deferring.has(key) || this.fromTable.has(key)) return;
+    const before = this.deferrals.get(key) ?? 0;
+    let left = true;
+    try {
+      left = await this.deferred.has(key);
+    } catch (error) {
+      this.report(error);
+    }
+    if (epoch !== this.epoch || left) return;
+    if ((this.deferrals.get(key) ?? 0) === before && !this.deferring.has(key) && !this.fromTable.has(key)) {
+      this.deferredKeys.delete(key);
+      this.deferrals.delete(key);
+    }
+  }
+
+  /** Looks for deferred rows that may go at this time (or sooner, if asked for sooner before). */
+  private sweepAt(at: number): void {
+    if (at >= this.sweepAtMs || !this.owned) return;
+    this.sweepAtMs = at;
+    this.sweepTimer?.clear();
+    const epoch = this.epoch;
+    this.sweepTimer = setLongTimeout(() => {
+      this.sweepTimer = null;
+      this.sweepAtMs = Number.POSITIVE_INFINITY;
+      if (epoch === this.epoch) void this.sweep(epoch);
+    }, Math.max(0, at - Date.now()));
+  }
+
+  /** Takes the deferred rows that may go now from the table, as the polling relay claims (see DeferredRows.claim). */
+  private async sweep(epoch: number): Promise<void> {
+    if (this.sweeping) {
+      this.sweepAgain = true;
+      return;
+    }
+    this.sweeping = true;
+    const { batchSize, leaseMs, maxAttempts } = this.config.options;
+    try {
+      do {
+        this.sweepAgain = false;
+        const rows = await this.deferred.claim(batchSize, leaseMs);
+        if (epoch !== this.epoch) return;
+        for (const row of rows) {
+          const entry: Entry = { row, transaction: null, attempts: row.attempts, suspect: null, fromTable: true };
+          this.buffered++;
+          if (row.key !== null) this.fromTable.add(row.key);
+          // Counted at each claim: one claimed more often than maxAttempts died with its relay every time.
+          if (row.attempts > maxAttempts) {
+            const error = `the relay stopped while publishing it, ${row.attempts - 1} times (crashed or killed)`;
+            this.settle([{ ...entry, attempts: row.attempts - 1 }], [{ status: 'permanent', error }]);
+          } else this.ready.push(entry);
+        }
+        this.wake();
+        if (rows.length === batchSize) this.sweepAgain = true;
+        else {
+          const due = await this.deferred.nextDue();
+          if (epoch !== this.epoch) return;
+          if (due !== null) this.sweepAt(due.getTime());
+        }
+      } while (this.sweepAgain && this.running && epoch === this.epoch);
+    } catch (error) {
+      this.report(error);
+      if (epoch === this.epoch) this.sweepAt(Date.now() + 1000);
+    } finally {
+      if (epoch === this.epoch) this.sweeping = false;
+    }
+  }
+
   /** Marks the row (null: nothing to write); once that commits, its transaction may be confirmed. */
-  private finish(entry: Entry, mark: Parameters<Marker<unknown>['add']>[0] | null): void {
+  private finish(entry: Entry, mark: Parameters<Marker<unknown>['add']>[0] | null, after?: () => void): void {
     const epoch = this.epoch;
     const key = mark?.kind === 'dead' ? entry.row.key : null;
     if (key !== null) this.deadUnwritten.set(key, (this.deadUnwritten.get(key) ?? 0) + 1);
@@ -726,6 +915,9 @@ export class PartitionRunner {
         entry.transaction.open--;
         this.confirmDone();
       }
+      // A row the table gave out is done (sent, or dead): its key's next deferred row may go, or the key is free.
+      if (entry.fromTable === true && mark?.kind !== 'defer') void this.tableDone(entry.row.key, epoch);
+      after?.();
     };
     if (mark === null) done();
     // The row's transaction, so the marker can tell "marked before" from "not visible yet" when it finds no row.
