@@ -1,6 +1,6 @@
 import fc from 'fast-check';
-import { runSchedule } from './explorer.js';
-import { scheduleArbitrary, type Schedule } from './schedule.js';
+import { runSchedule, type Outcome } from './explorer.js';
+import { scheduleArbitrary } from './schedule.js';
 import type { World } from './world.js';
 
 export interface SearchOptions {
@@ -11,22 +11,31 @@ export interface SearchOptions {
   onRun?: (done: number) => void;
 }
 
-export interface SearchResult {
+export interface SearchResult<S = unknown> {
   runs: number;
   seed: number;
   ms: number;
-  failure: { schedule: Schedule; path: string; trace: string[]; broken: string[] } | null;
+  failure: { schedule: S; path: string; trace: string[]; broken: string[] } | null;
+}
+
+/** Searches polling schedules on the world's database (see searchWith). */
+export function search(world: World, options: SearchOptions): Promise<SearchResult> {
+  return searchWith(scheduleArbitrary, (schedule) => runSchedule(world, schedule), options);
 }
 
 /** Runs schedules with fast-check; a failing one is shrunk to a minimal schedule, replayed once more for its trace. */
-export async function search(world: World, options: SearchOptions): Promise<SearchResult> {
+export async function searchWith<S>(
+  arbitrary: fc.Arbitrary<S>,
+  runOne: (schedule: S) => Promise<Outcome>,
+  options: SearchOptions,
+): Promise<SearchResult<S>> {
   const seed = options.seed ?? Date.now() % 2_147_483_647;
   let runs = 0;
   const started = Date.now(); // performance.now() is the explorer's virtual time
-  const property = fc.asyncProperty(scheduleArbitrary, async (schedule) => {
+  const property = fc.asyncProperty(arbitrary, async (schedule) => {
     runs++;
     options.onRun?.(runs);
-    const { broken } = await runSchedule(world, schedule);
+    const { broken } = await runOne(schedule);
     if (broken.length > 0) throw new Error(broken.join('\n'));
   });
   const details = await fc.check(property, {
@@ -38,7 +47,7 @@ export async function search(world: World, options: SearchOptions): Promise<Sear
   const ms = Date.now() - started;
   if (!details.failed || details.counterexample === null) return { runs, seed, ms, failure: null };
   const [schedule] = details.counterexample;
-  const replay = await runSchedule(world, schedule);
+  const replay = await runOne(schedule);
   return {
     runs,
     seed,
@@ -52,9 +61,10 @@ export async function search(world: World, options: SearchOptions): Promise<Sear
   };
 }
 
-export function report(dialect: string, result: SearchResult): string {
+/** `target`: what was explored (a dialect, or mode logical), as the replay command names it. */
+export function report(target: string, result: SearchResult): string {
   const lines = [
-    `explorer on ${dialect}: ${result.runs} schedule runs (shrinking included) in ${(result.ms / 1000).toFixed(1)} s, seed ${result.seed}`,
+    `explorer on ${target}: ${result.runs} schedule runs (shrinking included) in ${(result.ms / 1000).toFixed(1)} s, seed ${result.seed}`,
   ];
   if (result.failure === null) return [...lines, 'no promise broken'].join('\n');
   const { schedule, path, trace, broken } = result.failure;
@@ -62,7 +72,7 @@ export function report(dialect: string, result: SearchResult): string {
     ...lines,
     'BROKEN, shrunk to:',
     `  schedule: ${JSON.stringify(schedule)}`,
-    `  replay:   npm run explore -- --dialect ${dialect} --seed ${result.seed} --path ${path}`,
+    `  replay:   npm run explore -- ${target === 'logical' ? '--mode logical' : `--dialect ${target}`} --seed ${result.seed} --path ${path}`,
     'trace:',
     ...trace,
     'broken:',

@@ -85,8 +85,10 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
     await Promise.all(runners.map((runner) => runner.stop(drainMs)));
   }
 
-  /** Streaming needs no wake-up; kept so both modes offer the same calls. */
-  kick(): void {}
+  /** Looks for deferred rows that are due now (streamed rows need no wake-up; due ones are found on time anyway). */
+  kick(): void {
+    for (const runner of this.runners) runner.kick();
+  }
 
   /**
    * Deletes sent rows past retainSentMs now, in small batches (the relay also does it every cleanupIntervalMs).

@@ -173,6 +173,7 @@ export class PartitionRunner {
     }
     await this.stream?.stop();
     this.wake();
+    this.endRest?.();
     await this.loop;
   }
 
@@ -213,10 +214,27 @@ export class PartitionRunner {
         this.endTenure();
         this.setOwned(false);
       }
-      if (this.running) await sleep(standby ? options.standbyRetryMs : Math.max(options.standbyRetryMs, 1000));
+      if (this.running) await this.rest(standby ? options.standbyRetryMs : Math.max(options.standbyRetryMs, 1000));
     }
     this.reset();
   }
+
+  /** Waits before the slot is tried again; stop() cuts it short (a standby's wait may be a minute). */
+  private rest(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.endRest = null;
+        resolve();
+      }, ms);
+      this.endRest = () => {
+        clearTimeout(timer);
+        this.endRest = null;
+        resolve();
+      };
+    });
+  }
+
+  private endRest: (() => void) | null = null;
 
   /**
    * The WAL sender is gone (closed, failed, or silent past its deadline): a standby may hold the slot now. Nothing of
@@ -586,7 +604,14 @@ export class PartitionRunner {
           if (!this.running) continue;
           const suspects: Entry[] = [];
           while (suspects.length < batchSize && this.ready[0]?.suspect === 'count') suspects.push(this.ready.shift()!);
-          await this.publishSuspects(epoch, suspects);
+          try {
+            await this.publishSuspects(epoch, suspects);
+          } catch (error) {
+            // Counting their attempts failed (the database is away): none of them went out; they are tried again.
+            if (epoch === this.epoch) this.ready.unshift(...suspects);
+            this.report(error);
+            await sleep(this.config.options.brokerProbeIntervalMs);
+          }
         } finally {
           this.suspectBusy = false;
           this.wake();
@@ -843,6 +868,11 @@ export class PartitionRunner {
       this.deferredKeys.delete(key);
       this.deferrals.delete(key);
     }
+  }
+
+  /** Looks for deferred rows that may go now (see LogicalRelay.kick). */
+  kick(): void {
+    this.sweepAt(Date.now());
   }
 
   /** Looks for deferred rows that may go at this time (or sooner, if asked for sooner before). */
