@@ -6,6 +6,7 @@ import { benchLogical } from './logical.js';
 import { benchPgBoss } from './pgboss.js';
 import { benchProducers } from './producers.js';
 import { benchRelay } from './relay.js';
+import { benchRelayVersions } from './relay-versions.js';
 import { benchScaling } from './scaling.js';
 
 /**
@@ -16,6 +17,7 @@ const BENCHES: Readonly<Record<string, () => Promise<string>>> = {
   enqueue: benchEnqueue,
   producers: benchProducers,
   relay: benchRelay,
+  'relay-versions': benchRelayVersions,
   brokers: benchBrokers,
   inbox: benchInbox,
   'brokers-mysql': benchBrokersMysql,

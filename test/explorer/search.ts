@@ -42,7 +42,7 @@ export async function searchWith<S>(
     numRuns: options.runs,
     seed,
     ...(options.path === undefined ? {} : { path: options.path }),
-    endOnFailure: false,
+    endOnFailure: process.env.EXPLORE_NO_SHRINK === '1',
   });
   const ms = Date.now() - started;
   if (!details.failed || details.counterexample === null) return { runs, seed, ms, failure: null };

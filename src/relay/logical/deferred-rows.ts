@@ -46,9 +46,9 @@ export class DeferredRows {
 
   /**
    * Claims up to `limit` due rows that may go now (keyless ones, and each key's first deferred row): counts an
-   * attempt and leases each for `leaseMs` (it is not due again meanwhile, and is again if this relay dies).
+   * attempt and leases each to `owner` for `leaseMs` (it is not due again meanwhile, and is again if this relay dies).
    */
-  async claim(limit: number, leaseMs: number): Promise<(StreamedRow & { attempts: number })[]> {
+  async claim(limit: number, leaseMs: number, owner: string): Promise<(StreamedRow & { attempts: number })[]> {
     const t = this.table();
     const { rows } = await sql<Record<string, unknown>>`
       WITH due AS (
@@ -61,7 +61,8 @@ export class DeferredRows {
         ORDER BY d.next_attempt_at, d.seq LIMIT ${limit}
         FOR UPDATE OF d SKIP LOCKED
       )
-      UPDATE ${t} AS r SET attempts = r.attempts + 1, next_attempt_at = now() + ${leaseMs} * interval '1 millisecond'
+      UPDATE ${t} AS r SET attempts = r.attempts + 1, next_attempt_at = now() + ${leaseMs} * interval '1 millisecond',
+             lease_owner = ${owner}, lease_until = now() + ${leaseMs} * interval '1 millisecond'
       FROM due WHERE r.seq = due.seq
       RETURNING r.seq, r.id, r.topic, r.msg_key, r.payload, r.content_type, r.headers, r.attempts, r.next_attempt_at, r.created_at`.execute(
       this.db,
@@ -80,6 +81,16 @@ export class DeferredRows {
         createdAt: row.created_at as Date,
       }))
       .sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : 1));
+  }
+
+  /**
+   * Gives back the rows this relay's earlier tenures of the slot claimed and never finished (their tenure ended:
+   * nothing of them is in flight any more), so they are due now rather than when their leases run out.
+   */
+  async releaseLeases(ownerPrefix: string): Promise<void> {
+    await sql`
+      UPDATE ${this.table()} SET next_attempt_at = now(), lease_owner = NULL, lease_until = NULL
+      WHERE state = 'pending' AND deferred_lsn IS NOT NULL AND lease_owner LIKE ${`${ownerPrefix}%`} AND ${this.inPartition}`.execute(this.db);
   }
 
   /** When the next row that may go comes due (a leased one included: it is due again if its relay died); null if none. */

@@ -173,6 +173,19 @@ export class Marker<DB> {
       const written = new Set<string>();
       const note = (rows: readonly { seq: string }[]) => rows.forEach((row) => written.add(row.seq));
       if (this.options.asyncCommit) await sql`SET LOCAL synchronous_commit = off`.execute(trx);
+      // Deferrals first: a dead head's parking of its key's deferred rows (below) must find every one of them.
+      if (deferred.length > 0) {
+        const column = <T>(pick: (mark: (typeof deferred)[number]) => T) => deferred.map(pick);
+        const { rows } = await sql<{ seq: string }>`
+          UPDATE ${table} AS t SET deferred_lsn = coalesce(t.deferred_lsn, d.lsn), next_attempt_at = d.due,
+                 attempts = d.attempts, last_error = coalesce(d.error, t.last_error), lease_owner = NULL, lease_until = NULL
+          FROM unnest(${column((m) => m.seq)}::int8[], ${column((m) => m.lsn)}::int8[], ${column((m) => m.due)}::timestamptz[],
+                      ${column((m) => m.attempts)}::int4[], ${column((m) => m.error)}::text[], ${column((m) => m.again)}::boolean[])
+               AS d(seq, lsn, due, attempts, error, again)
+          WHERE t.seq = d.seq AND t.state = 'pending' AND (t.deferred_lsn IS NULL OR d.again)
+          RETURNING t.seq::text AS seq`.execute(trx);
+        note(rows);
+      }
       if (sent.length > 0) {
         const { rows } = await (this.options.retainSent
           ? sql<{ seq: string }>`UPDATE ${table} SET state = 'sent', sent_at = now(), ready = false, lease_owner = ${this.options.token}
@@ -196,18 +209,6 @@ export class Marker<DB> {
             UPDATE ${table} SET state = 'dead', ready = false, last_error = ${buryDeferred.error}, lease_owner = ${this.options.token}
             WHERE msg_key = ${buryDeferred.key} AND state = 'pending' AND deferred_lsn IS NOT NULL`.execute(trx);
         }
-      }
-      if (deferred.length > 0) {
-        const column = <T>(pick: (mark: (typeof deferred)[number]) => T) => deferred.map(pick);
-        const { rows } = await sql<{ seq: string }>`
-          UPDATE ${table} AS t SET deferred_lsn = coalesce(t.deferred_lsn, d.lsn), next_attempt_at = d.due,
-                 attempts = d.attempts, last_error = coalesce(d.error, t.last_error)
-          FROM unnest(${column((m) => m.seq)}::int8[], ${column((m) => m.lsn)}::int8[], ${column((m) => m.due)}::timestamptz[],
-                      ${column((m) => m.attempts)}::int4[], ${column((m) => m.error)}::text[], ${column((m) => m.again)}::boolean[])
-               AS d(seq, lsn, due, attempts, error, again)
-          WHERE t.seq = d.seq AND t.state = 'pending' AND (t.deferred_lsn IS NULL OR d.again)
-          RETURNING t.seq::text AS seq`.execute(trx);
-        note(rows);
       }
       return written;
     });

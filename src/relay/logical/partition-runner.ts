@@ -321,6 +321,7 @@ export class PartitionRunner {
         this.blocked = new Set(rows.map((row) => row.msg_key));
       }
       // Keys the relay before handed to the table keep their rows there, in order, until those are out.
+      await this.deferred.releaseLeases(`${this.config.token}:`);
       const deferredKeys = await this.deferred.keys();
       if (epoch !== this.epoch) return;
       this.deferredKeys = deferredKeys;
@@ -899,14 +900,17 @@ export class PartitionRunner {
     try {
       do {
         this.sweepAgain = false;
-        const rows = await this.deferred.claim(batchSize, leaseMs);
+        const rows = await this.deferred.claim(batchSize, leaseMs, this.holder(epoch));
         if (epoch !== this.epoch) return;
         for (const row of rows) {
           const entry: Entry = { row, transaction: null, attempts: row.attempts, suspect: null, fromTable: true };
           this.buffered++;
           if (row.key !== null) this.fromTable.add(row.key);
+          // A key blocked by a dead message ('block-key'): a deferred row of it whose parking was not written yet
+          // (its mark came after the dead head's) is parked now, never published.
+          if (row.key !== null && this.blocked.has(row.key)) this.park(entry);
           // Counted at each claim: one claimed more often than maxAttempts died with its relay every time.
-          if (row.attempts > maxAttempts) {
+          else if (row.attempts > maxAttempts) {
             const error = `the relay stopped while publishing it, ${row.attempts - 1} times (crashed or killed)`;
             this.settle([{ ...entry, attempts: row.attempts - 1 }], [{ status: 'permanent', error }]);
           } else this.ready.push(entry);

@@ -136,11 +136,16 @@ export async function runLogicalSchedule(world: LogicalWorld, schedule: LogicalS
   };
 
   const table = sql.id(world.schema, 'txoutbox');
-  /** Time passes for the table: delayed and retrying rows, and leases of crashed relays, are due now. */
+  /**
+   * Time passes for the table: delayed and retrying rows are due now, and so are rows leased to incarnations that
+   * crashed or stopped; not a running relay's (a lease running out under a publish still going is a resend).
+   */
   const timePasses = async (said = true) => {
-    await sql`UPDATE ${table} SET next_attempt_at = now() WHERE state = 'pending' AND deferred_lsn IS NOT NULL AND next_attempt_at > now()`.execute(
-      world.admin,
-    );
+    const live = relays.filter((r) => r.running).map((r) => `${r.instanceId}:%`);
+    await sql`
+      UPDATE ${table} SET next_attempt_at = now(), lease_until = NULL
+      WHERE state = 'pending' AND deferred_lsn IS NOT NULL AND next_attempt_at > now()
+        AND (lease_until IS NULL OR NOT (lease_owner LIKE ANY(${live}::text[])))`.execute(world.admin);
     for (const relay of relays) relay.kick();
     if (said) log('time passes: what waits in the table is due');
   };

@@ -30,6 +30,12 @@ export async function openLogicalWorld(): Promise<LogicalWorld> {
   const schema = `txo_lexplore_${randomBytes(4).toString('hex')}`;
   const admin = new Kysely<any>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: cluster.localUrl, max: 4 }) }) });
   const producers = new Kysely<any>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: cluster.url, max: 8 }) }) });
+  // What an explorer killed mid-run left behind: a COMMIT still waiting for the standby (it holds back every slot
+  // created after it) and its slot (which would keep WAL for ever). This cluster is the tests' own.
+  await sql`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'`.execute(admin);
+  await sql`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'txo_lexplore_%' AND NOT active`.execute(
+    admin,
+  );
   const publication = `${schema}_pub`;
   await migrate(admin, { dialect: 'postgres', schema, publication });
   const table = sql.id(schema, 'txoutbox');
