@@ -6,6 +6,7 @@ import type { ClaimedMessage, ClaimLimits, DeadLetter, RelayStore, RetryPlan } f
 import { tableNames } from '../dialects/identifiers.js';
 import { dialectFor } from '../dialects/index.js';
 import { backoffDelay } from './backoff.js';
+import { SentCleanup } from './sent-cleanup.js';
 import { CircuitBreaker } from './circuit-breaker.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 import { listenForWakeups } from './pg-listener.js';
@@ -66,7 +67,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   private claims = 0;
   /** Makes this relay's claim tokens unique even when two relays are given the same instanceId. */
   private readonly nonce = randomBytes(4).toString('hex');
-  private cleaning: Promise<number> | null = null;
+  private readonly sentCleanup: SentCleanup;
   private listener: { close(): Promise<void> } | null = null;
   private cleanupTimer: LongTimer | null = null;
 
@@ -79,6 +80,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       dialectFor(this.options.dialect).relayStore(this.options.db, names, { asyncCommit: this.options.asyncCommit });
     this.instanceId = this.options.instanceId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
     this.breaker = new CircuitBreaker(this.options.brokerProbeIntervalMs);
+    this.sentCleanup = new SentCleanup(this.store, this.options, (error) => this.report(error));
   }
 
   /** Starts the workers, the wake-up listener (PostgreSQL with `listen`) and the cleanup. */
@@ -152,23 +154,7 @@ export class Relay extends EventEmitter<RelayEvents> {
 
   /** Deletes sent rows past the retention window, in small batches, off the publish path. */
   cleanup(): Promise<number> {
-    // One cleanup at a time: a slow one must not pile up behind the interval.
-    this.cleaning ??= this.cleanupRounds().finally(() => (this.cleaning = null));
-    return this.cleaning;
-  }
-
-  private async cleanupRounds(): Promise<number> {
-    let deleted = 0;
-    try {
-      for (let round = 0; round < 10; round++) {
-        const count = await this.store.cleanup(this.options.retainSentMs, this.options.cleanupBatchSize);
-        deleted += count;
-        if (count < this.options.cleanupBatchSize) break;
-      }
-    } catch (error) {
-      this.report(error);
-    }
-    return deleted;
+    return this.sentCleanup.run();
   }
 
   /**

@@ -35,9 +35,7 @@ describe.each(DIALECTS)('migrate on %s', (dialect) => {
     const tsx = new URL('../../node_modules/.bin/tsx', import.meta.url).pathname;
     const outputs = await Promise.all([1, 2].map(() => run(tsx, [script, dialect, url, h.schema, table])));
     const applied = outputs.map(({ stdout }) => JSON.parse(stdout) as string[]);
-    const files = ['001_create_outbox', '002_relay_sequences_keys', '003_logical_slots', '004_logical_clean_stop'];
-    // Only PostgreSQL has the logical relay's deferred rows.
-    if (dialect === 'postgres') files.push('005_logical_deferred');
+    const files = ['001_create_outbox', '002_relay_sequences_keys', '003_logical_slots', '004_logical_clean_stop', '005_logical_deferred'];
     expect(applied.flat()).toEqual(files);
 
     const history = await sql<{ name: string }>`SELECT name FROM ${sql.id(h.schema, `${table}_migrations`)}`.execute(h.db);

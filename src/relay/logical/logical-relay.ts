@@ -12,6 +12,7 @@ import type { RelayEvents } from '../events.js';
 import { defaultPublication, defaultSlot, logicalNames, type LogicalNames } from './names.js';
 import { DeferredRows } from './deferred-rows.js';
 import { PartitionRunner } from './partition-runner.js';
+import { SentCleanup } from '../sent-cleanup.js';
 import { assertPartitionsMatch } from './partitions-check.js';
 import type { ReplicationSource } from './slot-stream.js';
 import { assertLogicalDecoding } from './slots.js';
@@ -44,7 +45,7 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
   /** Deletes the sent rows kept for retainSentMs: the polling relay's cleanup, on the same table. */
   private readonly store: RelayStore;
   private cleanupTimer: LongTimer | null = null;
-  private cleaning: Promise<number> | null = null;
+  private readonly sentCleanup: SentCleanup;
 
   constructor(options: RelayOptions<unknown>) {
     super();
@@ -59,6 +60,7 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
     this.store = dialectFor(this.options.dialect).relayStore(this.options.db, this.table, {
       asyncCommit: this.options.asyncCommit,
     });
+    this.sentCleanup = new SentCleanup(this.store, this.options, (error) => this.report(error));
   }
 
   /**
@@ -95,23 +97,7 @@ export class LogicalRelay extends EventEmitter<RelayEvents & { owned: [slot: str
    * With retainSentMs 0 rows are deleted as they are marked, and this finds none.
    */
   cleanup(): Promise<number> {
-    // One cleanup at a time: a slow one must not pile up behind the interval.
-    this.cleaning ??= this.cleanupRounds().finally(() => (this.cleaning = null));
-    return this.cleaning;
-  }
-
-  private async cleanupRounds(): Promise<number> {
-    let deleted = 0;
-    try {
-      for (let round = 0; round < 10; round++) {
-        const count = await this.store.cleanup(this.options.retainSentMs, this.options.cleanupBatchSize);
-        deleted += count;
-        if (count < this.options.cleanupBatchSize) break;
-      }
-    } catch (error) {
-      this.report(error instanceof Error ? error : new Error(String(error)));
-    }
-    return deleted;
+    return this.sentCleanup.run();
   }
 
   status(): LogicalRelayStatus {

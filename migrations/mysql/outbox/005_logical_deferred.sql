@@ -1,0 +1,2 @@
+-- Nothing to do on MySQL/MariaDB: the logical relay (and the rows it hands back to the table) is PostgreSQL's. The
+-- file keeps both dialects' migrations numbered alike.
