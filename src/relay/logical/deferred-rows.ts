@@ -67,19 +67,9 @@ export class DeferredRows {
       RETURNING r.seq, r.id, r.topic, r.msg_key, r.payload, r.content_type, r.headers, r.attempts, r.next_attempt_at, r.created_at`.execute(
       this.db,
     );
+    // Given out now: not before now (next_attempt_at holds the lease's end).
     return rows
-      .map((row) => ({
-        seq: String(row.seq),
-        id: String(row.id),
-        topic: String(row.topic),
-        key: row.msg_key === null ? null : String(row.msg_key),
-        payload: row.payload as Buffer,
-        contentType: String(row.content_type),
-        headers: row.headers as Record<string, string>,
-        attempts: Number(row.attempts),
-        notBefore: new Date(),
-        createdAt: row.created_at as Date,
-      }))
+      .map((row) => ({ ...rowFromTable(row), notBefore: new Date() }))
       .sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : 1));
   }
 
@@ -109,4 +99,20 @@ export class DeferredRows {
   private table() {
     return this.names.schema === null ? sql.id(this.names.table) : sql.id(this.names.schema, this.names.table);
   }
+}
+
+/** A row of the outbox table as the relay handles a streamed one. */
+export function rowFromTable(row: Record<string, unknown>): StreamedRow {
+  return {
+    seq: String(row.seq),
+    id: String(row.id),
+    topic: String(row.topic),
+    key: row.msg_key === null ? null : String(row.msg_key),
+    payload: row.payload as Buffer,
+    contentType: String(row.content_type),
+    headers: row.headers as Record<string, string>,
+    attempts: Number(row.attempts),
+    notBefore: row.next_attempt_at as Date,
+    createdAt: row.created_at as Date,
+  };
 }

@@ -8,7 +8,7 @@ import { publishWithDeadline } from '../publish-with-deadline.js';
 import { setLongTimeout, type LongTimer } from '../../timers.js';
 import type { DeadMessage, RetryingMessage } from '../events.js';
 import { parseLsn, type Lsn } from './lsn.js';
-import { DeferredRows } from './deferred-rows.js';
+import { DeferredRows, rowFromTable } from './deferred-rows.js';
 import { Marker } from './marker.js';
 import { partitionFilter } from './names.js';
 import { backfillThrough, ensureSlot, recordBackfillBoundary, recordCleanStop, takeOverSlot } from './slots.js';
@@ -1018,20 +1018,6 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
-function rowFromTable(row: Record<string, unknown>): StreamedRow {
-  return {
-    seq: String(row.seq),
-    id: String(row.id),
-    topic: String(row.topic),
-    key: row.msg_key === null ? null : String(row.msg_key),
-    payload: row.payload as Buffer,
-    contentType: String(row.content_type),
-    headers: row.headers as Record<string, string>,
-    attempts: Number(row.attempts),
-    notBefore: row.next_attempt_at as Date,
-    createdAt: row.created_at as Date,
-  };
-}
 
 function toOutgoing(entry: Entry): OutgoingMessage {
   const { row } = entry;
